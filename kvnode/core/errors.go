@@ -1,0 +1,22 @@
+package core
+
+import "errors"
+
+// Sentinel errors. Adapters match them with errors.Is and translate them to
+// their protocol in exactly one place (for REST: rest.statusFor).
+var (
+	// ErrNoSuchKey: the key is not in the store.
+	ErrNoSuchKey = errors.New("no such key")
+	// ErrEmptyKey: keys must have at least one byte.
+	ErrEmptyKey = errors.New("key must not be empty")
+	// ErrKeyTooLarge: the key is longer than Limits.MaxKeyBytes.
+	ErrKeyTooLarge = errors.New("key too large")
+	// ErrValueTooLarge: the value is longer than Limits.MaxValueBytes.
+	ErrValueTooLarge = errors.New("value too large")
+	// ErrNotLeader: this node cannot order writes and could not reach a node that can.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrUnavailable: no leader is known (an election is running) or the node is shutting down.
+	ErrUnavailable = errors.New("cluster unavailable")
+	// ErrCorruptEvent: a replicated command could not be decoded.
+	ErrCorruptEvent = errors.New("corrupt event")
+)

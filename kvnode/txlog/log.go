@@ -1,0 +1,690 @@
+package txlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// DefaultSegmentBytes is the size segments are preallocated to.
+const DefaultSegmentBytes = 64 << 20
+
+// firstIndexKey is the stable-file key that holds the log's first index
+// after compaction. The "txlog." prefix keeps it apart from raft's keys.
+const firstIndexKey = "txlog.first"
+
+// ErrClosed is returned by every call after Close.
+var ErrClosed = errors.New("txlog: closed")
+
+// Observer receives timings for metrics. Its methods are called on the hot
+// path and must not block.
+type Observer interface {
+	// ObserveAppend is called once per StoreLogs with the number of entries
+	// and the time from the call until they were durable.
+	ObserveAppend(entries int, d time.Duration)
+	// ObserveSync is called after each fdatasync with how long it took.
+	ObserveSync(d time.Duration)
+}
+
+// Options tune a Log. The zero value is ready to use.
+type Options struct {
+	// SegmentBytes is the preallocated size of a segment file.
+	SegmentBytes int64
+	// Observer, if set, receives timings.
+	Observer Observer
+}
+
+// Log is the file-backed transaction log. It implements raft.LogStore,
+// raft.MonotonicLogStore and raft.StableStore. All methods are safe for
+// concurrent use.
+type Log struct {
+	dir    string
+	opts   Options
+	stable *stableFile
+
+	mu      sync.RWMutex // guards everything below up to syncMu
+	segs    []*segment
+	first   uint64
+	last    uint64
+	failed  error  // sticky: after a failed write or sync nothing is trusted
+	written uint64 // number of completed writes; a write's number is its sync target
+	buf     []byte
+
+	// fileMu keeps a segment file open while the group-commit leader syncs it.
+	fileMu sync.RWMutex
+
+	syncMu   sync.Mutex
+	syncCond *sync.Cond
+	syncing  bool
+	synced   uint64
+}
+
+type segment struct {
+	base    uint64
+	path    string
+	f       *os.File
+	offsets []int64 // file offset of entry base+i
+	end     int64   // end of the records
+	sealed  bool
+}
+
+func (s *segment) count() uint64 { return uint64(len(s.offsets)) }
+
+var (
+	_ raft.LogStore          = (*Log)(nil)
+	_ raft.MonotonicLogStore = (*Log)(nil)
+	_ raft.StableStore       = (*Log)(nil)
+)
+
+// Open opens or creates the log in dir, recovering from a torn last write.
+// It fails, naming the file and byte offset, when a record before the tail
+// is corrupt.
+func Open(dir string, opts Options) (*Log, error) {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultSegmentBytes
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("txlog: %w", err)
+	}
+	st, err := openStable(dir)
+	if err != nil {
+		return nil, fmt.Errorf("txlog: %w", err)
+	}
+	l := &Log{dir: dir, opts: opts, stable: st}
+	l.syncCond = sync.NewCond(&l.syncMu)
+	if err := l.load(); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) load() error {
+	entries, err := os.ReadDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("txlog: %w", err)
+	}
+	var bases []uint64
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".seg") {
+			continue
+		}
+		base, err := strconv.ParseUint(strings.TrimSuffix(name, ".seg"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("txlog: unexpected file %s in %s", name, l.dir)
+		}
+		bases = append(bases, base)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	for i, base := range bases {
+		last := i == len(bases)-1
+		seg, err := l.loadSegment(base, last)
+		if err != nil {
+			return err
+		}
+		if seg == nil {
+			continue // a segment whose creation a crash interrupted
+		}
+		if n := len(l.segs); n > 0 {
+			prev := l.segs[n-1]
+			if prev.base+prev.count() != seg.base {
+				return fmt.Errorf("txlog: %s starts at index %d but %s ends at %d: a segment is missing", seg.path, seg.base, prev.path, prev.base+prev.count()-1)
+			}
+		}
+		l.segs = append(l.segs, seg)
+	}
+	for i, s := range l.segs {
+		s.sealed = i < len(l.segs)-1
+	}
+	var total uint64
+	for _, s := range l.segs {
+		total += s.count()
+	}
+	if total == 0 {
+		return nil
+	}
+	l.first = l.segs[0].base
+	l.last = l.segs[len(l.segs)-1].base + l.segs[len(l.segs)-1].count() - 1
+	if b, ok := l.stable.get(firstIndexKey); ok && len(b) == 8 {
+		if f := binary.LittleEndian.Uint64(b); f > l.first {
+			l.first = f
+		}
+	}
+	if l.first > l.last {
+		// Compaction recorded a first index past every entry: nothing is live.
+		l.first, l.last = 0, 0
+	}
+	return nil
+}
+
+// loadSegment reads one segment and indexes its records. For the last
+// segment it cuts off a torn tail; anywhere else a bad record is an error.
+func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
+	path := filepath.Join(l.dir, segmentName(base))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("txlog: %w", err)
+	}
+	if len(data) < segmentHeader || string(data[:8]) != segmentMagic || binary.LittleEndian.Uint64(data[8:]) != base {
+		if last && allZero(data[min(len(data), 8):]) {
+			// Created but its header never reached the disk.
+			if err := os.Remove(path); err != nil {
+				return nil, fmt.Errorf("txlog: %w", err)
+			}
+			return nil, nil
+		}
+		return nil, fmt.Errorf("txlog: %s: corrupt segment header at offset 0", path)
+	}
+	seg := &segment{base: base, path: path}
+	off := int64(segmentHeader)
+	var rec raft.Log
+	for off < int64(len(data)) {
+		rest := data[off:]
+		if len(rest) < recordHeader && allZero(rest) || binary.LittleEndian.Uint32(rest) == 0 && allZero(rest) {
+			break
+		}
+		n, err := decodeRecord(rest, &rec)
+		if err == nil && rec.Index != base+seg.count() {
+			err = fmt.Errorf("index %d where %d was expected", rec.Index, base+seg.count())
+		}
+		if err != nil {
+			if last && tornTail(rest) {
+				break
+			}
+			return nil, fmt.Errorf("txlog: %s: corrupt record at offset %d: %v", path, off, err)
+		}
+		seg.offsets = append(seg.offsets, off)
+		off += int64(n)
+	}
+	seg.end = off
+	seg.f, err = os.OpenFile(path, os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("txlog: %w", err)
+	}
+	if last && off < int64(len(data)) && !allZero(data[off:]) {
+		// Zero the torn bytes so the next append starts on clean ground.
+		if err := seg.f.Truncate(off); err != nil {
+			seg.f.Close()
+			return nil, fmt.Errorf("txlog: truncate torn tail of %s: %w", path, err)
+		}
+		if err := seg.f.Sync(); err != nil {
+			seg.f.Close()
+			return nil, fmt.Errorf("txlog: %w", err)
+		}
+	}
+	if last {
+		if err := preallocate(seg.f, l.opts.SegmentBytes); err != nil {
+			seg.f.Close()
+			return nil, fmt.Errorf("txlog: preallocate %s: %w", path, err)
+		}
+	}
+	return seg, nil
+}
+
+// tornTail reports whether a bad record at the start of b is the remains of
+// a write that a crash interrupted: every byte after the extent its header
+// claims (or after the header, when the length is implausible) is zero.
+func tornTail(b []byte) bool {
+	if len(b) < recordHeader {
+		return true
+	}
+	extent := int64(recordHeader)
+	if n := int64(binary.LittleEndian.Uint32(b)); n <= maxRecordBytes {
+		extent += n
+	}
+	if extent >= int64(len(b)) {
+		return true
+	}
+	return allZero(b[extent:])
+}
+
+func segmentName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
+
+// FirstIndex returns the first index in the log, 0 when it is empty.
+func (l *Log) FirstIndex() (uint64, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.first, l.failed
+}
+
+// LastIndex returns the last index in the log, 0 when it is empty.
+func (l *Log) LastIndex() (uint64, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.last, l.failed
+}
+
+// IsMonotonic tells raft that indexes are dense, so after a snapshot
+// restore it deletes the whole log instead of leaving a gap.
+func (l *Log) IsMonotonic() bool { return true }
+
+// GetLog reads the entry at index into out.
+func (l *Log) GetLog(index uint64, out *raft.Log) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.failed != nil {
+		return l.failed
+	}
+	if l.last == 0 || index < l.first || index > l.last {
+		return raft.ErrLogNotFound
+	}
+	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > index }) - 1
+	seg := l.segs[i]
+	k := index - seg.base
+	start, end := seg.offsets[k], seg.end
+	if k+1 < seg.count() {
+		end = seg.offsets[k+1]
+	}
+	buf := make([]byte, end-start)
+	if _, err := seg.f.ReadAt(buf, start); err != nil {
+		return fmt.Errorf("txlog: read %s at offset %d: %w", seg.path, start, err)
+	}
+	if _, err := decodeRecord(buf, out); err != nil {
+		return fmt.Errorf("txlog: %s: corrupt record at offset %d: %w", seg.path, start, err)
+	}
+	if out.Index != index {
+		return fmt.Errorf("txlog: %s: offset %d holds index %d, not %d", seg.path, start, out.Index, index)
+	}
+	return nil
+}
+
+// StoreLog appends one entry; see StoreLogs.
+func (l *Log) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
+
+// StoreLogs appends entries whose indexes continue the log without a gap,
+// and returns once they are on disk.
+func (l *Log) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	start := time.Now()
+	target, err := l.write(logs)
+	if err != nil {
+		return err
+	}
+	if err := l.waitDurable(target); err != nil {
+		return err
+	}
+	if l.opts.Observer != nil {
+		l.opts.Observer.ObserveAppend(len(logs), time.Since(start))
+	}
+	return nil
+}
+
+// write appends the records to the page cache and returns the sync target
+// that covers them.
+func (l *Log) write(logs []*raft.Log) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed != nil {
+		return 0, l.failed
+	}
+	if l.last != 0 && logs[0].Index != l.last+1 {
+		return 0, fmt.Errorf("txlog: append of index %d after %d leaves a gap or overlaps", logs[0].Index, l.last)
+	}
+	for i := 1; i < len(logs); i++ {
+		if logs[i].Index != logs[i-1].Index+1 {
+			return 0, fmt.Errorf("txlog: batch is not contiguous at index %d", logs[i].Index)
+		}
+	}
+	seg, err := l.activeFor(logs[0].Index)
+	if err != nil {
+		return 0, l.fail(err)
+	}
+	l.buf = l.buf[:0]
+	var offs []int64
+	for _, log := range logs {
+		before := len(l.buf)
+		l.buf = appendRecord(l.buf, log)
+		if seg.end+int64(len(l.buf)) > l.opts.SegmentBytes && (seg.count() > 0 || before > 0) {
+			// This record does not fit: write what does, then start a new segment.
+			rec := append([]byte(nil), l.buf[before:]...)
+			l.buf = l.buf[:before]
+			if err := l.flush(seg, offs); err != nil {
+				return 0, l.fail(err)
+			}
+			if seg, err = l.roll(log.Index); err != nil {
+				return 0, l.fail(err)
+			}
+			l.buf, offs = append(l.buf[:0], rec...), offs[:0]
+			before = 0
+		}
+		offs = append(offs, int64(before))
+	}
+	if err := l.flush(seg, offs); err != nil {
+		return 0, l.fail(err)
+	}
+	if l.last == 0 {
+		l.first = logs[0].Index
+	}
+	l.last = logs[len(logs)-1].Index
+	l.written++
+	return l.written, nil
+}
+
+// activeFor returns the segment the entry at index goes to, starting one
+// when the log is empty.
+func (l *Log) activeFor(index uint64) (*segment, error) {
+	if n := len(l.segs); n > 0 {
+		seg := l.segs[n-1]
+		if seg.count() > 0 || seg.base == index {
+			return seg, nil
+		}
+		// An empty segment left by a truncation at a different index.
+		l.segs = l.segs[:n-1]
+		if err := l.removeSegments([]*segment{seg}); err != nil {
+			return nil, err
+		}
+	}
+	seg, err := l.createSegment(index)
+	if err != nil {
+		return nil, err
+	}
+	l.segs = append(l.segs, seg)
+	return seg, nil
+}
+
+func (l *Log) flush(seg *segment, offs []int64) error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	if _, err := seg.f.WriteAt(l.buf, seg.end); err != nil {
+		return fmt.Errorf("txlog: write %s at offset %d: %w", seg.path, seg.end, err)
+	}
+	for _, o := range offs {
+		seg.offsets = append(seg.offsets, seg.end+o)
+	}
+	seg.end += int64(len(l.buf))
+	l.buf = l.buf[:0]
+	return nil
+}
+
+// roll seals the active segment (synced, cut to its data) and starts a new
+// one whose first entry will be base.
+func (l *Log) roll(base uint64) (*segment, error) {
+	old := l.segs[len(l.segs)-1]
+	if err := old.f.Truncate(old.end); err != nil {
+		return nil, fmt.Errorf("txlog: seal %s: %w", old.path, err)
+	}
+	if err := old.f.Sync(); err != nil {
+		return nil, fmt.Errorf("txlog: seal %s: %w", old.path, err)
+	}
+	old.sealed = true
+	seg, err := l.createSegment(base)
+	if err != nil {
+		return nil, err
+	}
+	l.segs = append(l.segs, seg)
+	return seg, nil
+}
+
+func (l *Log) createSegment(base uint64) (*segment, error) {
+	path := filepath.Join(l.dir, segmentName(base))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("txlog: %w", err)
+	}
+	hdr := make([]byte, segmentHeader)
+	copy(hdr, segmentMagic)
+	binary.LittleEndian.PutUint64(hdr[8:], base)
+	err = preallocate(f, l.opts.SegmentBytes)
+	if err == nil {
+		_, err = f.WriteAt(hdr, 0)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = syncDir(l.dir)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("txlog: create %s: %w", path, err)
+	}
+	return &segment{base: base, path: path, f: f, end: segmentHeader}, nil
+}
+
+// waitDurable returns once an fdatasync that started after write number
+// target has finished. The first waiter to find no sync running runs one
+// for everyone who has written so far (group commit).
+func (l *Log) waitDurable(target uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	for l.synced < target {
+		if l.syncing {
+			l.syncCond.Wait()
+			continue
+		}
+		l.syncing = true
+		l.syncMu.Unlock()
+		upto, err := l.syncActive()
+		l.syncMu.Lock()
+		l.syncing = false
+		l.syncCond.Broadcast()
+		if err != nil {
+			return err
+		}
+		if upto > l.synced {
+			l.synced = upto
+		}
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.failed
+}
+
+// syncActive flushes the active segment and returns the write number it
+// covers. Sealed segments were synced when they were sealed.
+func (l *Log) syncActive() (uint64, error) {
+	l.mu.RLock()
+	upto, failed := l.written, l.failed
+	var seg *segment
+	if n := len(l.segs); n > 0 {
+		seg = l.segs[n-1]
+	}
+	l.fileMu.RLock() // taken before mu is released, so the file cannot be closed under us
+	l.mu.RUnlock()
+	defer l.fileMu.RUnlock()
+	if failed != nil || seg == nil {
+		return upto, failed
+	}
+	start := time.Now()
+	if err := datasync(seg.f); err != nil {
+		l.mu.Lock()
+		err = l.fail(fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err))
+		l.mu.Unlock()
+		return 0, err
+	}
+	if l.opts.Observer != nil {
+		l.opts.Observer.ObserveSync(time.Since(start))
+	}
+	return upto, nil
+}
+
+// fail makes err sticky. Called with mu held.
+func (l *Log) fail(err error) error {
+	if l.failed == nil {
+		l.failed = err
+	}
+	return l.failed
+}
+
+// Err reports the error that stopped the log, or nil while it is healthy.
+func (l *Log) Err() error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if errors.Is(l.failed, ErrClosed) {
+		return nil
+	}
+	return l.failed
+}
+
+// DeleteRange deletes the entries from min to max inclusive. Raft deletes
+// either a prefix (compaction after a snapshot), a suffix (a follower
+// dropping entries that conflict with the leader's) or everything.
+func (l *Log) DeleteRange(min, max uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed != nil {
+		return l.failed
+	}
+	if l.last == 0 || max < l.first || min > l.last || min > max {
+		return nil
+	}
+	switch {
+	case min <= l.first && max >= l.last:
+		return l.deleteAll()
+	case min <= l.first:
+		return l.deletePrefix(max + 1)
+	case max >= l.last:
+		return l.deleteSuffix(min)
+	default:
+		return fmt.Errorf("txlog: cannot delete %d..%d from the middle of %d..%d", min, max, l.first, l.last)
+	}
+}
+
+func (l *Log) deleteAll() error {
+	if err := l.setFirst(0); err != nil {
+		return l.fail(err)
+	}
+	segs := l.segs
+	l.segs, l.first, l.last = nil, 0, 0
+	return l.removeSegments(segs)
+}
+
+func (l *Log) deletePrefix(first uint64) error {
+	// Record the new start before removing files, so a crash in between
+	// leaves a log that still knows where it begins.
+	if err := l.setFirst(first); err != nil {
+		return l.fail(err)
+	}
+	l.first = first
+	n := 0
+	for n < len(l.segs)-1 && l.segs[n].base+l.segs[n].count() <= first {
+		n++
+	}
+	gone := l.segs[:n:n]
+	l.segs = l.segs[n:]
+	return l.removeSegments(gone)
+}
+
+func (l *Log) deleteSuffix(from uint64) error {
+	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > from }) - 1
+	gone := append([]*segment(nil), l.segs[i+1:]...)
+	seg := l.segs[i]
+	l.segs = l.segs[:i+1]
+	k := from - seg.base
+	cut := seg.offsets[k]
+	if err := seg.f.Truncate(cut); err != nil {
+		return l.fail(fmt.Errorf("txlog: truncate %s: %w", seg.path, err))
+	}
+	if err := preallocate(seg.f, l.opts.SegmentBytes); err != nil {
+		return l.fail(fmt.Errorf("txlog: preallocate %s: %w", seg.path, err))
+	}
+	if err := seg.f.Sync(); err != nil {
+		return l.fail(fmt.Errorf("txlog: sync %s: %w", seg.path, err))
+	}
+	seg.offsets = seg.offsets[:k]
+	seg.end = cut
+	seg.sealed = false
+	l.last = from - 1
+	return l.removeSegments(gone)
+}
+
+func (l *Log) setFirst(first uint64) error {
+	return l.stable.set(firstIndexKey, binary.LittleEndian.AppendUint64(nil, first))
+}
+
+func (l *Log) removeSegments(segs []*segment) error {
+	if len(segs) == 0 {
+		return nil
+	}
+	l.fileMu.Lock()
+	for _, s := range segs {
+		s.f.Close()
+	}
+	l.fileMu.Unlock()
+	for _, s := range segs {
+		if err := os.Remove(s.path); err != nil {
+			return l.fail(fmt.Errorf("txlog: %w", err))
+		}
+	}
+	if err := syncDir(l.dir); err != nil {
+		return l.fail(err)
+	}
+	return nil
+}
+
+// Size is the number of bytes of records on disk (not counting
+// preallocated space).
+func (l *Log) Size() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var n int64
+	for _, s := range l.segs {
+		n += s.end
+	}
+	return n
+}
+
+// Close syncs and closes the files. Later calls return ErrClosed.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if errors.Is(l.failed, ErrClosed) {
+		return nil
+	}
+	var err error
+	if n := len(l.segs); n > 0 && l.failed == nil {
+		err = datasync(l.segs[n-1].f)
+	}
+	l.failed = ErrClosed
+	l.closeFiles()
+	return err
+}
+
+func (l *Log) closeFiles() {
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
+	for _, s := range l.segs {
+		if s.f != nil {
+			s.f.Close()
+		}
+	}
+}
+
+// Set stores a value under key in the stable state.
+func (l *Log) Set(key, val []byte) error { return l.stable.set("b:"+string(key), val) }
+
+// Get returns the value stored under key, or an error saying "not found".
+func (l *Log) Get(key []byte) ([]byte, error) {
+	v, ok := l.stable.get("b:" + string(key))
+	if !ok {
+		return nil, errNotFound
+	}
+	return v, nil
+}
+
+// SetUint64 stores an integer under key in the stable state.
+func (l *Log) SetUint64(key []byte, val uint64) error {
+	return l.stable.set("u:"+string(key), binary.LittleEndian.AppendUint64(nil, val))
+}
+
+// GetUint64 returns the integer stored under key, 0 when there is none.
+func (l *Log) GetUint64(key []byte) (uint64, error) {
+	v, ok := l.stable.get("u:" + string(key))
+	if !ok || len(v) != 8 {
+		return 0, nil
+	}
+	return binary.LittleEndian.Uint64(v), nil
+}

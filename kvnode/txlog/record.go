@@ -1,0 +1,104 @@
+package txlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+const (
+	segmentMagic   = "KVTXLOG1"
+	segmentHeader  = 16
+	recordHeader   = 8
+	bodyFixed      = 8 + 8 + 1 + 8
+	maxRecordBytes = 64 << 20 // far above any value the node accepts; a larger length is a torn or corrupt header
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errBadRecord is returned by decodeRecord for bytes that are not a whole,
+// intact record.
+var errBadRecord = errors.New("bad record")
+
+// appendRecord appends the encoding of l to b.
+func appendRecord(b []byte, l *raft.Log) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint64(b, l.Index)
+	b = binary.LittleEndian.AppendUint64(b, l.Term)
+	b = append(b, byte(l.Type))
+	var at int64
+	if !l.AppendedAt.IsZero() {
+		at = l.AppendedAt.UnixNano()
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(at))
+	b = binary.AppendUvarint(b, uint64(len(l.Data)))
+	b = append(b, l.Data...)
+	b = append(b, l.Extensions...)
+	body := len(b) - start - recordHeader
+	binary.LittleEndian.PutUint32(b[start:], uint32(body))
+	crc := crc32.Update(0, castagnoli, b[start:start+4])
+	crc = crc32.Update(crc, castagnoli, b[start+recordHeader:])
+	binary.LittleEndian.PutUint32(b[start+4:], crc)
+	return b
+}
+
+// decodeRecord decodes the record at the start of b into l and returns its
+// encoded size. It returns errBadRecord when b does not start with a whole
+// record whose checksum matches. l's byte slices are copies, never aliases
+// of b.
+func decodeRecord(b []byte, l *raft.Log) (int, error) {
+	if len(b) < recordHeader {
+		return 0, fmt.Errorf("%w: %d bytes left, header needs %d", errBadRecord, len(b), recordHeader)
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n < bodyFixed+1 || n > maxRecordBytes {
+		return 0, fmt.Errorf("%w: length %d", errBadRecord, n)
+	}
+	if uint64(len(b)-recordHeader) < uint64(n) {
+		return 0, fmt.Errorf("%w: length %d but %d bytes left", errBadRecord, n, len(b)-recordHeader)
+	}
+	body := b[recordHeader : recordHeader+int(n)]
+	crc := crc32.Update(0, castagnoli, b[:4])
+	crc = crc32.Update(crc, castagnoli, body)
+	if crc != binary.LittleEndian.Uint32(b[4:]) {
+		return 0, fmt.Errorf("%w: checksum mismatch", errBadRecord)
+	}
+	l.Index = binary.LittleEndian.Uint64(body)
+	l.Term = binary.LittleEndian.Uint64(body[8:])
+	l.Type = raft.LogType(body[16])
+	at := int64(binary.LittleEndian.Uint64(body[17:]))
+	l.AppendedAt = time.Time{}
+	if at != 0 {
+		l.AppendedAt = time.Unix(0, at)
+	}
+	dlen, k := binary.Uvarint(body[bodyFixed:])
+	if k <= 0 || dlen > uint64(len(body)-bodyFixed-k) {
+		return 0, fmt.Errorf("%w: data length", errBadRecord)
+	}
+	rest := body[bodyFixed+k:]
+	l.Data = cloneOrNil(rest[:dlen])
+	l.Extensions = cloneOrNil(rest[dlen:])
+	return recordHeader + int(n), nil
+}
+
+func cloneOrNil(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,146 @@
+package txlog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// errNotFound is what hashicorp/raft expects from a StableStore for a
+// missing key: it compares the message, not the value.
+var errNotFound = errors.New("not found")
+
+const stableMagic = "KVSTBL01"
+
+// stableFile is a small map persisted as a whole on every change: the magic,
+// then per entry uvarint key length, key, uvarint value length, value, and a
+// trailing CRC-32C of everything before it. It is written to a temporary
+// file, fsynced, renamed over the old one, and the directory fsynced, so a
+// crash leaves either the old or the new map, never a mix. Raft writes it
+// only on term changes and votes.
+type stableFile struct {
+	mu   sync.Mutex
+	path string
+	m    map[string][]byte
+}
+
+func openStable(dir string) (*stableFile, error) {
+	s := &stableFile{path: filepath.Join(dir, "stable"), m: map[string][]byte{}}
+	b, err := os.ReadFile(s.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < len(stableMagic)+4 || string(b[:len(stableMagic)]) != stableMagic {
+		return nil, fmt.Errorf("%s: not a stable-state file", s.path)
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, fmt.Errorf("%s: checksum mismatch", s.path)
+	}
+	r := bytes.NewReader(body[len(stableMagic):])
+	for r.Len() > 0 {
+		k, err := readChunk(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.path, err)
+		}
+		v, err := readChunk(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.path, err)
+		}
+		s.m[string(k)] = v
+	}
+	return s, nil
+}
+
+func readChunk(r *bytes.Reader) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > uint64(r.Len()) {
+		return nil, fmt.Errorf("truncated entry")
+	}
+	b := make([]byte, n)
+	_, _ = r.Read(b)
+	return b, nil
+}
+
+func (s *stableFile) get(key string) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	return v, ok
+}
+
+func (s *stableFile) set(key string, val []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, had := s.m[key]
+	s.m[key] = append([]byte(nil), val...)
+	if err := s.persistLocked(); err != nil {
+		if had {
+			s.m[key] = old
+		} else {
+			delete(s.m, key)
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *stableFile) persistLocked() error {
+	keys := make([]string, 0, len(s.m))
+	for k := range s.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b := []byte(stableMagic)
+	for _, k := range keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(s.m[k])))
+		b = append(b, s.m[k]...)
+	}
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return writeFileAtomic(s.path, b)
+}
+
+// writeFileAtomic writes b to path so that a crash leaves the old content or
+// the new, never a mix: temp file, fsync, rename, fsync the directory.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
