@@ -193,9 +193,9 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	if err != nil {
 		return n, err
 	}
-	var lb [binary.MaxVarintLen64]byte
+	var kb, vb [binary.MaxVarintLen64]byte
 	for k, v := range sn.m {
-		for _, part := range [][]byte{binary.AppendUvarint(lb[:0], uint64(len(k))), []byte(k), binary.AppendUvarint(lb[:0], uint64(len(v))), v} {
+		for _, part := range [][]byte{binary.AppendUvarint(kb[:0], uint64(len(k))), []byte(k), binary.AppendUvarint(vb[:0], uint64(len(v))), v} {
 			c, err := bw.Write(part)
 			n += int64(c)
 			if err != nil {

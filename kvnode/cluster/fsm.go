@@ -1,0 +1,81 @@
+package cluster
+
+import (
+	"io"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+// fsm applies committed log entries to the core store. It sees every
+// entry that raft hands to a state machine (commands and configurations)
+// and marks each applied, so that the store's applied index can be waited
+// on for any committed index after the leader's first entry of a term.
+type fsm struct{ store *core.Store }
+
+var (
+	_ raft.BatchingFSM        = (*fsm)(nil)
+	_ raft.ConfigurationStore = (*fsm)(nil)
+)
+
+// Apply applies one entry. An empty command is a fence the leader writes
+// when it takes office; it changes nothing.
+func (f *fsm) Apply(l *raft.Log) any {
+	if len(l.Data) == 0 {
+		f.store.MarkApplied(l.Index)
+		return nil
+	}
+	e, err := core.UnmarshalEvent(l.Data)
+	if err != nil {
+		// Every node fails the same entry the same way, so the replicas
+		// stay identical; the proposer gets the error.
+		f.store.MarkApplied(l.Index)
+		return err
+	}
+	f.store.Apply(l.Index, e)
+	return nil
+}
+
+// ApplyBatch applies entries committed together.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		if l.Type == raft.LogConfiguration {
+			f.store.MarkApplied(l.Index)
+			continue
+		}
+		out[i] = f.Apply(l)
+	}
+	return out
+}
+
+// StoreConfiguration is called for membership changes; they do not touch
+// the data but they are committed indexes readers may wait for.
+func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.store.MarkApplied(index)
+}
+
+// Snapshot freezes the store. It runs on raft's FSM goroutine, so no
+// Apply runs while the map is copied.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{snap: f.store.Snapshot()}, nil
+}
+
+// Restore replaces the store with a snapshot's contents.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return f.store.Restore(rc)
+}
+
+type fsmSnapshot struct{ snap *core.Snapshot }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.snap.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

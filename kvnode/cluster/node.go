@@ -1,0 +1,364 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
+)
+
+type raftLogger = hclog.Logger
+
+// Config is what a node needs to take part in a cluster.
+type Config struct {
+	// NodeID is the node's stable identity (the StatefulSet pod name).
+	NodeID string
+	// DataDir holds the log and the snapshots.
+	DataDir string
+	// PeerBind is the address raft listens on; PeerAdvertise is the one
+	// other members dial (a stable DNS name in Kubernetes).
+	PeerBind, PeerAdvertise string
+	// PeerTLS, when set, makes peer traffic mutual TLS.
+	PeerTLS *tls.Config
+	// Bootstrap starts a new one-member cluster when the data directory
+	// has no Raft state. It is ignored when state exists.
+	Bootstrap bool
+	// SnapshotThreshold is the number of log entries after which a
+	// snapshot is taken and the log compacted; TrailingLogs are kept.
+	SnapshotThreshold, TrailingLogs uint64
+	// SnapshotInterval is how often the threshold is checked.
+	SnapshotInterval time.Duration
+	// Logger receives raft's logs.
+	Logger hclog.Logger
+	// LogObserver receives transaction-log timings.
+	LogObserver txlog.Observer
+	// Fast shortens raft's timers for tests on loopback.
+	Fast bool
+}
+
+// Node is one member of a kvnode cluster.
+type Node struct {
+	cfg   Config
+	store *core.Store
+	log   *txlog.Log
+	raft  *raft.Raft
+	trans raft.Transport
+
+	reads *readIndex
+
+	mu      sync.Mutex
+	ready   chan struct{} // closed once the leader's fence for readyTerm committed
+	isReady atomic.Bool
+	closed  chan struct{}
+	wg      sync.WaitGroup
+}
+
+// Open starts raft on the data directory and returns the running node.
+func Open(cfg Config, store *core.Store) (*Node, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("cluster: a node ID is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	log, err := txlog.Open(filepath.Join(cfg.DataDir, "log"), txlog.Options{Observer: cfg.LogObserver})
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, cfg.Logger.Named("snapshots"))
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	trans, err := newTransport(cfg.PeerBind, cfg.PeerAdvertise, cfg.PeerTLS, cfg.Logger.Named("transport"))
+	if err != nil {
+		log.Close()
+		return nil, fmt.Errorf("cluster: peer listener: %w", err)
+	}
+	n := &Node{cfg: cfg, store: store, log: log, trans: trans, ready: make(chan struct{}), closed: make(chan struct{})}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = cfg.Logger
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.HeartbeatTimeout = 500 * time.Millisecond
+	rc.ElectionTimeout = 500 * time.Millisecond
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	if cfg.Fast {
+		rc.HeartbeatTimeout = 200 * time.Millisecond
+		rc.ElectionTimeout = 200 * time.Millisecond
+		rc.LeaderLeaseTimeout = 100 * time.Millisecond
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+
+	hasState, err := raft.HasExistingState(log, log, snaps)
+	if err != nil {
+		n.closeStorage()
+		return nil, err
+	}
+	cache, err := raft.NewLogCache(4096, log)
+	if err != nil {
+		n.closeStorage()
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, &fsm{store: store}, cache, log, snaps, trans)
+	if err != nil {
+		n.closeStorage()
+		return nil, err
+	}
+	n.raft = r
+	n.reads = newReadIndex(r)
+	if cfg.Bootstrap && !hasState {
+		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
+		if err := r.BootstrapCluster(boot).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.Shutdown()
+			return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+	}
+	n.wg.Add(1)
+	go n.watchLeadership(notify)
+	return n, nil
+}
+
+// watchLeadership commits a fence entry whenever this node becomes leader.
+// Until the fence of its term commits, a new leader's commit index may not
+// cover what the previous leader committed, so linearizable reads wait.
+func (n *Node) watchLeadership(notify <-chan bool) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case leader := <-notify:
+			n.setReady(false)
+			if !leader {
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			if err := n.raft.Apply(nil, 0).Error(); err != nil {
+				n.cfg.Logger.Warn("leadership fence failed", "error", err)
+				continue
+			}
+			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
+				n.setReady(true)
+			}
+		}
+	}
+}
+
+func (n *Node) setReady(ready bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ready == n.isReady.Load() {
+		return
+	}
+	n.isReady.Store(ready)
+	if ready {
+		close(n.ready)
+	} else {
+		n.ready = make(chan struct{})
+	}
+}
+
+func (n *Node) readyCh() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ready
+}
+
+// Propose implements core.Replicator.
+func (n *Node) Propose(ctx context.Context, e core.Event) error {
+	cmd, err := e.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := n.raft.Apply(cmd, timeout)
+	if err := waitFuture(ctx, f); err != nil {
+		return mapRaftError(err)
+	}
+	if rerr, ok := f.Response().(error); ok {
+		return rerr
+	}
+	return nil
+}
+
+// ReadBarrier implements core.Replicator with a read index: note the
+// commit index, confirm leadership with a quorum (one round shared by all
+// reads that arrive together), then wait until the store has applied that
+// index.
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	if !n.isReady.Load() {
+		select {
+		case <-n.readyCh():
+		case <-ctx.Done():
+			return fmt.Errorf("%w: leader is not ready: %v", core.ErrUnavailable, ctx.Err())
+		case <-n.closed:
+			return core.ErrUnavailable
+		}
+	}
+	index, err := n.reads.confirm(ctx)
+	if err != nil {
+		return mapRaftError(err)
+	}
+	return n.store.WaitApplied(ctx, index)
+}
+
+func (n *Node) notLeader() error {
+	if addr, _ := n.raft.LeaderWithID(); addr == "" {
+		return fmt.Errorf("%w: no leader is known", core.ErrUnavailable)
+	}
+	return core.ErrNotLeader
+}
+
+// waitFuture waits for f without outliving ctx.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	if ctx.Done() == nil {
+		return f.Error()
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// mapRaftError turns raft's errors into the core's sentinels.
+func mapRaftError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
+	}
+	return err
+}
+
+// Status is a point-in-time view of the node for health checks and metrics.
+type Status struct {
+	State        string
+	Leader       string
+	LeaderID     string
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LastIndex    uint64
+	LogBytes     int64
+	LogErr       error
+}
+
+// Status reports the node's raft state.
+func (n *Node) Status() Status {
+	addr, id := n.raft.LeaderWithID()
+	return Status{
+		State:        n.raft.State().String(),
+		Leader:       string(addr),
+		LeaderID:     string(id),
+		Term:         n.raft.CurrentTerm(),
+		CommitIndex:  n.raft.CommitIndex(),
+		AppliedIndex: n.raft.AppliedIndex(),
+		LastIndex:    n.raft.LastIndex(),
+		LogBytes:     n.log.Size(),
+		LogErr:       n.log.Err(),
+	}
+}
+
+// Ready reports why the node should not receive traffic, or nil: the log
+// must be healthy, a leader known, and everything known to be committed
+// applied.
+func (n *Node) Ready() error {
+	s := n.Status()
+	switch {
+	case s.LogErr != nil:
+		return fmt.Errorf("transaction log failed: %w", s.LogErr)
+	case s.Leader == "":
+		return errors.New("no leader")
+	case s.AppliedIndex < s.CommitIndex:
+		return fmt.Errorf("applied index %d behind commit index %d", s.AppliedIndex, s.CommitIndex)
+	}
+	return nil
+}
+
+// Snapshot takes a snapshot now and compacts the log.
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Shutdown stops raft (handing leadership over first when there are other
+// voters), then syncs and closes the log.
+func (n *Node) Shutdown() error {
+	select {
+	case <-n.closed:
+		return nil
+	default:
+	}
+	if n.raft.State() == raft.Leader && n.voters() > 1 {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			n.cfg.Logger.Warn("leadership transfer on shutdown failed", "error", err)
+		}
+	}
+	close(n.closed)
+	err := n.raft.Shutdown().Error()
+	n.wg.Wait()
+	return errors.Join(err, n.closeStorage())
+}
+
+func (n *Node) voters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	v := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			v++
+		}
+	}
+	return v
+}
+
+func (n *Node) closeStorage() error {
+	var err error
+	if c, ok := n.trans.(io.Closer); ok {
+		err = c.Close()
+	}
+	return errors.Join(err, n.log.Close())
+}

@@ -1,0 +1,99 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+func openNode(t *testing.T, dir string, bootstrap bool) (*Node, *core.Service) {
+	t.Helper()
+	st := core.NewStore()
+	n, err := Open(Config{NodeID: "node-0", DataDir: dir, PeerBind: "127.0.0.1:0", Bootstrap: bootstrap, Fast: true, SnapshotThreshold: 100, TrailingLogs: 10, SnapshotInterval: 50 * time.Millisecond}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	return n, core.NewService(st, n, core.DefaultLimits)
+}
+
+func waitLeader(t *testing.T, svc *core.Service) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, err := svc.Get(ctx, "probe", core.Linearizable)
+		if err == nil || errors.Is(err, core.ErrNoSuchKey) {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no leader: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSingleNodeSurvivesRestartAndCompacts(t *testing.T) {
+	dir := t.TempDir()
+	n, svc := openNode(t, dir, true)
+	waitLeader(t, svc)
+	ctx := context.Background()
+	for i := 0; i < 500; i++ {
+		if err := svc.Put(ctx, fmt.Sprintf("k%03d", i), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Delete(ctx, "k000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 500; i < 520; i++ { // entries after the snapshot, replayed from the log
+		if err := svc.Put(ctx, fmt.Sprintf("k%03d", i), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first, _ := n.log.FirstIndex(); first < 400 {
+		t.Fatalf("log first index %d after a snapshot at ~500: not compacted", first)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restarting with --bootstrap again must not start a new cluster over the old state.
+	_, svc = openNode(t, dir, true)
+	waitLeader(t, svc)
+	for i := 1; i < 520; i++ {
+		v, err := svc.Get(ctx, fmt.Sprintf("k%03d", i), core.Linearizable)
+		if err != nil || string(v) != fmt.Sprint(i) {
+			t.Fatalf("k%03d = %q, %v after restart", i, v, err)
+		}
+	}
+	if _, err := svc.Get(ctx, "k000", core.Linearizable); !errors.Is(err, core.ErrNoSuchKey) {
+		t.Fatalf("deleted key came back: %v", err)
+	}
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*"))
+	if len(snaps) == 0 {
+		t.Fatal("no snapshot on disk")
+	}
+}
+
+func TestNodeWithoutBootstrapWaitsToBeAdded(t *testing.T) {
+	_, svc := openNode(t, t.TempDir(), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	err := svc.Put(ctx, "k", []byte("v"))
+	if !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("write on an unbootstrapped node = %v, want ErrUnavailable", err)
+	}
+	if _, err := os.Stat(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+}

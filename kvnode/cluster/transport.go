@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// tlsStreamLayer carries raft's peer traffic over mutual TLS: both ends
+// present a certificate signed by the cluster CA (the tls.Config decides),
+// so a process without the peer certificate can neither join nor listen in.
+type tlsStreamLayer struct {
+	net.Listener
+	advertise net.Addr
+	config    *tls.Config
+}
+
+func (t *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	conn, err := tls.DialWithDialer(d, "tcp", string(address), t.config)
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (t *tlsStreamLayer) Addr() net.Addr {
+	if t.advertise != nil {
+		return t.advertise
+	}
+	return t.Listener.Addr()
+}
+
+// newTransport returns raft's network transport on plain TCP when
+// peerTLS is nil (development), else on mutual TLS.
+func newTransport(bind, advertise string, peerTLS *tls.Config, logger raftLogger) (raft.Transport, error) {
+	var adv net.Addr
+	if advertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", advertise)
+		if err != nil {
+			// A DNS name that does not resolve yet (a pod that is starting) is
+			// still the right thing to advertise.
+			adv = stringAddr(advertise)
+		} else {
+			adv = a
+		}
+	}
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, err
+	}
+	if adv == nil {
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+			ln.Close()
+			return nil, errors.New("cluster: the peer address binds all interfaces; set an advertised address")
+		}
+	}
+	var layer raft.StreamLayer
+	if peerTLS == nil {
+		layer = &plainStreamLayer{Listener: ln, advertise: adv}
+	} else {
+		layer = &tlsStreamLayer{Listener: tls.NewListener(ln, peerTLS), advertise: adv, config: peerTLS}
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  logger,
+	}), nil
+}
+
+type plainStreamLayer struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func (p *plainStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(address), timeout)
+}
+
+func (p *plainStreamLayer) Addr() net.Addr {
+	if p.advertise != nil {
+		return p.advertise
+	}
+	return p.Listener.Addr()
+}
+
+type stringAddr string
+
+func (s stringAddr) Network() string { return "tcp" }
+func (s stringAddr) String() string  { return string(s) }
