@@ -1,0 +1,115 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is everything kvnode can be told, from flags or KV_* variables.
+type config struct {
+	Listen            string
+	DataDir           string
+	NodeID            string
+	PeerListen        string
+	PeerAdvertise     string
+	Bootstrap         bool
+	TLSCert, TLSKey   string
+	TLSReload         time.Duration
+	MaxKeyBytes       int
+	MaxValueBytes     int
+	MaxInFlight       int
+	RequestTimeout    time.Duration
+	ShutdownTimeout   time.Duration
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	LogLevel          string
+}
+
+// parseConfig reads flags from args; a flag not given on the command line
+// takes its KV_* variable from getenv when that is set (twelve-factor).
+func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("kvnode", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	envOf := map[string]string{}
+	bind := func(name, env, usage string, define func(string)) {
+		envOf[name] = env
+		define(fmt.Sprintf("%s (env %s)", usage, env))
+	}
+	host, _ := os.Hostname()
+	bind("listen", "KV_LISTEN", "address of the client API, probes and metrics", func(u string) { fs.StringVar(&c.Listen, "listen", ":8080", u) })
+	bind("data-dir", "KV_DATA_DIR", "directory for the transaction log and snapshots (the pod's volume)", func(u string) { fs.StringVar(&c.DataDir, "data-dir", "data", u) })
+	bind("node-id", "KV_NODE_ID", "stable identity of this node in the cluster (the pod name)", func(u string) { fs.StringVar(&c.NodeID, "node-id", host, u) })
+	bind("peer-listen", "KV_PEER_LISTEN", "address Raft peer traffic is received on", func(u string) { fs.StringVar(&c.PeerListen, "peer-listen", "127.0.0.1:8081", u) })
+	bind("peer-advertise", "KV_PEER_ADVERTISE", "address other members dial to reach this node (default: the peer listen address)", func(u string) { fs.StringVar(&c.PeerAdvertise, "peer-advertise", "", u) })
+	bind("bootstrap", "KV_BOOTSTRAP", "start a new single-member cluster if the data directory holds no Raft state; never given to a node that should join an existing cluster", func(u string) { fs.BoolVar(&c.Bootstrap, "bootstrap", false, u) })
+	bind("tls-cert", "KV_TLS_CERT", "PEM certificate for HTTPS; re-read when it changes. Without it the API is plain HTTP", func(u string) { fs.StringVar(&c.TLSCert, "tls-cert", "", u) })
+	bind("tls-key", "KV_TLS_KEY", "PEM private key of --tls-cert", func(u string) { fs.StringVar(&c.TLSKey, "tls-key", "", u) })
+	bind("tls-reload-interval", "KV_TLS_RELOAD_INTERVAL", "how often the TLS files are checked for changes", func(u string) { fs.DurationVar(&c.TLSReload, "tls-reload-interval", 10*time.Second, u) })
+	bind("max-key-bytes", "KV_MAX_KEY_BYTES", "largest key accepted (414 above)", func(u string) { fs.IntVar(&c.MaxKeyBytes, "max-key-bytes", 1024, u) })
+	bind("max-value-bytes", "KV_MAX_VALUE_BYTES", "largest value accepted (413 above)", func(u string) { fs.IntVar(&c.MaxValueBytes, "max-value-bytes", 1<<20, u) })
+	bind("max-in-flight", "KV_MAX_IN_FLIGHT", "API requests served at once; more are shed with 503 and Retry-After (0: no bound)", func(u string) { fs.IntVar(&c.MaxInFlight, "max-in-flight", 1024, u) })
+	bind("request-timeout", "KV_REQUEST_TIMEOUT", "deadline of one API request, waiting for a leader included", func(u string) { fs.DurationVar(&c.RequestTimeout, "request-timeout", 5*time.Second, u) })
+	bind("shutdown-timeout", "KV_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight requests", func(u string) { fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, u) })
+	bind("snapshot-threshold", "KV_SNAPSHOT_THRESHOLD", "log entries after which a snapshot is taken and the log compacted", func(u string) { fs.Uint64Var(&c.SnapshotThreshold, "snapshot-threshold", 8192, u) })
+	bind("snapshot-interval", "KV_SNAPSHOT_INTERVAL", "how often the snapshot threshold is checked", func(u string) { fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 30*time.Second, u) })
+	bind("log-level", "KV_LOG_LEVEL", "debug, info, warn or error", func(u string) { fs.StringVar(&c.LogLevel, "log-level", "info", u) })
+	fs.Usage = func() {
+		fmt.Fprint(usageOut, `kvnode: one node of a replicated key-value store.
+
+The API: PUT, GET and DELETE /v1/key/{key} (value = raw body), GET /v1/keys;
+probes /livez, /readyz, /healthz?deep=1; Prometheus metrics on /metrics.
+Every flag can also be set with the environment variable named after it.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := envOf[f.Name]
+		if given[f.Name] || err != nil {
+			return
+		}
+		if v, ok := getenv(env); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %v", env, v, serr)
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	case c.NodeID == "":
+		return fmt.Errorf("--node-id is empty")
+	case c.MaxKeyBytes < 1 || c.MaxValueBytes < 0:
+		return fmt.Errorf("--max-key-bytes must be at least 1 and --max-value-bytes at least 0")
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("--request-timeout must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	return nil
+}

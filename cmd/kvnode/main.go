@@ -1,0 +1,190 @@
+// Command kvnode runs one node of a replicated key-value store: the REST
+// API of the book's store, backed by a durable transaction log and
+// replicated with Raft. It is the only place where the kvnode packages are
+// wired together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/health"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/metrics"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/rest"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseConfig(args, os.LookupEnv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kvnode:", err)
+		return 2
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	if err := serve(cfg, logger, stdout); err != nil {
+		logger.Error("kvnode failed", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
+	// Signals are caught before anything starts so that a SIGTERM during
+	// startup still shuts down cleanly.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	m := metrics.New()
+	store := core.NewStore()
+	node, err := cluster.Open(cluster.Config{
+		NodeID:            cfg.NodeID,
+		DataDir:           cfg.DataDir,
+		PeerBind:          cfg.PeerListen,
+		PeerAdvertise:     cfg.PeerAdvertise,
+		Bootstrap:         cfg.Bootstrap,
+		SnapshotThreshold: cfg.SnapshotThreshold,
+		SnapshotInterval:  cfg.SnapshotInterval,
+		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
+		LogObserver:       m,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Name: "raft", JSONFormat: true, Output: stdout, Level: hclog.LevelFromString(cfg.LogLevel),
+		}),
+	}, store)
+	if err != nil {
+		return fmt.Errorf("open the store in %s: %w", cfg.DataDir, err)
+	}
+	svc := core.NewService(store, node, core.Limits{MaxKeyBytes: cfg.MaxKeyBytes, MaxValueBytes: cfg.MaxValueBytes})
+	m.WatchNode(node.Status, store.Len)
+	checker := &health.Checker{DataDir: cfg.DataDir, Cluster: node, Reader: prober{svc}}
+
+	api := m.Instrument(rest.Shed(cfg.MaxInFlight, time.Second, rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger))))
+	srv := &http.Server{
+		Handler:           routes(api, checker, m.Handler()),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          log.New(&slogWriter{logger}, "", 0),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		node.Shutdown()
+		return err
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		reloader, err := certs.NewReloader(cfg.TLSCert, cfg.TLSKey, "", cfg.TLSReload, logger)
+		if err != nil {
+			ln.Close()
+			node.Shutdown()
+			return fmt.Errorf("TLS: %w", err)
+		}
+		defer reloader.Close()
+		srv.TLSConfig = reloader.ServerConfig()
+		scheme = "https"
+	}
+	served := make(chan error, 1)
+	go func() {
+		if scheme == "https" {
+			served <- srv.ServeTLS(ln, "", "")
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
+	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen)
+
+	select {
+	case err := <-served:
+		node.Shutdown()
+		return err
+	case s := <-sigs:
+		logger.Info("shutting down: draining in-flight requests", "signal", s.String())
+	}
+	go func() {
+		s := <-sigs
+		logger.Warn("second signal: exiting now", "signal", s.String())
+		os.Exit(1)
+	}()
+	checker.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	shutdownErr := srv.Shutdown(ctx)
+	if shutdownErr != nil {
+		logger.Warn("in-flight requests did not finish in time", "error", shutdownErr.Error())
+	}
+	if err := node.Shutdown(); err != nil {
+		return fmt.Errorf("close the store: %w", err)
+	}
+	logger.Info("kvnode stopped; transaction log flushed and closed")
+	return nil
+}
+
+// routes serves the probes and metrics outside of load shedding, and the
+// API under /v1/. It is not an http.ServeMux because ServeMux rewrites
+// paths with "//" or "." segments, which are legal in keys.
+func routes(api http.Handler, c *health.Checker, metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case p == "/livez":
+			c.Livez(w, r)
+		case p == "/readyz":
+			c.Readyz(w, r)
+		case p == "/healthz":
+			c.Healthz(w, r)
+		case p == "/metrics":
+			metrics.ServeHTTP(w, r)
+		case strings.HasPrefix(p, "/v1/"):
+			api.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// prober is the deep health check's read: a linearizable read, which
+// exercises the quorum round, the apply wait and the store. Whether the
+// key exists does not matter.
+type prober struct{ svc *core.Service }
+
+func (p prober) Probe(ctx context.Context) error {
+	_, err := p.svc.Get(ctx, "\x00kvnode-health", core.Linearizable)
+	if errors.Is(err, core.ErrNoSuchKey) {
+		return nil
+	}
+	return err
+}
+
+// slogWriter sends net/http's own error log (TLS handshake failures and
+// the like) to the JSON log.
+type slogWriter struct{ l *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)), "source", "net/http")
+	return len(p), nil
+}

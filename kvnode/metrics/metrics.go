@@ -1,0 +1,147 @@
+// Package metrics owns the node's Prometheus metrics: HTTP requests by
+// method and code with latency histograms, transaction-log append and
+// fsync latency, log size, and the Raft state and indexes. Nothing here
+// carries a key or a value as a label.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
+)
+
+// Metrics is the node's registry.
+type Metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	appendDur prometheus.Histogram
+	appendN   prometheus.Histogram
+	syncDur   prometheus.Histogram
+}
+
+// New creates the registry with the Go and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvnode_http_requests_total", Help: "HTTP requests by method and status code.",
+		}, []string{"method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kvnode_http_request_duration_seconds", Help: "HTTP request latency by method.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17),
+		}, []string{"method"}),
+		appendDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvnode_txlog_append_duration_seconds", Help: "Time from a log append to its entries being durable.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
+		appendN: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvnode_txlog_append_entries", Help: "Entries per log append (Raft batches concurrent writes).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		syncDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvnode_txlog_fsync_duration_seconds", Help: "fdatasync latency of the transaction log.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.appendDur, m.appendN, m.syncDur,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveAppend implements txlog.Observer.
+func (m *Metrics) ObserveAppend(entries int, d time.Duration) {
+	m.appendDur.Observe(d.Seconds())
+	m.appendN.Observe(float64(entries))
+}
+
+// ObserveSync implements txlog.Observer.
+func (m *Metrics) ObserveSync(d time.Duration) { m.syncDur.Observe(d.Seconds()) }
+
+// WatchNode exports the node's Raft state, indexes and log size, read at
+// scrape time.
+func (m *Metrics) WatchNode(status func() cluster.Status, keys func() int) {
+	gauge := func(name, help string, f func(cluster.Status) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(status()) })
+	}
+	m.reg.MustRegister(
+		gauge("kvnode_raft_term", "Current Raft term.", func(s cluster.Status) float64 { return float64(s.Term) }),
+		gauge("kvnode_raft_commit_index", "Highest log index known to be committed.", func(s cluster.Status) float64 { return float64(s.CommitIndex) }),
+		gauge("kvnode_raft_applied_index", "Highest log index applied to the store.", func(s cluster.Status) float64 { return float64(s.AppliedIndex) }),
+		gauge("kvnode_raft_last_index", "Last index in the log.", func(s cluster.Status) float64 { return float64(s.LastIndex) }),
+		gauge("kvnode_raft_leader", "1 when this node is the leader.", func(s cluster.Status) float64 { return b2f(s.State == "Leader") }),
+		gauge("kvnode_txlog_bytes", "Bytes of records in the transaction log.", func(s cluster.Status) float64 { return float64(s.LogBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvnode_keys", Help: "Keys in the store."}, func() float64 { return float64(keys()) }),
+	)
+	states := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kvnode_raft_state", Help: "1 for the node's current Raft state."}, []string{"state"})
+	m.reg.MustRegister(stateCollector{states: states, status: status})
+}
+
+type stateCollector struct {
+	states *prometheus.GaugeVec
+	status func() cluster.Status
+}
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) { c.states.Describe(ch) }
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	cur := c.status().State
+	for _, s := range []string{"Follower", "Candidate", "Leader", "Shutdown"} {
+		c.states.WithLabelValues(s).Set(b2f(s == cur))
+	}
+	c.states.Collect(ch)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Instrument counts and times every request through next.
+func (m *Metrics) Instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		method := r.Method
+		switch method {
+		case http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodPost:
+		default:
+			method = "other" // bounded label values whatever clients send
+		}
+		m.requests.WithLabelValues(method, strconv.Itoa(rec.code)).Inc()
+		m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wrote {
+		s.code, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,238 @@
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+// KV is what the API needs from the store.
+type KV interface {
+	Put(ctx context.Context, key string, value []byte) error
+	Delete(ctx context.Context, key string) error
+	Get(ctx context.Context, key string, c core.Consistency) ([]byte, error)
+	List(ctx context.Context, prefix, after string, limit int, c core.Consistency) ([]string, string, error)
+	Limits() core.Limits
+}
+
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+	keyMethods       = "GET, HEAD, PUT, DELETE"
+)
+
+// API serves the key-value routes.
+type API struct {
+	kv     KV
+	logger *slog.Logger
+}
+
+// NewRouter returns the router for /v1/.
+func NewRouter(kv KV, logger *slog.Logger) *mux.Router {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &API{kv: kv, logger: logger}
+	r := mux.NewRouter()
+	// Keys may hold any byte, "/" and escaped characters included: route on
+	// the escaped path and unescape the key ourselves.
+	// "//" and "." are key bytes too: no path cleaning or redirects.
+	r.UseEncodedPath()
+	r.SkipClean(true)
+	r.HandleFunc("/v1/keys", a.list).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v1/keys", methodNotAllowed("GET, HEAD"))
+	for _, p := range []string{"/v1/key/{key:.+}", "/v1/{key:.+}"} {
+		r.HandleFunc(p, a.get).Methods(http.MethodGet, http.MethodHead)
+		r.HandleFunc(p, a.put).Methods(http.MethodPut)
+		r.HandleFunc(p, a.delete).Methods(http.MethodDelete)
+		r.HandleFunc(p, methodNotAllowed(keyMethods))
+	}
+	r.HandleFunc("/v1/key/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusBadRequest, core.ErrEmptyKey.Error())
+	})
+	return r
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; allowed: %s", r.Method, allow))
+	}
+}
+
+// key returns the unescaped key of the request.
+func key(r *http.Request) (string, error) {
+	k, err := url.PathUnescape(mux.Vars(r)["key"])
+	if err != nil {
+		return "", fmt.Errorf("key is not a valid escaped path: %w", err)
+	}
+	return k, nil
+}
+
+func (a *API) put(w http.ResponseWriter, r *http.Request) {
+	k, err := key(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := a.kv.Limits().MaxValueBytes
+	if r.ContentLength > int64(limit) {
+		a.fail(w, r, fmt.Errorf("%w: %d bytes, the limit is %d", core.ErrValueTooLarge, r.ContentLength, limit))
+		return
+	}
+	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			a.fail(w, r, fmt.Errorf("%w: the limit is %d bytes", core.ErrValueTooLarge, limit))
+			return
+		}
+		// The client went away or sent a broken body: nothing is written.
+		writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+		return
+	}
+	if err := a.kv.Put(r.Context(), k, value); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) {
+	k, err := key(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	c, err := consistency(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	v, err := a.kv.Get(r.Context(), k, c)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(v)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(v)
+}
+
+func (a *API) delete(w http.ResponseWriter, r *http.Request) {
+	k, err := key(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.kv.Delete(r.Context(), k); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// ListPage is the body of GET /v1/keys. Pass Next as ?after= for the next
+// page; it is empty on the last page.
+type ListPage struct {
+	Keys []string `json:"keys"`
+	Next string   `json:"next,omitempty"`
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultListLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxListLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d", maxListLimit))
+			return
+		}
+		limit = n
+	}
+	c, err := consistency(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	keys, next, err := a.kv.List(r.Context(), q.Get("prefix"), q.Get("after"), limit, c)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if keys == nil {
+		keys = []string{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(ListPage{Keys: keys, Next: next})
+}
+
+func consistency(r *http.Request) (core.Consistency, error) {
+	switch v := r.URL.Query().Get("consistency"); v {
+	case "", "linearizable":
+		return core.Linearizable, nil
+	case "stale":
+		return core.Stale, nil
+	default:
+		return 0, fmt.Errorf("consistency must be linearizable or stale, not %q", v)
+	}
+}
+
+// fail writes the response for a failed call.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code, retry := statusFor(err)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client is gone; there is nobody to answer
+	}
+	if code >= 500 {
+		// Never log the key: it may be personal data.
+		a.logger.Warn("request failed", "method", r.Method, "status", code, "error", err.Error())
+	}
+	if retry > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(retry/time.Second)))
+	}
+	writeError(w, code, err.Error())
+}
+
+// statusFor maps an error from the store to an HTTP status and, for
+// transient failures, how long a client should wait before retrying.
+func statusFor(err error) (int, time.Duration) {
+	switch {
+	case errors.Is(err, core.ErrNoSuchKey):
+		return http.StatusNotFound, 0
+	case errors.Is(err, core.ErrEmptyKey):
+		return http.StatusBadRequest, 0
+	case errors.Is(err, core.ErrKeyTooLarge):
+		return http.StatusRequestURITooLong, 0
+	case errors.Is(err, core.ErrValueTooLarge):
+		return http.StatusRequestEntityTooLarge, 0
+	case errors.Is(err, core.ErrNotLeader), errors.Is(err, core.ErrUnavailable):
+		return http.StatusServiceUnavailable, time.Second
+	case errors.Is(err, context.DeadlineExceeded):
+		// The request's deadline passed while waiting for a leader or a
+		// quorum; a write's outcome is unknown, so the client may retry it
+		// (PUT and DELETE are idempotent).
+		return http.StatusServiceUnavailable, time.Second
+	}
+	return http.StatusInternalServerError, 0
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, strings.ReplaceAll(msg, "\n", " "))
+}
