@@ -53,15 +53,15 @@ func NewRouter(kv KV, logger *slog.Logger) *mux.Router {
 	r.SkipClean(true)
 	r.HandleFunc("/v1/keys", a.list).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v1/keys", methodNotAllowed("GET, HEAD"))
+	r.HandleFunc("/v1/key/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusBadRequest, core.ErrEmptyKey.Error())
+	})
 	for _, p := range []string{"/v1/key/{key:.+}", "/v1/{key:.+}"} {
 		r.HandleFunc(p, a.get).Methods(http.MethodGet, http.MethodHead)
 		r.HandleFunc(p, a.put).Methods(http.MethodPut)
 		r.HandleFunc(p, a.delete).Methods(http.MethodDelete)
 		r.HandleFunc(p, methodNotAllowed(keyMethods))
 	}
-	r.HandleFunc("/v1/key/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusBadRequest, core.ErrEmptyKey.Error())
-	})
 	return r
 }
 
