@@ -24,6 +24,7 @@ type config struct {
 	MaxInFlight       int
 	RequestTimeout    time.Duration
 	ShutdownTimeout   time.Duration
+	DrainDelay        time.Duration
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	LogLevel          string
@@ -55,6 +56,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("max-in-flight", "KV_MAX_IN_FLIGHT", "API requests served at once; more are shed with 503 and Retry-After (0: no bound)", func(u string) { fs.IntVar(&c.MaxInFlight, "max-in-flight", 1024, u) })
 	bind("request-timeout", "KV_REQUEST_TIMEOUT", "deadline of one API request, waiting for a leader included", func(u string) { fs.DurationVar(&c.RequestTimeout, "request-timeout", 5*time.Second, u) })
 	bind("shutdown-timeout", "KV_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight requests", func(u string) { fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, u) })
+	bind("drain-delay", "KV_DRAIN_DELAY", "after SIGTERM, how long /readyz fails while requests are still served, so that load balancers stop sending traffic first", func(u string) { fs.DurationVar(&c.DrainDelay, "drain-delay", 0, u) })
 	bind("snapshot-threshold", "KV_SNAPSHOT_THRESHOLD", "log entries after which a snapshot is taken and the log compacted", func(u string) { fs.Uint64Var(&c.SnapshotThreshold, "snapshot-threshold", 8192, u) })
 	bind("snapshot-interval", "KV_SNAPSHOT_INTERVAL", "how often the snapshot threshold is checked", func(u string) { fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 30*time.Second, u) })
 	bind("log-level", "KV_LOG_LEVEL", "debug, info, warn or error", func(u string) { fs.StringVar(&c.LogLevel, "log-level", "info", u) })

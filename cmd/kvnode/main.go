@@ -132,6 +132,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		os.Exit(1)
 	}()
 	checker.Drain()
+	time.Sleep(cfg.DrainDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	shutdownErr := srv.Shutdown(ctx)
