@@ -304,19 +304,47 @@ func (l *Log) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log
 // StoreLogs appends entries whose indexes continue the log without a gap,
 // and returns once they are on disk.
 func (l *Log) StoreLogs(logs []*raft.Log) error {
-	if len(logs) == 0 {
-		return nil
-	}
-	start := time.Now()
-	target, err := l.write(logs)
+	c, err := l.Append(logs)
 	if err != nil {
 		return err
 	}
-	if err := l.waitDurable(target); err != nil {
+	return c.Wait()
+}
+
+// Commit is an append that is written but not yet known to be durable.
+type Commit struct {
+	l       *Log
+	target  uint64
+	entries int
+	start   time.Time
+}
+
+// Append writes entries whose indexes continue the log and returns without
+// waiting for the disk. Callers that must order their appends but not their
+// waits (several writers behind one sequencer) call Append in order and
+// Wait concurrently, so that their waits share fdatasyncs.
+func (l *Log) Append(logs []*raft.Log) (Commit, error) {
+	start := time.Now()
+	if len(logs) == 0 {
+		return Commit{}, nil
+	}
+	target, err := l.write(logs)
+	if err != nil {
+		return Commit{}, err
+	}
+	return Commit{l: l, target: target, entries: len(logs), start: start}, nil
+}
+
+// Wait returns once the append is durable.
+func (c Commit) Wait() error {
+	if c.l == nil {
+		return nil
+	}
+	if err := c.l.waitDurable(c.target); err != nil {
 		return err
 	}
-	if l.opts.Observer != nil {
-		l.opts.Observer.ObserveAppend(len(logs), time.Since(start))
+	if c.l.opts.Observer != nil {
+		c.l.opts.Observer.ObserveAppend(c.entries, time.Since(c.start))
 	}
 	return nil
 }

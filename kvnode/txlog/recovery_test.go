@@ -163,11 +163,11 @@ func TestGroupCommitSharesSyncs(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
 				order.Lock() // indexes must arrive in order; durability is awaited outside
-				target, err := l.write([]*raft.Log{entry(next)})
+				c, err := l.Append([]*raft.Log{entry(next)})
 				next++
 				order.Unlock()
 				if err == nil {
-					err = l.waitDurable(target)
+					err = c.Wait()
 				}
 				if err != nil {
 					t.Error(err)
