@@ -1,0 +1,46 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
+)
+
+func TestInstrumentAndExport(t *testing.T) {
+	m := New()
+	m.WatchNode(func() cluster.Status { return cluster.Status{State: "Leader", AppliedIndex: 7, LogBytes: 99} }, func() int { return 3 })
+	h := m.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		w.Write([]byte("ok")) // implicit 200
+	}))
+	for _, method := range []string{"PUT", "GET", "GET", "BREW"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, "/v1/key/secret-key", nil))
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	out := string(body)
+	for _, want := range []string{
+		`kvnode_http_requests_total{code="201",method="PUT"} 1`,
+		`kvnode_http_requests_total{code="200",method="GET"} 2`,
+		`kvnode_http_requests_total{code="200",method="other"} 1`,
+		`kvnode_raft_applied_index 7`,
+		`kvnode_raft_state{state="Leader"} 1`,
+		`kvnode_txlog_bytes 99`,
+		`kvnode_keys 3`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(out, "secret-key") {
+		t.Fatal("a key leaked into a label")
+	}
+}
