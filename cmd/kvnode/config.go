@@ -18,6 +18,11 @@ type config struct {
 	PeerAdvertise     string
 	Bootstrap         bool
 	TLSCert, TLSKey   string
+	TLSCA             string
+	PeerCert, PeerKey string
+	PeerCA            string
+	APIAdvertise      string
+	AdminCN           string
 	TLSReload         time.Duration
 	MaxKeyBytes       int
 	MaxValueBytes     int
@@ -50,6 +55,12 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("bootstrap", "KV_BOOTSTRAP", "start a new single-member cluster if the data directory holds no Raft state; never given to a node that should join an existing cluster", func(u string) { fs.BoolVar(&c.Bootstrap, "bootstrap", false, u) })
 	bind("tls-cert", "KV_TLS_CERT", "PEM certificate for HTTPS; re-read when it changes. Without it the API is plain HTTP", func(u string) { fs.StringVar(&c.TLSCert, "tls-cert", "", u) })
 	bind("tls-key", "KV_TLS_KEY", "PEM private key of --tls-cert", func(u string) { fs.StringVar(&c.TLSKey, "tls-key", "", u) })
+	bind("tls-ca", "KV_TLS_CA", "PEM CA bundle of the cluster: verifies admin client certificates and the other members' API certificates", func(u string) { fs.StringVar(&c.TLSCA, "tls-ca", "", u) })
+	bind("peer-tls-cert", "KV_PEER_TLS_CERT", "PEM certificate for Raft peer traffic (mutual TLS); without it peer traffic is plain TCP (development only)", func(u string) { fs.StringVar(&c.PeerCert, "peer-tls-cert", "", u) })
+	bind("peer-tls-key", "KV_PEER_TLS_KEY", "PEM private key of --peer-tls-cert", func(u string) { fs.StringVar(&c.PeerKey, "peer-tls-key", "", u) })
+	bind("peer-tls-ca", "KV_PEER_TLS_CA", "PEM CA bundle that peers' certificates must chain to", func(u string) { fs.StringVar(&c.PeerCA, "peer-tls-ca", "", u) })
+	bind("api-advertise", "KV_API_ADVERTISE", "URL other members use to reach this node's API, e.g. https://kvs-0.kvs-peers.default.svc:8080 (default: from --listen)", func(u string) { fs.StringVar(&c.APIAdvertise, "api-advertise", "", u) })
+	bind("admin-cn", "KV_ADMIN_CN", "common name of the client certificate the membership API requires", func(u string) { fs.StringVar(&c.AdminCN, "admin-cn", "kvstore-admin", u) })
 	bind("tls-reload-interval", "KV_TLS_RELOAD_INTERVAL", "how often the TLS files are checked for changes", func(u string) { fs.DurationVar(&c.TLSReload, "tls-reload-interval", 10*time.Second, u) })
 	bind("max-key-bytes", "KV_MAX_KEY_BYTES", "largest key accepted (414 above)", func(u string) { fs.IntVar(&c.MaxKeyBytes, "max-key-bytes", 1024, u) })
 	bind("max-value-bytes", "KV_MAX_VALUE_BYTES", "largest value accepted (413 above)", func(u string) { fs.IntVar(&c.MaxValueBytes, "max-value-bytes", 1<<20, u) })
@@ -101,6 +112,10 @@ func (c *config) validate() error {
 	switch {
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return fmt.Errorf("--tls-cert and --tls-key go together")
+	case c.TLSCA != "" && c.TLSCert == "":
+		return fmt.Errorf("--tls-ca needs --tls-cert and --tls-key")
+	case (c.PeerCert == "") != (c.PeerKey == "") || (c.PeerCert == "") != (c.PeerCA == ""):
+		return fmt.Errorf("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together")
 	case c.NodeID == "":
 		return fmt.Errorf("--node-id is empty")
 	case c.MaxKeyBytes < 1 || c.MaxValueBytes < 0:

@@ -22,7 +22,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/health"
@@ -62,7 +61,23 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 
 	m := metrics.New()
 	store := core.NewStore()
+	tlsSetup, err := setupTLS(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer tlsSetup.close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	apiAdvertise := cfg.APIAdvertise
+	if apiAdvertise == "" {
+		apiAdvertise = tlsSetup.scheme + "://" + ln.Addr().String()
+	}
 	node, err := cluster.Open(cluster.Config{
+		APIAdvertise:      apiAdvertise,
+		APIClient:         tlsSetup.apiClient,
+		PeerTLS:           tlsSetup.peer,
 		NodeID:            cfg.NodeID,
 		DataDir:           cfg.DataDir,
 		PeerBind:          cfg.PeerListen,
@@ -77,6 +92,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		}),
 	}, store)
 	if err != nil {
+		ln.Close()
 		return fmt.Errorf("open the store in %s: %w", cfg.DataDir, err)
 	}
 	svc := core.NewService(store, node, core.Limits{MaxKeyBytes: cfg.MaxKeyBytes, MaxValueBytes: cfg.MaxValueBytes})
@@ -84,31 +100,17 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	checker := &health.Checker{DataDir: cfg.DataDir, Cluster: node, Reader: prober{svc}}
 
 	api := m.Instrument(rest.Shed(cfg.MaxInFlight, time.Second, rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger))))
+	members := m.Instrument(rest.Deadline(cfg.RequestTimeout, cluster.Handler(node, tlsSetup.authorizeAdmin)))
 	srv := &http.Server{
-		Handler:           routes(api, checker, m.Handler()),
+		Handler:           routes(api, members, checker, m.Handler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          log.New(&slogWriter{logger}, "", 0),
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		node.Shutdown()
-		return err
-	}
-	scheme := "http"
-	if cfg.TLSCert != "" {
-		reloader, err := certs.NewReloader(cfg.TLSCert, cfg.TLSKey, "", cfg.TLSReload, logger)
-		if err != nil {
-			ln.Close()
-			node.Shutdown()
-			return fmt.Errorf("TLS: %w", err)
-		}
-		defer reloader.Close()
-		srv.TLSConfig = reloader.ServerConfig()
-		scheme = "https"
-	}
+	srv.TLSConfig = tlsSetup.server
+	scheme := tlsSetup.scheme
 	served := make(chan error, 1)
 	go func() {
 		if scheme == "https" {
@@ -117,7 +119,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 			served <- srv.Serve(ln)
 		}
 	}()
-	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen)
+	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil)
 
 	select {
 	case err := <-served:
@@ -149,7 +151,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 // routes serves the probes and metrics outside of load shedding, and the
 // API under /v1/. It is not an http.ServeMux because ServeMux rewrites
 // paths with "//" or "." segments, which are legal in keys.
-func routes(api http.Handler, c *health.Checker, metrics http.Handler) http.Handler {
+func routes(api, members http.Handler, c *health.Checker, metrics http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch p := r.URL.Path; {
 		case p == "/livez":
@@ -160,6 +162,8 @@ func routes(api http.Handler, c *health.Checker, metrics http.Handler) http.Hand
 			c.Healthz(w, r)
 		case p == "/metrics":
 			metrics.ServeHTTP(w, r)
+		case p == "/v1/cluster" || strings.HasPrefix(p, "/v1/cluster/") || strings.HasPrefix(p, "/v1/internal/"):
+			members.ServeHTTP(w, r)
 		case strings.HasPrefix(p, "/v1/"):
 			api.ServeHTTP(w, r)
 		default:

@@ -137,12 +137,50 @@ func (r *Reloader) Pool() *x509.CertPool {
 }
 
 // ServerConfig is a TLS server configuration that always presents the
-// current certificate. HTTP/2 is negotiated by net/http.
+// current certificate and offers HTTP/2. With a CA file it also asks for
+// client certificates and verifies those it is given against the current
+// CA (the admin API requires one; the client API does not).
 func (r *Reloader) ServerConfig() *tls.Config {
-	return &tls.Config{
+	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return r.Certificate(), nil
+		},
+	}
+	if r.caFile == "" {
+		return base
+	}
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.GetConfigForClient = nil
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+		c.ClientCAs = r.Pool()
+		return c, nil
+	}
+	return base
+}
+
+// ClientConfig is for calls to other members' HTTPS APIs: the server's
+// certificate must chain to the current CA and name the host dialled. The
+// client presents the current certificate when asked.
+func (r *Reloader) ClientConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // verified below against the live CA, hostname included
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return r.Certificate(), nil
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("certs: server presented no certificate")
+			}
+			opts := x509.VerifyOptions{Roots: r.Pool(), DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(opts)
+			return err
 		},
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,6 +45,16 @@ type Config struct {
 	Logger hclog.Logger
 	// LogObserver receives transaction-log timings.
 	LogObserver txlog.Observer
+	// APIAdvertise is the URL other members use to reach this node's API
+	// (https://kvs-0.kvs-peers.ns.svc:8080): followers forward writes and
+	// linearizable reads to the leader there.
+	APIAdvertise string
+	// APIClient makes those calls; it must trust the members' server
+	// certificates. nil means http.DefaultClient.
+	APIClient *http.Client
+	// CatchUpLag is how many entries a non-voter may trail the leader's
+	// commit index and still be promoted.
+	CatchUpLag uint64
 	// Fast shortens raft's timers for tests on loopback.
 	Fast bool
 }
@@ -53,10 +64,13 @@ type Node struct {
 	cfg   Config
 	store *core.Store
 	log   *txlog.Log
+	snaps raft.SnapshotStore
 	raft  *raft.Raft
 	trans raft.Transport
 
-	reads *readIndex
+	reads  *batcher // leadership confirmations, when this node leads
+	remote *batcher // read indexes fetched from the leader, when it does not
+	client *http.Client
 
 	mu      sync.Mutex
 	ready   chan struct{} // closed once the leader's fence for readyTerm committed
@@ -90,7 +104,13 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, trans: trans, ready: make(chan struct{}), closed: make(chan struct{})}
+	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, trans: trans, ready: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient}
+	if n.client == nil {
+		n.client = http.DefaultClient
+	}
+	if n.cfg.CatchUpLag == 0 {
+		n.cfg.CatchUpLag = 1000
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -133,12 +153,12 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		return nil, err
 	}
 	n.raft = r
-	n.reads = newReadIndex(r)
+	n.reads = newBatcher(n.confirmLeadership)
+	n.remote = newBatcher(n.leaderReadIndex)
 	if cfg.Bootstrap && !hasState {
-		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
-		if err := r.BootstrapCluster(boot).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		if err := n.bootstrap(); err != nil {
 			n.Shutdown()
-			return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+			return nil, err
 		}
 	}
 	n.wg.Add(1)
@@ -167,6 +187,7 @@ func (n *Node) watchLeadership(notify <-chan bool) {
 			}
 			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 				n.setReady(true)
+				n.recordMetadata()
 			}
 		}
 	}
@@ -192,14 +213,44 @@ func (n *Node) readyCh() <-chan struct{} {
 	return n.ready
 }
 
-// Propose implements core.Replicator.
+// Propose implements core.Replicator. On a follower the event is
+// forwarded to the leader; while no leader is known it waits, up to ctx's
+// deadline, and retries only what was certainly not applied.
 func (n *Node) Propose(ctx context.Context, e core.Event) error {
 	cmd, err := e.MarshalBinary()
 	if err != nil {
 		return err
 	}
+	_, err = untilLeader(ctx, n, func() (struct{}, error) {
+		api, _, err := n.leaderAPI()
+		if err != nil {
+			return struct{}{}, err
+		}
+		if api == "" {
+			return struct{}{}, n.apply(ctx, cmd)
+		}
+		return struct{}{}, n.forwardPropose(ctx, api, cmd)
+	})
+	return err
+}
+
+// ProposeLocal applies an encoded event on this node, which must lead. It
+// serves writes forwarded by followers.
+func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
+	e, err := core.UnmarshalEvent(cmd)
+	if err != nil {
+		return err
+	}
+	if e.Type != core.EventPut && e.Type != core.EventDelete {
+		return fmt.Errorf("%w: only PUT and DELETE may be forwarded", core.ErrCorruptEvent)
+	}
+	return n.apply(ctx, cmd)
+}
+
+// apply runs cmd through raft on this node.
+func (n *Node) apply(ctx context.Context, cmd []byte) error {
 	if n.raft.State() != raft.Leader {
-		return n.notLeader()
+		return core.ErrNotLeader
 	}
 	timeout := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -207,7 +258,11 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 	}
 	f := n.raft.Apply(cmd, timeout)
 	if err := waitFuture(ctx, f); err != nil {
-		return mapRaftError(err)
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
+			// Refused before it entered the log.
+			return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
+		}
+		return fmt.Errorf("%w: %v", core.ErrIndeterminate, err)
 	}
 	if rerr, ok := f.Response().(error); ok {
 		return rerr
@@ -215,35 +270,64 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 	return nil
 }
 
-// ReadBarrier implements core.Replicator with a read index: note the
-// commit index, confirm leadership with a quorum (one round shared by all
-// reads that arrive together), then wait until the store has applied that
-// index.
+// ReadBarrier implements core.Replicator with a read index: the leader
+// notes its commit index and confirms with a quorum that it still leads
+// (one round shared by all reads that arrive together); a follower asks
+// the leader for that index. Then the node waits until its store has
+// applied the index.
 func (n *Node) ReadBarrier(ctx context.Context) error {
+	index, err := untilLeader(ctx, n, func() (uint64, error) {
+		api, _, err := n.leaderAPI()
+		if err != nil {
+			return 0, err
+		}
+		if api == "" {
+			return n.reads.confirm(ctx)
+		}
+		return n.remote.confirm(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	return n.store.WaitApplied(ctx, index)
+}
+
+// ReadIndex returns a commit index confirmed by a quorum. Only the leader
+// answers; followers call it through /v1/internal/readindex.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	return n.reads.confirm(ctx)
+}
+
+func (n *Node) confirmLeadership(ctx context.Context) (uint64, error) {
 	if n.raft.State() != raft.Leader {
-		return n.notLeader()
+		return 0, core.ErrNotLeader
 	}
 	if !n.isReady.Load() {
 		select {
 		case <-n.readyCh():
 		case <-ctx.Done():
-			return fmt.Errorf("%w: leader is not ready: %v", core.ErrUnavailable, ctx.Err())
+			return 0, fmt.Errorf("%w: the new leader has not committed its first entry", core.ErrUnavailable)
 		case <-n.closed:
-			return core.ErrUnavailable
+			return 0, core.ErrUnavailable
 		}
 	}
-	index, err := n.reads.confirm(ctx)
-	if err != nil {
-		return mapRaftError(err)
+	// The index is read before leadership is confirmed: the read-index rule.
+	index := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return 0, fmt.Errorf("%w: %v", core.ErrUnavailable, err)
 	}
-	return n.store.WaitApplied(ctx, index)
+	return index, nil
 }
 
-func (n *Node) notLeader() error {
-	if addr, _ := n.raft.LeaderWithID(); addr == "" {
-		return fmt.Errorf("%w: no leader is known", core.ErrUnavailable)
+func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	api, _, err := n.leaderAPI()
+	if err != nil {
+		return 0, err
 	}
-	return core.ErrNotLeader
+	if api == "" {
+		return 0, core.ErrNotLeader // leadership moved here; the caller retries
+	}
+	return n.forwardReadIndex(ctx, api)
 }
 
 // waitFuture waits for f without outliving ctx.
@@ -259,19 +343,6 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// mapRaftError turns raft's errors into the core's sentinels.
-func mapRaftError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
-	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
-		return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
-	}
-	return err
 }
 
 // Status is a point-in-time view of the node for health checks and metrics.

@@ -3,65 +3,64 @@ package cluster
 import (
 	"context"
 	"sync"
-
-	"github.com/hashicorp/raft"
+	"time"
 )
 
-// readIndex batches leadership confirmations: every read that arrives
-// while a confirmation is running joins the next one, so N concurrent
-// linearizable reads cost one quorum round, not N.
-type readIndex struct {
-	raft *raft.Raft
+// batcher shares one call of fn among every caller that arrives while a
+// call runs: N concurrent linearizable reads cost one quorum round (on the
+// leader) or one request to the leader (on a follower), not N.
+type batcher struct {
+	fn func(ctx context.Context) (uint64, error)
 
 	mu      sync.Mutex
-	pending *readRound
+	pending *round
 	running bool
 }
 
-type readRound struct {
+type round struct {
 	done  chan struct{}
 	index uint64
 	err   error
 }
 
-func newReadIndex(r *raft.Raft) *readIndex { return &readIndex{raft: r} }
+func newBatcher(fn func(ctx context.Context) (uint64, error)) *batcher { return &batcher{fn: fn} }
 
-// confirm returns a commit index that is at least every index committed
-// before the call, once a quorum has confirmed this node still leads.
-func (ri *readIndex) confirm(ctx context.Context) (uint64, error) {
-	ri.mu.Lock()
-	if ri.pending == nil {
-		ri.pending = &readRound{done: make(chan struct{})}
+// confirm joins the next round and returns its result.
+func (b *batcher) confirm(ctx context.Context) (uint64, error) {
+	b.mu.Lock()
+	if b.pending == nil {
+		b.pending = &round{done: make(chan struct{})}
 	}
-	round := ri.pending
-	if !ri.running {
-		ri.running = true
-		go ri.loop()
+	r := b.pending
+	if !b.running {
+		b.running = true
+		go b.loop()
 	}
-	ri.mu.Unlock()
+	b.mu.Unlock()
 	select {
-	case <-round.done:
-		return round.index, round.err
+	case <-r.done:
+		return r.index, r.err
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
 }
 
-func (ri *readIndex) loop() {
+func (b *batcher) loop() {
 	for {
-		ri.mu.Lock()
-		round := ri.pending
-		ri.pending = nil
-		if round == nil {
-			ri.running = false
-			ri.mu.Unlock()
+		b.mu.Lock()
+		r := b.pending
+		b.pending = nil
+		if r == nil {
+			b.running = false
+			b.mu.Unlock()
 			return
 		}
-		ri.mu.Unlock()
-		// The index is read after every member of the round has arrived and
-		// before leadership is confirmed: the read-index rule.
-		round.index = ri.raft.CommitIndex()
-		round.err = ri.raft.VerifyLeader().Error()
-		close(round.done)
+		b.mu.Unlock()
+		// Every caller of this round arrived before fn starts, so fn's index
+		// covers every write committed before any of them called.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r.index, r.err = b.fn(ctx)
+		cancel()
+		close(r.done)
 	}
 }

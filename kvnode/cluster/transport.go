@@ -16,10 +16,11 @@ type tlsStreamLayer struct {
 	net.Listener
 	advertise net.Addr
 	config    *tls.Config
+	source    net.Addr
 }
 
 func (t *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
+	d := &net.Dialer{Timeout: timeout, LocalAddr: t.source}
 	conn, err := tls.DialWithDialer(d, "tcp", string(address), t.config)
 	if err != nil {
 		return nil, err
@@ -58,11 +59,17 @@ func newTransport(bind, advertise string, peerTLS *tls.Config, logger raftLogger
 			return nil, errors.New("cluster: the peer address binds all interfaces; set an advertised address")
 		}
 	}
+	// A node bound to one address also dials from it, so that peers (and a
+	// test's fault-injecting proxies) can tell members apart by source.
+	var source net.Addr
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+		source = &net.TCPAddr{IP: tcp.IP}
+	}
 	var layer raft.StreamLayer
 	if peerTLS == nil {
-		layer = &plainStreamLayer{Listener: ln, advertise: adv}
+		layer = &plainStreamLayer{Listener: ln, advertise: adv, source: source}
 	} else {
-		layer = &tlsStreamLayer{Listener: tls.NewListener(ln, peerTLS), advertise: adv, config: peerTLS}
+		layer = &tlsStreamLayer{Listener: tls.NewListener(ln, peerTLS), advertise: adv, config: peerTLS, source: source}
 	}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
@@ -75,10 +82,12 @@ func newTransport(bind, advertise string, peerTLS *tls.Config, logger raftLogger
 type plainStreamLayer struct {
 	net.Listener
 	advertise net.Addr
+	source    net.Addr
 }
 
 func (p *plainStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(address), timeout)
+	d := &net.Dialer{Timeout: timeout, LocalAddr: p.source}
+	return d.Dial("tcp", string(address))
 }
 
 func (p *plainStreamLayer) Addr() net.Addr {

@@ -167,11 +167,12 @@ func TestSnapshotRestore(t *testing.T) {
 	st := NewStore()
 	st.Apply(1, Event{Type: EventPut, Key: "a", Value: []byte("1")})
 	st.Apply(2, Event{Type: EventPut, Key: "b\x00", Value: []byte{}})
+	st.Apply(3, Event{Type: EventMeta, Key: "cluster-id", Value: []byte("c1")})
 	var buf bytes.Buffer
 	if _, err := st.Snapshot().WriteTo(&buf); err != nil {
 		t.Fatal(err)
 	}
-	st.Apply(3, Event{Type: EventDelete, Key: "a"}) // after the snapshot: must not survive restore
+	st.Apply(4, Event{Type: EventDelete, Key: "a"}) // after the snapshot: must not survive restore
 	other := NewStore()
 	if err := other.Restore(bytes.NewReader(buf.Bytes())); err != nil {
 		t.Fatal(err)
@@ -182,7 +183,10 @@ func TestSnapshotRestore(t *testing.T) {
 	if _, err := other.Get("b\x00"); err != nil {
 		t.Fatal(err)
 	}
-	if other.AppliedIndex() != 2 {
+	if other.Meta("cluster-id") != "c1" || other.Len() != 2 {
+		t.Fatalf("meta %q, %d keys", other.Meta("cluster-id"), other.Len())
+	}
+	if other.AppliedIndex() != 3 {
 		t.Fatalf("applied = %d", other.AppliedIndex())
 	}
 	if err := other.Restore(bytes.NewReader(buf.Bytes()[:buf.Len()-1])); err == nil {

@@ -17,6 +17,10 @@ var (
 	ErrNotLeader = errors.New("not the leader")
 	// ErrUnavailable: no leader is known (an election is running) or the node is shutting down.
 	ErrUnavailable = errors.New("cluster unavailable")
+	// ErrIndeterminate: the write was handed to the leader but the answer was
+	// lost (leadership changed, the deadline passed): it may or may not have
+	// been applied. Retrying a PUT or DELETE is safe; the client decides.
+	ErrIndeterminate = errors.New("outcome unknown: the write may or may not have been applied")
 	// ErrCorruptEvent: a replicated command could not be decoded.
 	ErrCorruptEvent = errors.New("corrupt event")
 )

@@ -15,6 +15,9 @@ const (
 	EventDelete
 	// EventPut sets a key to a value.
 	EventPut
+	// EventMeta sets cluster metadata (the cluster ID, members' API
+	// addresses): replicated and snapshotted like data, invisible to clients.
+	EventMeta
 )
 
 func (t EventType) String() string {
@@ -23,10 +26,14 @@ func (t EventType) String() string {
 		return "DELETE"
 	case EventPut:
 		return "PUT"
+	case EventMeta:
+		return "META"
 	default:
 		return fmt.Sprintf("EventType(%d)", byte(t))
 	}
 }
+
+func (t EventType) valid() bool { return t >= EventDelete && t <= EventMeta }
 
 // Event is one mutation of the store. Its sequence number is the index the
 // replicated log assigns when the event is committed, so it is not a field
@@ -45,7 +52,7 @@ func (e Event) MarshalBinary() ([]byte, error) {
 
 // AppendBinary appends the encoding of e to b.
 func (e Event) AppendBinary(b []byte) ([]byte, error) {
-	if e.Type != EventPut && e.Type != EventDelete {
+	if !e.Type.valid() {
 		return nil, fmt.Errorf("%w: unknown type %d", ErrCorruptEvent, e.Type)
 	}
 	b = append(b, byte(e.Type))
@@ -61,7 +68,7 @@ func UnmarshalEvent(b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("%w: %d bytes", ErrCorruptEvent, len(b))
 	}
 	t := EventType(b[0])
-	if t != EventPut && t != EventDelete {
+	if !t.valid() {
 		return Event{}, fmt.Errorf("%w: unknown type %d", ErrCorruptEvent, b[0])
 	}
 	klen, n := binary.Uvarint(b[1:])
@@ -70,7 +77,7 @@ func UnmarshalEvent(b []byte) (Event, error) {
 	}
 	rest := b[1+n:]
 	e := Event{Type: t, Key: string(rest[:klen])}
-	if t == EventPut {
+	if t != EventDelete {
 		e.Value = rest[klen:]
 	} else if len(rest) != int(klen) {
 		return Event{}, fmt.Errorf("%w: delete with a value", ErrCorruptEvent)

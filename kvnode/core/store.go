@@ -21,6 +21,7 @@ import (
 type Store struct {
 	mu      sync.RWMutex
 	m       map[string][]byte
+	meta    map[string]string
 	applied uint64
 
 	wmu     sync.Mutex
@@ -33,7 +34,14 @@ type waiter struct {
 }
 
 // NewStore returns an empty store.
-func NewStore() *Store { return &Store{m: make(map[string][]byte)} }
+func NewStore() *Store { return &Store{m: make(map[string][]byte), meta: map[string]string{}} }
+
+// Meta returns a cluster metadata value ("" when unset).
+func (s *Store) Meta(key string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.meta[key]
+}
 
 // Get returns the value of key, or ErrNoSuchKey.
 func (s *Store) Get(key string) ([]byte, error) {
@@ -74,6 +82,12 @@ func (s *Store) Apply(index uint64, e Event) {
 		s.m[e.Key] = e.Value
 	case EventDelete:
 		delete(s.m, e.Key)
+	case EventMeta:
+		if len(e.Value) == 0 {
+			delete(s.meta, e.Key)
+		} else {
+			s.meta[e.Key] = string(e.Value)
+		}
 	}
 	s.setAppliedLocked(index)
 	s.mu.Unlock()
@@ -161,6 +175,7 @@ func (s *Store) List(prefix, after string, limit int) (keys []string, next strin
 type Snapshot struct {
 	Index uint64
 	m     map[string][]byte
+	meta  map[string]string
 }
 
 // Snapshot copies the map (not the values, which are immutable). The copy
@@ -172,14 +187,19 @@ func (s *Store) Snapshot() *Snapshot {
 	for k, v := range s.m {
 		m[k] = v
 	}
-	return &Snapshot{Index: s.applied, m: m}
+	meta := make(map[string]string, len(s.meta))
+	for k, v := range s.meta {
+		meta[k] = v
+	}
+	return &Snapshot{Index: s.applied, m: m, meta: meta}
 }
 
 const snapshotMagic = "KVSNAP01"
 
 // WriteTo encodes the snapshot: the magic "KVSNAP01", the applied index
 // (8 bytes, big endian), the key count (uvarint), then for each key its
-// length (uvarint), the key, the value's length (uvarint) and the value.
+// length (uvarint), the key, the value's length (uvarint) and the value;
+// then the metadata the same way (count, then key and value pairs).
 // Integrity is the snapshot store's job (hashicorp/raft checksums the file).
 func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	bw := bufio.NewWriterSize(w, 256<<10)
@@ -194,13 +214,29 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		return n, err
 	}
 	var kb, vb [binary.MaxVarintLen64]byte
-	for k, v := range sn.m {
+	pair := func(k string, v []byte) error {
 		for _, part := range [][]byte{binary.AppendUvarint(kb[:0], uint64(len(k))), []byte(k), binary.AppendUvarint(vb[:0], uint64(len(v))), v} {
 			c, err := bw.Write(part)
 			n += int64(c)
 			if err != nil {
-				return n, err
+				return err
 			}
+		}
+		return nil
+	}
+	for k, v := range sn.m {
+		if err := pair(k, v); err != nil {
+			return n, err
+		}
+	}
+	c, err = bw.Write(binary.AppendUvarint(kb[:0], uint64(len(sn.meta))))
+	n += int64(c)
+	if err != nil {
+		return n, err
+	}
+	for k, v := range sn.meta {
+		if err := pair(k, []byte(v)); err != nil {
+			return n, err
 		}
 	}
 	return n, bw.Flush()
@@ -245,8 +281,25 @@ func (s *Store) Restore(r io.Reader) error {
 		}
 		m[string(k)] = v
 	}
+	metaCount, err := binary.ReadUvarint(br)
+	if err != nil {
+		return fmt.Errorf("read snapshot metadata count: %w", noEOF(err))
+	}
+	meta := make(map[string]string, min(metaCount, 1024))
+	for i := uint64(0); i < metaCount; i++ {
+		k, err := readBytes()
+		if err != nil {
+			return fmt.Errorf("read snapshot metadata: %w", noEOF(err))
+		}
+		v, err := readBytes()
+		if err != nil {
+			return fmt.Errorf("read snapshot metadata: %w", noEOF(err))
+		}
+		meta[string(k)] = string(v)
+	}
 	s.mu.Lock()
 	s.m = m
+	s.meta = meta
 	s.applied = index
 	s.mu.Unlock()
 	s.wake(index)

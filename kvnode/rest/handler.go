@@ -219,7 +219,7 @@ func statusFor(err error) (int, time.Duration) {
 		return http.StatusRequestURITooLong, 0
 	case errors.Is(err, core.ErrValueTooLarge):
 		return http.StatusRequestEntityTooLarge, 0
-	case errors.Is(err, core.ErrNotLeader), errors.Is(err, core.ErrUnavailable):
+	case errors.Is(err, core.ErrNotLeader), errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate):
 		return http.StatusServiceUnavailable, time.Second
 	case errors.Is(err, context.DeadlineExceeded):
 		// The request's deadline passed while waiting for a leader or a

@@ -1,0 +1,137 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+// Followers reach the leader over its HTTP API (the same port as clients,
+// the same TLS): POST /v1/internal/propose carries an encoded event, GET
+// /v1/internal/readindex returns a confirmed commit index. Header
+// outcomeHeader tells a forwarding node whether a failed write may have
+// been applied.
+const (
+	proposePath   = "/v1/internal/propose"
+	readIndexPath = "/v1/internal/readindex"
+	statusPath    = "/v1/internal/status"
+	outcomeHeader = "X-Kv-Outcome"
+	forwardHeader = "X-Kv-Forwarded"
+)
+
+// metaAPIKey is the metadata key under which a member's API URL is kept.
+func metaAPIKey(id string) string { return "api/" + id }
+
+// metaClusterID is the metadata key of the cluster's identity.
+const metaClusterID = "cluster-id"
+
+// leaderAPI returns the leader's API URL, or an error that says the write
+// was certainly not applied.
+func (n *Node) leaderAPI() (string, raft.ServerID, error) {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return "", "", fmt.Errorf("%w: no leader is known", core.ErrUnavailable)
+	}
+	if id == raft.ServerID(n.cfg.NodeID) {
+		return "", id, nil
+	}
+	api := n.store.Meta(metaAPIKey(string(id)))
+	if api == "" {
+		return "", id, fmt.Errorf("%w: the API address of leader %s is not known yet", core.ErrUnavailable, id)
+	}
+	return api, id, nil
+}
+
+// retryable reports whether err certainly left the write unapplied, so
+// that trying again (once a leader is known) cannot apply it twice.
+func retryable(err error) bool {
+	return errors.Is(err, core.ErrUnavailable) || errors.Is(err, core.ErrNotLeader)
+}
+
+// untilLeader runs try until it succeeds, fails for good, or ctx ends.
+// During an election try fails with a retryable error and is called again.
+func untilLeader[T any](ctx context.Context, n *Node, try func() (T, error)) (T, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		v, err := try()
+		if err == nil || !retryable(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("%w (waited until the request's deadline)", err)
+		case <-n.closed:
+			return v, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+proposePath, bytes.NewReader(cmd))
+	if err != nil {
+		return err
+	}
+	req.Header.Set(forwardHeader, n.cfg.NodeID)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		if isDialError(err) {
+			return fmt.Errorf("%w: leader unreachable: %v", core.ErrUnavailable, err)
+		}
+		return fmt.Errorf("%w: forwarding to the leader: %v", core.ErrIndeterminate, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	msg := strings.TrimSpace(string(body))
+	if resp.Header.Get(outcomeHeader) == "unknown" {
+		return fmt.Errorf("%w: leader: %s", core.ErrIndeterminate, msg)
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return fmt.Errorf("%w: leader: %s", core.ErrUnavailable, msg)
+	}
+	return fmt.Errorf("leader answered %d: %s", resp.StatusCode, msg)
+}
+
+func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+readIndexPath, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set(forwardHeader, n.cfg.NodeID)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%w: leader unreachable: %v", core.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return 0, fmt.Errorf("%w: leader: %s", core.ErrUnavailable, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, fmt.Errorf("%w: leader: %v", core.ErrUnavailable, err)
+	}
+	return out.Index, nil
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}

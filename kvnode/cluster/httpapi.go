@@ -1,0 +1,209 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+	"github.com/hashicorp/raft"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+// Handler serves the membership admin API (/v1/cluster...) and the
+// internal calls members make to each other (/v1/internal/...).
+//
+//	GET    /v1/cluster                          cluster ID, leader, members with role, address, health, indexes
+//	POST   /v1/cluster/bootstrap                start a new cluster with this node (once per cluster; 409 after)
+//	POST   /v1/cluster/members                  {"id","address","api"}: add as non-voter
+//	POST   /v1/cluster/members/{id}/promote     non-voter to voter, once caught up (409 before)
+//	POST   /v1/cluster/members/{id}/demote      voter to non-voter
+//	DELETE /v1/cluster/members/{id}             remove
+//	POST   /v1/cluster/leader                   {"id"}: transfer leadership (to any voter when id is empty)
+//	POST   /v1/cluster/snapshot                 take a snapshot now and compact the log
+//
+// Every call is idempotent. Changes are made by the leader: another node
+// answers 307 with the leader's URL, which HTTP clients follow.
+func Handler(n *Node, authorize func(*http.Request) error) http.Handler {
+	h := &handler{n: n}
+	r := mux.NewRouter()
+	admin := r.PathPrefix("/v1/cluster").Subrouter()
+	admin.Use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := authorize(r); err != nil {
+				httpError(w, http.StatusForbidden, err.Error())
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	admin.HandleFunc("", h.info).Methods(http.MethodGet)
+	admin.HandleFunc("/bootstrap", h.bootstrap).Methods(http.MethodPost)
+	admin.HandleFunc("/members", h.add).Methods(http.MethodPost)
+	admin.HandleFunc("/members/{id}/promote", h.change(n.Promote)).Methods(http.MethodPost)
+	admin.HandleFunc("/members/{id}/demote", h.change(n.Demote)).Methods(http.MethodPost)
+	admin.HandleFunc("/members/{id}", h.change(n.Remove)).Methods(http.MethodDelete)
+	admin.HandleFunc("/leader", h.transfer).Methods(http.MethodPost)
+	admin.HandleFunc("/snapshot", h.snapshot).Methods(http.MethodPost)
+	r.HandleFunc(statusPath, h.status).Methods(http.MethodGet)
+	r.HandleFunc(readIndexPath, h.readIndex).Methods(http.MethodGet)
+	r.HandleFunc(proposePath, h.propose).Methods(http.MethodPost)
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpError(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	return r
+}
+
+type handler struct{ n *Node }
+
+func (h *handler) info(w http.ResponseWriter, r *http.Request) {
+	info, err := h.n.Info(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (h *handler) bootstrap(w http.ResponseWriter, r *http.Request) {
+	if err := h.n.Bootstrap(); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"result": "bootstrapped", "id": h.n.cfg.NodeID})
+}
+
+// AddRequest is the body of POST /v1/cluster/members.
+type AddRequest struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	API     string `json:"api"`
+}
+
+func (h *handler) add(w http.ResponseWriter, r *http.Request) {
+	var req AddRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.ID == "" || req.Address == "" {
+		httpError(w, http.StatusBadRequest, `body must be {"id":"...","address":"host:port","api":"https://host:port"} with id and address set`)
+		return
+	}
+	if err := h.n.AddNonvoter(r.Context(), req.ID, req.Address, req.API); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"result": "member is a non-voter", "id": req.ID})
+}
+
+func (h *handler) change(op func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := mux.Vars(r)["id"]
+		if err := op(r.Context(), id); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"result": "ok", "id": id})
+	}
+}
+
+func (h *handler) transfer(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID string `json:"id"`
+	}
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+			httpError(w, http.StatusBadRequest, `body must be {"id":"..."} or empty`)
+			return
+		}
+	}
+	if err := h.n.TransferLeadership(r.Context(), req.ID); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	_, leader := h.n.raft.LeaderWithID()
+	writeJSON(w, http.StatusOK, map[string]string{"result": "ok", "leader": string(leader)})
+}
+
+func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
+	if err := h.n.Snapshot(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"result": "ok"})
+}
+
+func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.n.LocalStatus())
+}
+
+func (h *handler) readIndex(w http.ResponseWriter, r *http.Request) {
+	index, err := h.n.ReadIndex(r.Context())
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]uint64{"index": index})
+}
+
+func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
+	cmd, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	err = h.n.ProposeLocal(r.Context(), cmd)
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, core.ErrCorruptEvent):
+		httpError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, core.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		w.Header().Set(outcomeHeader, "unknown")
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		// Not the leader, or refused before entering the log: not applied.
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	}
+}
+
+// fail maps membership errors to statuses; a call that only the leader can
+// serve is redirected there.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, core.ErrNotLeader), errors.Is(err, raft.ErrNotLeader):
+		if api := h.n.LeaderAPI(); api != "" {
+			w.Header().Set("Location", api+r.URL.RequestURI())
+			httpError(w, http.StatusTemporaryRedirect, "not the leader; the leader is at "+api)
+			return
+		}
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, "no leader is known yet")
+	case errors.Is(err, ErrNoSuchMember):
+		httpError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrMemberConflict), errors.Is(err, ErrNotCaughtUp), errors.Is(err, ErrAlreadyBootstrapped):
+		httpError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, context.DeadlineExceeded):
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		httpError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, strings.ReplaceAll(msg, "\n", " "))
+}

@@ -1,0 +1,354 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+// Membership errors, mapped to HTTP statuses by the admin API.
+var (
+	// ErrAlreadyBootstrapped: the node has Raft state; a second bootstrap
+	// would start a second cluster (split brain).
+	ErrAlreadyBootstrapped = errors.New("this node already has cluster state; bootstrap happens once per cluster")
+	// ErrNoSuchMember: the member is not in the configuration.
+	ErrNoSuchMember = errors.New("no such member")
+	// ErrMemberConflict: a member with this ID exists with another address.
+	ErrMemberConflict = errors.New("a member with this ID exists with a different address; remove it first")
+	// ErrNotCaughtUp: the non-voter trails the leader too far to vote.
+	ErrNotCaughtUp = errors.New("member has not caught up with the leader")
+)
+
+// bootstrap starts a one-member cluster. The cluster ID and this node's
+// API address are written by the first leader (recordMetadata).
+func (n *Node) bootstrap() error {
+	boot := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(n.cfg.NodeID), Address: n.trans.LocalAddr()}}}
+	if err := n.raft.BootstrapCluster(boot).Error(); err != nil {
+		if errors.Is(err, raft.ErrCantBootstrap) {
+			return ErrAlreadyBootstrapped
+		}
+		return fmt.Errorf("cluster: bootstrap: %w", err)
+	}
+	return nil
+}
+
+// Bootstrap starts a new cluster with this node as its only member. It is
+// refused when the node has any Raft state, so a node that lost its volume
+// can only be re-added, never start a second cluster.
+func (n *Node) Bootstrap() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	has, err := raft.HasExistingState(n.log, n.log, n.snaps)
+	if err != nil {
+		return err
+	}
+	if has || n.raft.LastIndex() > 0 {
+		return ErrAlreadyBootstrapped
+	}
+	return n.bootstrap()
+}
+
+// recordMetadata runs on a new leader: it gives a new cluster its ID and
+// makes sure its own API address is known, so followers can forward.
+func (n *Node) recordMetadata() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var events []core.Event
+	if n.store.Meta(metaClusterID) == "" {
+		b := make([]byte, 16)
+		rand.Read(b)
+		events = append(events, core.Event{Type: core.EventMeta, Key: metaClusterID, Value: []byte(hex.EncodeToString(b))})
+	}
+	if n.cfg.APIAdvertise != "" && n.store.Meta(metaAPIKey(n.cfg.NodeID)) != n.cfg.APIAdvertise {
+		events = append(events, core.Event{Type: core.EventMeta, Key: metaAPIKey(n.cfg.NodeID), Value: []byte(n.cfg.APIAdvertise)})
+	}
+	for _, e := range events {
+		cmd, _ := e.MarshalBinary()
+		if err := n.apply(ctx, cmd); err != nil {
+			n.cfg.Logger.Warn("recording cluster metadata failed", "key", e.Key, "error", err)
+			return
+		}
+	}
+}
+
+// Member is one server of the configuration with what it reports.
+type Member struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	API      string `json:"api,omitempty"`
+	Role     string `json:"role"` // voter or non-voter
+	Leader   bool   `json:"leader"`
+	Healthy  bool   `json:"healthy"`
+	Error    string `json:"error,omitempty"`
+	*Self    `json:"status,omitempty"`
+}
+
+// Self is what a node says about itself.
+type Self struct {
+	ID           string    `json:"id"`
+	State        string    `json:"state"`
+	Term         uint64    `json:"term"`
+	LeaderID     string    `json:"leaderID"`
+	AppliedIndex uint64    `json:"appliedIndex"`
+	CommitIndex  uint64    `json:"commitIndex"`
+	LastIndex    uint64    `json:"lastIndex"`
+	LastContact  time.Time `json:"lastContact,omitzero"`
+	Ready        bool      `json:"ready"`
+	ClusterID    string    `json:"clusterID"`
+}
+
+// Info is the answer of GET /v1/cluster.
+type Info struct {
+	ClusterID   string   `json:"clusterID"`
+	Leader      string   `json:"leader"`
+	CommitIndex uint64   `json:"commitIndex"`
+	Members     []Member `json:"members"`
+}
+
+// LocalStatus reports this node's own view.
+func (n *Node) LocalStatus() Self {
+	s := n.Status()
+	self := Self{
+		ID: n.cfg.NodeID, State: s.State, Term: s.Term, LeaderID: s.LeaderID,
+		AppliedIndex: n.store.AppliedIndex(), CommitIndex: s.CommitIndex, LastIndex: s.LastIndex,
+		Ready: n.Ready() == nil, ClusterID: n.store.Meta(metaClusterID),
+	}
+	if s.State == raft.Leader.String() {
+		self.LastContact = time.Now()
+	} else if lc := n.raft.LastContact(); !lc.IsZero() {
+		self.LastContact = lc
+	}
+	return self
+}
+
+// Info returns the configuration this node knows, each member's own
+// report fetched from its API in parallel (a member that does not answer
+// within a second is unhealthy).
+func (n *Node) Info(ctx context.Context) (Info, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return Info{}, err
+	}
+	_, leader := n.raft.LeaderWithID()
+	info := Info{ClusterID: n.store.Meta(metaClusterID), Leader: string(leader), CommitIndex: n.raft.CommitIndex()}
+	servers := f.Configuration().Servers
+	info.Members = make([]Member, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		m := Member{ID: string(s.ID), Address: string(s.Address), API: n.store.Meta(metaAPIKey(string(s.ID))), Role: role(s.Suffrage), Leader: s.ID == leader}
+		info.Members[i] = m
+		wg.Add(1)
+		go func(m *Member) {
+			defer wg.Done()
+			self, err := n.memberStatus(ctx, m.ID, m.API)
+			if err != nil {
+				m.Error = err.Error()
+				return
+			}
+			m.Self, m.Healthy = &self, self.Ready
+		}(&info.Members[i])
+	}
+	wg.Wait()
+	sort.Slice(info.Members, func(i, j int) bool { return info.Members[i].ID < info.Members[j].ID })
+	return info, nil
+}
+
+func (n *Node) memberStatus(ctx context.Context, id, api string) (Self, error) {
+	if id == n.cfg.NodeID {
+		return n.LocalStatus(), nil
+	}
+	if api == "" {
+		return Self{}, errors.New("API address unknown")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+statusPath, nil)
+	if err != nil {
+		return Self{}, err
+	}
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return Self{}, err
+	}
+	defer resp.Body.Close()
+	var self Self
+	if resp.StatusCode != http.StatusOK {
+		return Self{}, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return self, json.NewDecoder(resp.Body).Decode(&self)
+}
+
+func role(s raft.ServerSuffrage) string {
+	if s == raft.Voter {
+		return "voter"
+	}
+	return "non-voter"
+}
+
+func (n *Node) server(id string) (raft.Server, bool, uint64, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return raft.Server{}, false, 0, err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return s, true, f.Index(), nil
+		}
+	}
+	return raft.Server{}, false, f.Index(), nil
+}
+
+// leaderOnly fails with ErrNotLeader when this node does not lead; the
+// admin API then redirects the caller to the leader.
+func (n *Node) leaderOnly() error {
+	if n.raft.State() != raft.Leader {
+		return core.ErrNotLeader
+	}
+	return nil
+}
+
+// AddNonvoter adds a member that replicates but does not vote. Adding a
+// member that is already there with the same address changes nothing.
+func (n *Node) AddNonvoter(ctx context.Context, id, address, api string) error {
+	if err := n.leaderOnly(); err != nil {
+		return err
+	}
+	if id == "" || address == "" {
+		return errors.New("id and address are required")
+	}
+	if api != "" && n.store.Meta(metaAPIKey(id)) != api {
+		cmd, _ := core.Event{Type: core.EventMeta, Key: metaAPIKey(id), Value: []byte(api)}.MarshalBinary()
+		if err := n.apply(ctx, cmd); err != nil {
+			return err
+		}
+	}
+	s, ok, index, err := n.server(id)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if string(s.Address) != address {
+			return ErrMemberConflict
+		}
+		return nil
+	}
+	return n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(address), index, timeout(ctx)).Error()
+}
+
+// Promote makes a non-voter a voter once it has caught up with the
+// leader's commit index (within Config.CatchUpLag entries).
+func (n *Node) Promote(ctx context.Context, id string) error {
+	if err := n.leaderOnly(); err != nil {
+		return err
+	}
+	s, ok, index, err := n.server(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNoSuchMember
+	}
+	if s.Suffrage == raft.Voter {
+		return nil
+	}
+	self, err := n.memberStatus(ctx, id, n.store.Meta(metaAPIKey(id)))
+	if err != nil {
+		return fmt.Errorf("%w: its status is unavailable: %v", ErrNotCaughtUp, err)
+	}
+	if commit := n.raft.CommitIndex(); self.AppliedIndex+n.cfg.CatchUpLag < commit {
+		return fmt.Errorf("%w: applied %d, leader committed %d", ErrNotCaughtUp, self.AppliedIndex, commit)
+	}
+	return n.raft.AddVoter(s.ID, s.Address, index, timeout(ctx)).Error()
+}
+
+// Demote makes a voter a non-voter; demoting a non-voter changes nothing.
+func (n *Node) Demote(ctx context.Context, id string) error {
+	if err := n.leaderOnly(); err != nil {
+		return err
+	}
+	s, ok, index, err := n.server(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNoSuchMember
+	}
+	if s.Suffrage != raft.Voter {
+		return nil
+	}
+	return n.raft.DemoteVoter(s.ID, index, timeout(ctx)).Error()
+}
+
+// Remove takes a member out of the cluster; removing an absent member
+// changes nothing. Removing the leader itself hands leadership over first.
+func (n *Node) Remove(ctx context.Context, id string) error {
+	if err := n.leaderOnly(); err != nil {
+		return err
+	}
+	_, ok, index, err := n.server(id)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if id == n.cfg.NodeID {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				return fmt.Errorf("hand over leadership before leaving: %w", err)
+			}
+			return core.ErrNotLeader // the caller retries on the new leader
+		}
+		if err := n.raft.RemoveServer(raft.ServerID(id), index, timeout(ctx)).Error(); err != nil {
+			return err
+		}
+	}
+	if n.store.Meta(metaAPIKey(id)) != "" {
+		cmd, _ := core.Event{Type: core.EventMeta, Key: metaAPIKey(id)}.MarshalBinary()
+		return n.apply(ctx, cmd)
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to the voter id, or to any voter
+// when id is empty. If id already leads, nothing changes.
+func (n *Node) TransferLeadership(ctx context.Context, id string) error {
+	if _, leader := n.raft.LeaderWithID(); id != "" && string(leader) == id {
+		return nil
+	}
+	if err := n.leaderOnly(); err != nil {
+		return err
+	}
+	if id == "" {
+		return n.raft.LeadershipTransfer().Error()
+	}
+	s, ok, _, err := n.server(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNoSuchMember
+	}
+	return n.raft.LeadershipTransferToServer(s.ID, s.Address).Error()
+}
+
+// LeaderAPI is the leader's API URL ("" when this node leads or none is known).
+func (n *Node) LeaderAPI() string {
+	api, _, _ := n.leaderAPI()
+	return api
+}
+
+func timeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return 10 * time.Second
+}
