@@ -56,6 +56,11 @@ func (n *Node) Bootstrap() error {
 	if has || n.raft.LastIndex() > 0 {
 		return ErrAlreadyBootstrapped
 	}
+	// A node that lost its volume but is still a member hears from the
+	// leader within a heartbeat: that, too, means a cluster exists.
+	if addr, _ := n.raft.LeaderWithID(); addr != "" {
+		return ErrAlreadyBootstrapped
+	}
 	return n.bootstrap()
 }
 

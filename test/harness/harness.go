@@ -1,0 +1,473 @@
+// Package harness runs a kvnode cluster of real processes on loopback for
+// tests and for a person (hack/cluster-local): N kvnode processes with
+// HTTPS, mutual-TLS peer traffic and an admin client certificate, each
+// behind a fault-injecting TCP proxy on its peer port, so that a test can
+// kill, restart and partition members.
+//
+// Member i binds 127.0.0.(10+i). Peers dial from their own address, so a
+// proxy knows which member a connection comes from and can cut single
+// links. Nothing leaves the loopback interface.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
+)
+
+// AdminCN is the common name of the admin client certificate.
+const AdminCN = "kvstore-admin"
+
+// Options configure a cluster.
+type Options struct {
+	// Binary is the kvnode binary.
+	Binary string
+	// Dir holds each member's data, certificates and log.
+	Dir string
+	// ExtraArgs are appended to every member's command line.
+	ExtraArgs []string
+	// Output, if set, receives every member's log lines, prefixed.
+	Output io.Writer
+}
+
+// Cluster is a set of kvnode processes and their proxies.
+type Cluster struct {
+	opts    Options
+	CA      *certs.CA
+	Client  *http.Client // trusts the CA
+	Admin   *http.Client // presents the admin certificate
+	mu      sync.Mutex
+	members []*Member
+}
+
+// Member is one kvnode process slot: it keeps its identity, addresses
+// and data directory across restarts.
+type Member struct {
+	c        *Cluster
+	Index    int
+	ID       string
+	IP       string
+	API      string // https://ip:port
+	PeerAddr string // the proxy, as advertised
+	peerReal string // the process's own peer listener
+	DataDir  string
+	certDir  string
+	proxy    *Proxy
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	logs *bytes.Buffer
+}
+
+// New creates the cluster's CA and clients; members are added with Add.
+func New(opts Options) (*Cluster, error) {
+	ca, err := certs.NewCA("kvstore test CA", 24*time.Hour, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{opts: opts, CA: ca}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	c.Client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 64}}
+	adminCert, adminKey, err := ca.Issue(certs.Leaf{CommonName: AdminCN, Client: true, Lifetime: 24 * time.Hour}, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(adminCert, adminKey)
+	if err != nil {
+		return nil, err
+	}
+	c.Admin = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	return c, nil
+}
+
+// Members returns the member slots.
+func (c *Cluster) Members() []*Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Member(nil), c.members...)
+}
+
+// Member returns member i.
+func (c *Cluster) Member(i int) *Member { return c.Members()[i] }
+
+// Add creates the next member slot (addresses, certificates, proxy)
+// without starting it.
+func (c *Cluster) Add() (*Member, error) {
+	c.mu.Lock()
+	i := len(c.members)
+	c.mu.Unlock()
+	ip := fmt.Sprintf("127.0.0.%d", 10+i)
+	m := &Member{c: c, Index: i, ID: fmt.Sprintf("kv-%d", i), IP: ip, DataDir: filepath.Join(c.opts.Dir, fmt.Sprintf("kv-%d", i), "data"), certDir: filepath.Join(c.opts.Dir, fmt.Sprintf("kv-%d", i), "certs"), logs: &bytes.Buffer{}}
+	apiPort, err := freePort(ip)
+	if err != nil {
+		return nil, err
+	}
+	realPort, err := freePort(ip)
+	if err != nil {
+		return nil, err
+	}
+	m.API = fmt.Sprintf("https://%s:%d", ip, apiPort)
+	m.peerReal = fmt.Sprintf("%s:%d", ip, realPort)
+	m.proxy, err = NewProxy(ip+":0", m.peerReal, c.memberOf)
+	if err != nil {
+		return nil, err
+	}
+	m.PeerAddr = m.proxy.Addr()
+	if err := os.MkdirAll(m.certDir, 0o700); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	for _, f := range []struct {
+		name string
+		leaf certs.Leaf
+	}{
+		{"tls", certs.Leaf{CommonName: m.ID, IPs: []net.IP{net.ParseIP(ip)}, Server: true, Client: true, Lifetime: 24 * time.Hour}},
+		{"peer", certs.Leaf{CommonName: m.ID, IPs: []net.IP{net.ParseIP(ip)}, Server: true, Client: true, Lifetime: 24 * time.Hour}},
+	} {
+		cert, key, err := c.CA.Issue(f.leaf, now)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(m.certDir, f.name+".crt"), cert, 0o600); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(m.certDir, f.name+".key"), key, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(m.certDir, "ca.crt"), c.CA.CertPEM, 0o600); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.members = append(c.members, m)
+	c.mu.Unlock()
+	return m, nil
+}
+
+// memberOf maps a peer connection's source address to a member index.
+func (c *Cluster) memberOf(addr net.Addr) int {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return -1
+	}
+	for _, m := range c.Members() {
+		if m.IP == tcp.IP.String() {
+			return m.Index
+		}
+	}
+	return -1
+}
+
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		return 0, fmt.Errorf("listen on %s (is the loopback range usable?): %w", ip, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start runs the member's process and waits until its API answers.
+func (m *Member) Start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		return fmt.Errorf("%s is already running", m.ID)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(m.API, "https://"))
+	cd := m.certDir
+	args := []string{
+		"--node-id", m.ID,
+		"--listen", m.IP + ":" + port,
+		"--api-advertise", m.API,
+		"--data-dir", m.DataDir,
+		"--peer-listen", m.peerReal,
+		"--peer-advertise", m.PeerAddr,
+		"--tls-cert", filepath.Join(cd, "tls.crt"), "--tls-key", filepath.Join(cd, "tls.key"), "--tls-ca", filepath.Join(cd, "ca.crt"),
+		"--peer-tls-cert", filepath.Join(cd, "peer.crt"), "--peer-tls-key", filepath.Join(cd, "peer.key"), "--peer-tls-ca", filepath.Join(cd, "ca.crt"),
+		"--log-level", "warn",
+	}
+	args = append(args, m.c.opts.ExtraArgs...)
+	cmd := exec.Command(m.c.opts.Binary, args...)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		pw.Close()
+		close(done)
+	}()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := fmt.Sprintf("[%s] %s\n", m.ID, sc.Text())
+			m.mu.Lock()
+			m.logs.WriteString(line)
+			m.mu.Unlock()
+			if m.c.opts.Output != nil {
+				io.WriteString(m.c.opts.Output, line)
+			}
+		}
+	}()
+	m.cmd, m.done = cmd, done
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := m.c.Client.Get(m.API + "/livez")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited during startup", m.ID)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer on %s", m.ID, m.API)
+}
+
+// Running reports whether the process is up.
+func (m *Member) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cmd != nil
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (m *Member) Kill() { m.stop(syscall.SIGKILL) }
+
+// Stop sends SIGTERM and waits for the graceful exit.
+func (m *Member) Stop() { m.stop(syscall.SIGTERM) }
+
+func (m *Member) stop(sig syscall.Signal) {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	m.mu.Lock()
+	m.cmd = nil
+	m.mu.Unlock()
+}
+
+// WipeData deletes the member's data directory (a lost volume).
+func (m *Member) WipeData() error { return os.RemoveAll(m.DataDir) }
+
+// Logs returns what the member has printed.
+func (m *Member) Logs() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.logs.String()
+}
+
+// Proxy is the member's fault-injecting peer proxy.
+func (m *Member) Proxy() *Proxy { return m.proxy }
+
+// AdminDo sends a membership API call to the member and decodes a JSON
+// answer into out (when non-nil). Redirects to the leader are followed.
+func (c *Cluster) AdminDo(ctx context.Context, m *Member, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, m.API+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Admin.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return &AdminError{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// AdminError is a non-200 answer of the membership API.
+type AdminError struct {
+	Status  int
+	Message string
+}
+
+func (e *AdminError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Message) }
+
+// Info is GET /v1/cluster as a test reads it.
+type Info struct {
+	ClusterID string `json:"clusterID"`
+	Leader    string `json:"leader"`
+	Members   []struct {
+		ID      string `json:"id"`
+		Role    string `json:"role"`
+		Healthy bool   `json:"healthy"`
+		Status  *struct {
+			AppliedIndex uint64 `json:"appliedIndex"`
+		} `json:"status"`
+	} `json:"members"`
+}
+
+// Voters returns the IDs of the voters in info.
+func (i Info) Voters() []string {
+	var v []string
+	for _, m := range i.Members {
+		if m.Role == "voter" {
+			v = append(v, m.ID)
+		}
+	}
+	return v
+}
+
+// Retry calls f until it succeeds or ctx ends, returning the last error.
+func Retry(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Bootstrap starts member 0 as a new cluster and waits for it to lead.
+func (c *Cluster) Bootstrap(ctx context.Context) error {
+	m := c.Member(0)
+	if err := c.AdminDo(ctx, m, "POST", "/v1/cluster/bootstrap", nil, nil); err != nil {
+		return err
+	}
+	return Retry(ctx, func() error {
+		var info Info
+		if err := c.AdminDo(ctx, m, "GET", "/v1/cluster", nil, &info); err != nil {
+			return err
+		}
+		if info.Leader == "" || info.ClusterID == "" {
+			return errors.New("no leader or cluster ID yet")
+		}
+		return nil
+	})
+}
+
+// Join adds a running member as a non-voter (through any running member),
+// then promotes it to voter once it has caught up; voter=false leaves it a
+// read replica.
+func (c *Cluster) Join(ctx context.Context, m *Member, voter bool) error {
+	via := c.anyRunning(m)
+	if via == nil {
+		return errors.New("no running member to join through")
+	}
+	add := map[string]string{"id": m.ID, "address": m.PeerAddr, "api": m.API}
+	if err := Retry(ctx, func() error { return c.AdminDo(ctx, via, "POST", "/v1/cluster/members", add, nil) }); err != nil {
+		return fmt.Errorf("add %s: %w", m.ID, err)
+	}
+	if !voter {
+		return nil
+	}
+	return Retry(ctx, func() error { return c.AdminDo(ctx, via, "POST", "/v1/cluster/members/"+m.ID+"/promote", nil, nil) })
+}
+
+// Remove takes m out of the cluster through another running member.
+func (c *Cluster) Remove(ctx context.Context, m *Member) error {
+	via := c.anyRunning(m)
+	if via == nil {
+		return errors.New("no running member")
+	}
+	return Retry(ctx, func() error { return c.AdminDo(ctx, via, "DELETE", "/v1/cluster/members/"+m.ID, nil, nil) })
+}
+
+// Info asks any running member for the cluster view.
+func (c *Cluster) Info(ctx context.Context) (Info, error) {
+	var info Info
+	via := c.anyRunning(nil)
+	if via == nil {
+		return info, errors.New("no running member")
+	}
+	err := c.AdminDo(ctx, via, "GET", "/v1/cluster", nil, &info)
+	return info, err
+}
+
+func (c *Cluster) anyRunning(not *Member) *Member {
+	for _, m := range c.Members() {
+		if m != not && m.Running() {
+			return m
+		}
+	}
+	return nil
+}
+
+// StartN adds, starts and joins n voters.
+func (c *Cluster) StartN(ctx context.Context, n int) error {
+	for i := 0; i < n; i++ {
+		m, err := c.Add()
+		if err != nil {
+			return err
+		}
+		if err := m.Start(); err != nil {
+			return err
+		}
+		if i == 0 {
+			if err := c.Bootstrap(ctx); err != nil {
+				return fmt.Errorf("bootstrap: %w", err)
+			}
+			continue
+		}
+		if err := c.Join(ctx, m, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops every member and proxy.
+func (c *Cluster) Close() {
+	for _, m := range c.Members() {
+		m.Kill()
+		m.proxy.Close()
+	}
+}
+
+// DumpLogs writes every member's output to w.
+func (c *Cluster) DumpLogs(w io.Writer) {
+	for _, m := range c.Members() {
+		io.WriteString(w, m.Logs())
+	}
+}
