@@ -1,0 +1,300 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/kvstore-operator/kvstore-operator/test/harness"
+)
+
+type kvInput struct {
+	op    string // put, get, delete
+	key   string
+	value string
+}
+
+type kvOutput struct {
+	exists  bool
+	value   string
+	unknown bool // a write whose outcome the client never learned
+}
+
+type kvState struct {
+	exists bool
+	value  string
+}
+
+// kvModel is a register per key: PUT sets it, DELETE clears it, GET must
+// see the latest. Histories are checked key by key.
+var kvModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		var keys []string
+		for _, op := range history {
+			k := op.Input.(kvInput).key
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], op)
+		}
+		var out [][]porcupine.Operation
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() any { return kvState{} },
+	Step: func(state, input, output any) (bool, any) {
+		st, in, out := state.(kvState), input.(kvInput), output.(kvOutput)
+		switch in.op {
+		case "put":
+			return true, kvState{exists: true, value: in.value}
+		case "delete":
+			return true, kvState{}
+		default:
+			return out.exists == st.exists && out.value == st.value, st
+		}
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(kvInput), output.(kvOutput)
+		switch {
+		case in.op == "get" && !out.exists:
+			return fmt.Sprintf("get(%s) -> 404", in.key)
+		case in.op == "get":
+			return fmt.Sprintf("get(%s) -> %s", in.key, out.value)
+		case out.unknown:
+			return fmt.Sprintf("%s(%s, %s) -> ?", in.op, in.key, in.value)
+		}
+		return fmt.Sprintf("%s(%s, %s)", in.op, in.key, in.value)
+	},
+}
+
+// history records operations from many clients.
+type history struct {
+	mu  sync.Mutex
+	ops []porcupine.Operation
+	// acked is the last acknowledged write per client and key, for the
+	// summary; the checker is what decides.
+	counts map[string]int
+}
+
+func (h *history) add(client int, in kvInput, out kvOutput, call, ret int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+	switch {
+	case out.unknown:
+		h.counts["indeterminate "+in.op]++
+	default:
+		h.counts["ok "+in.op]++
+	}
+}
+
+func linDuration(t *testing.T) time.Duration {
+	if s := os.Getenv("KV_LIN_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("KV_LIN_DURATION: %v", err)
+		}
+		return d
+	}
+	if testing.Short() {
+		return 15 * time.Second
+	}
+	return 60 * time.Second
+}
+
+// Concurrent clients put, get and delete a few keys through random members
+// while members are killed and restarted, leadership moves, and members
+// are cut off from their peers. The recorded history must be linearizable
+// (porcupine), final reads included: an acknowledged write that is missing
+// at the end makes it fail.
+func TestLinearizableUnderFaults(t *testing.T) {
+	duration := linDuration(t)
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("KV_LIN_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	t.Logf("seed %d (KV_LIN_SEED reproduces the fault schedule), duration %v (KV_LIN_DURATION)", seed, duration)
+	c := newCluster(t, "--snapshot-threshold", "500", "--snapshot-interval", "500ms")
+	ctx := ctxFor(t, duration+3*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	h := &history{counts: map[string]int{}}
+	const clients = 8
+	keys := []string{"a", "b", "c", "d", "e", "f"}
+	start := time.Now()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for cl := 0; cl < clients; cl++ {
+		wg.Add(1)
+		go func(cl int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(seed + int64(cl)))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				members := c.Members()
+				m := members[rng.Intn(len(members))]
+				in := kvInput{key: keys[rng.Intn(len(keys))]}
+				switch r := rng.Intn(10); {
+				case r < 4:
+					in.op, in.value = "put", fmt.Sprintf("%d-%d", cl, i)
+				case r < 8:
+					in.op = "get"
+				default:
+					in.op = "delete"
+				}
+				method := map[string]string{"put": "PUT", "get": "GET", "delete": "DELETE"}[in.op]
+				call := time.Now().UnixNano()
+				code, body, err := kv(c, m, method, in.key, in.value, "")
+				ret := time.Now().UnixNano()
+				switch {
+				case in.op == "get" && err == nil && code == 200:
+					h.add(cl, in, kvOutput{exists: true, value: body}, call, ret)
+				case in.op == "get" && err == nil && code == 404:
+					h.add(cl, in, kvOutput{}, call, ret)
+				case in.op == "get":
+					// A failed read has no effect: it is not part of the history.
+					time.Sleep(10 * time.Millisecond)
+				case err == nil && (code == 201 || code == 200):
+					h.add(cl, in, kvOutput{}, call, ret)
+				default:
+					// The write may still be applied at any later moment.
+					h.add(cl, in, kvOutput{unknown: true}, call, math.MaxInt64)
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}(cl)
+	}
+
+	faults := runFaults(t, c, seed, duration)
+	close(stop)
+	wg.Wait()
+
+	// Heal everything and read every key once more, linearizably.
+	for _, m := range c.Members() {
+		m.Proxy().Heal()
+		if !m.Running() {
+			if err := m.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, k := range keys {
+		in := kvInput{op: "get", key: k}
+		err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
+			call := time.Now().UnixNano()
+			code, body, err := kv(c, c.Member(0), "GET", k, "", "")
+			ret := time.Now().UnixNano()
+			switch {
+			case err != nil:
+				return err
+			case code == 200:
+				h.add(-1+clients, in, kvOutput{exists: true, value: body}, call, ret)
+			case code == 404:
+				h.add(-1+clients, in, kvOutput{}, call, ret)
+			default:
+				return fmt.Errorf("final read of %s: %d %s", k, code, body)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%v of faults: %v", time.Since(start).Round(time.Second), faults)
+	t.Logf("operations: %v", h.counts)
+	if h.counts["ok put"] < 50 || h.counts["ok get"] < 50 {
+		t.Fatalf("too few successful operations to mean anything: %v", h.counts)
+	}
+	res, info := porcupine.CheckOperationsVerbose(kvModel, h.ops, 3*time.Minute)
+	switch res {
+	case porcupine.Ok:
+		t.Logf("history of %d operations is linearizable", len(h.ops))
+	case porcupine.Illegal:
+		path := fmt.Sprintf("%s/linearizability-%d.html", os.TempDir(), seed)
+		if f, err := os.Create(path); err == nil {
+			porcupine.Visualize(kvModel, info, f)
+			f.Close()
+		}
+		t.Fatalf("history is NOT linearizable (seed %d); visualization in %s", seed, path)
+	default:
+		t.Fatalf("the checker timed out on %d operations (seed %d)", len(h.ops), seed)
+	}
+}
+
+// runFaults injects one fault at a time until duration has passed and
+// returns how many of each it injected.
+func runFaults(t *testing.T, c *harness.Cluster, seed int64, duration time.Duration) map[string]int {
+	rng := rand.New(rand.NewSource(seed))
+	counts := map[string]int{}
+	deadline := time.Now().Add(duration)
+	ctx := context.Background()
+	leader := func() *harness.Member {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil
+		}
+		for _, m := range c.Members() {
+			if m.ID == info.Leader {
+				return m
+			}
+		}
+		return nil
+	}
+	pause := func() { time.Sleep(time.Duration(500+rng.Intn(1500)) * time.Millisecond) }
+	for time.Now().Before(deadline) {
+		pause()
+		members := c.Members()
+		victim := members[rng.Intn(len(members))]
+		kind := []string{"kill", "kill leader", "restart", "transfer leadership", "partition", "partition leader"}[rng.Intn(6)]
+		if kind == "kill leader" || kind == "partition leader" {
+			if l := leader(); l != nil {
+				victim = l
+			}
+		}
+		counts[kind]++
+		switch kind {
+		case "kill", "kill leader":
+			victim.Kill()
+			pause()
+			if err := victim.Start(); err != nil {
+				t.Fatalf("restart %s: %v", victim.ID, err)
+			}
+		case "restart":
+			victim.Stop()
+			if err := victim.Start(); err != nil {
+				t.Fatalf("restart %s: %v", victim.ID, err)
+			}
+		case "transfer leadership":
+			_ = c.AdminDo(ctx, victim, "POST", "/v1/cluster/leader", nil, nil)
+		case "partition", "partition leader":
+			victim.Proxy().Cut()
+			for _, o := range members {
+				if o != victim {
+					o.Proxy().Cut(victim.Index)
+				}
+			}
+			pause()
+			pause()
+			for _, o := range members {
+				o.Proxy().Heal()
+			}
+		}
+	}
+	return counts
+}
