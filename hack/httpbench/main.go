@@ -10,7 +10,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,11 +19,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/hack/loadgen"
 )
 
 func main() {
@@ -55,13 +53,13 @@ func main() {
 	waitOK("http://" + kvAddr + "/readyz")
 
 	value := bytes.Repeat([]byte("v"), *valueSize)
-	g := &loadgen{clients: *clients, keys: *keys, duration: *duration, value: value}
+	g := &bench{clients: *clients, keys: *keys, duration: *duration, value: value}
 	// Fill the key set so that GETs find values.
 	g.run("PUT", "http://"+kvAddr+"/v1/key/bench-", 2*time.Second)
 
 	type row struct {
 		name string
-		r    result
+		r    loadgen.Result
 	}
 	var rows []row
 	ceilGet := g.run("GET", "http://"+ceilAddr+"/v1/key/bench-", 0)
@@ -76,22 +74,15 @@ func main() {
 	fmt.Println("| workload | req/s | p50 | p99 | errors | vs ceiling |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		base := ceilGet.rate
+		base := ceilGet.Rate
 		if strings.Contains(r.name, "PUT") {
-			base = ceilPut.rate
+			base = ceilPut.Rate
 		}
-		fmt.Printf("| %s | %.0f | %v | %v | %d | %.0f%% |\n", r.name, r.r.rate, r.r.p50, r.r.p99, r.r.errors, 100*r.r.rate/base)
+		fmt.Printf("| %s | %.0f | %v | %v | %d | %.0f%% |\n", r.name, r.r.Rate, r.r.P50, r.r.P99, r.r.Errors, 100*r.r.Rate/base)
 	}
 }
 
-func runCeiling(addr string) {
-	body := []byte("constant")
-	srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Write(body)
-	})}
-	log.Fatal(srv.ListenAndServe())
-}
+func runCeiling(addr string) { log.Fatal(loadgen.ServeConstant(addr)) }
 
 func freeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -134,73 +125,24 @@ func waitOK(url string) {
 	log.Fatalf("%s never answered 200", url)
 }
 
-type loadgen struct {
+type bench struct {
 	clients  int
 	keys     int
 	duration time.Duration
 	value    []byte
 }
 
-type result struct {
-	rate     float64
-	p50, p99 time.Duration
-	errors   int64
-}
-
-func (g *loadgen) run(method, prefix string, d time.Duration, suffix ...string) result {
+func (g *bench) run(method, prefix string, d time.Duration, suffix ...string) loadgen.Result {
 	if d == 0 {
 		d = g.duration
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: g.clients, MaxConnsPerHost: g.clients}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var n, errs atomic.Int64
-	lat := make([][]time.Duration, g.clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := 0; c < g.clients; c++ {
-		wg.Add(1)
-		go func(c int) {
-			defer wg.Done()
-			for i := c; ctx.Err() == nil; i += g.clients {
-				url := fmt.Sprintf("%s%d%s", prefix, i%g.keys, strings.Join(suffix, ""))
-				var body io.Reader
-				if method == "PUT" {
-					body = bytes.NewReader(g.value)
-				}
-				req, _ := http.NewRequest(method, url, body)
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
-					if ctx.Err() == nil {
-						errs.Add(1)
-					}
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode >= 300 {
-					errs.Add(1)
-					continue
-				}
-				lat[c] = append(lat[c], time.Since(t0))
-				n.Add(1)
-			}
-		}(c)
-	}
-	wg.Wait()
-	el := time.Since(start)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	r := result{rate: float64(n.Load()) / el.Seconds(), errors: errs.Load()}
-	if len(all) > 0 {
-		r.p50 = all[len(all)/2].Round(time.Microsecond)
-		r.p99 = all[len(all)*99/100].Round(time.Microsecond)
-	}
-	return r
+	return loadgen.Run(loadgen.Config{Clients: g.clients, Duration: d, NewRequest: func(c, i int) *http.Request {
+		url := fmt.Sprintf("%s%d%s", prefix, (c+i*g.clients)%g.keys, strings.Join(suffix, ""))
+		var body io.Reader
+		if method == "PUT" {
+			body = bytes.NewReader(g.value)
+		}
+		req, _ := http.NewRequest(method, url, body)
+		return req
+	}})
 }

@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +46,9 @@ type Options struct {
 	ExtraArgs []string
 	// Output, if set, receives every member's log lines, prefixed.
 	Output io.Writer
+	// Insecure runs the API over plain HTTP and peer traffic over plain TCP
+	// (for benchmarks against servers that run without TLS).
+	Insecure bool
 }
 
 // Cluster is a set of kvnode processes and their proxies.
@@ -96,6 +100,10 @@ func New(opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c.Admin = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	if opts.Insecure {
+		c.Client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		c.Admin = c.Client
+	}
 	return c, nil
 }
 
@@ -126,6 +134,9 @@ func (c *Cluster) Add() (*Member, error) {
 		return nil, err
 	}
 	m.API = fmt.Sprintf("https://%s:%d", ip, apiPort)
+	if c.opts.Insecure {
+		m.API = fmt.Sprintf("http://%s:%d", ip, apiPort)
+	}
 	m.peerReal = fmt.Sprintf("%s:%d", ip, realPort)
 	m.proxy, err = NewProxy(ip+":0", m.peerReal, c.memberOf)
 	if err != nil {
@@ -193,18 +204,21 @@ func (m *Member) Start() error {
 	if m.cmd != nil {
 		return fmt.Errorf("%s is already running", m.ID)
 	}
-	_, port, _ := net.SplitHostPort(strings.TrimPrefix(m.API, "https://"))
+	u, _ := url.Parse(m.API)
 	cd := m.certDir
 	args := []string{
 		"--node-id", m.ID,
-		"--listen", m.IP + ":" + port,
+		"--listen", u.Host,
 		"--api-advertise", m.API,
 		"--data-dir", m.DataDir,
 		"--peer-listen", m.peerReal,
 		"--peer-advertise", m.PeerAddr,
-		"--tls-cert", filepath.Join(cd, "tls.crt"), "--tls-key", filepath.Join(cd, "tls.key"), "--tls-ca", filepath.Join(cd, "ca.crt"),
-		"--peer-tls-cert", filepath.Join(cd, "peer.crt"), "--peer-tls-key", filepath.Join(cd, "peer.key"), "--peer-tls-ca", filepath.Join(cd, "ca.crt"),
 		"--log-level", "warn",
+	}
+	if !m.c.opts.Insecure {
+		args = append(args,
+			"--tls-cert", filepath.Join(cd, "tls.crt"), "--tls-key", filepath.Join(cd, "tls.key"), "--tls-ca", filepath.Join(cd, "ca.crt"),
+			"--peer-tls-cert", filepath.Join(cd, "peer.crt"), "--peer-tls-key", filepath.Join(cd, "peer.key"), "--peer-tls-ca", filepath.Join(cd, "ca.crt"))
 	}
 	args = append(args, m.c.opts.ExtraArgs...)
 	cmd := exec.Command(m.c.opts.Binary, args...)
@@ -470,4 +484,9 @@ func (c *Cluster) DumpLogs(w io.Writer) {
 	for _, m := range c.Members() {
 		io.WriteString(w, m.Logs())
 	}
+}
+
+// AdminLeaf describes the admin client certificate.
+func AdminLeaf() certs.Leaf {
+	return certs.Leaf{CommonName: AdminCN, Client: true, Lifetime: 24 * time.Hour}
 }
