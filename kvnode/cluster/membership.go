@@ -89,14 +89,14 @@ func (n *Node) recordMetadata() {
 
 // Member is one server of the configuration with what it reports.
 type Member struct {
-	ID       string `json:"id"`
-	Address  string `json:"address"`
-	API      string `json:"api,omitempty"`
-	Role     string `json:"role"` // voter or non-voter
-	Leader   bool   `json:"leader"`
-	Healthy  bool   `json:"healthy"`
-	Error    string `json:"error,omitempty"`
-	*Self    `json:"status,omitempty"`
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	API     string `json:"api,omitempty"`
+	Role    string `json:"role"` // voter or non-voter
+	Leader  bool   `json:"leader"`
+	Healthy bool   `json:"healthy"`
+	Error   string `json:"error,omitempty"`
+	*Self   `json:"status,omitempty"`
 }
 
 // Self is what a node says about itself.
