@@ -1,0 +1,115 @@
+package certs
+
+import (
+	"crypto/tls"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func writePair(t *testing.T, dir, name string, ca *CA, leaf Leaf) {
+	t.Helper()
+	c, k, err := ca.Issue(leaf, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, name+".crt"), c, 0o600)
+	os.WriteFile(filepath.Join(dir, name+".key"), k, 0o600)
+}
+
+func reloader(t *testing.T, dir, name string) *Reloader {
+	t.Helper()
+	r, err := NewReloader(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), filepath.Join(dir, "ca.crt"), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// handshake runs a TLS handshake over a pipe and returns the client's and
+// the server's errors.
+func handshake(client, server *tls.Config) (error, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err, err
+	}
+	defer ln.Close()
+	errs := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			errs <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		errs <- tls.Server(c, server).Handshake()
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return err, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	tc := tls.Client(conn, client)
+	cerr := tc.Handshake()
+	if cerr == nil {
+		// In TLS 1.3 the server judges the client's certificate after the
+		// client is done: read once to learn the verdict.
+		tc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		tc.Read(make([]byte, 1))
+	}
+	return cerr, <-errs
+}
+
+func TestMutualTLSRequiresAPeerCertificateFromTheCA(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	ca, _ := NewCA("cluster", time.Hour, time.Now())
+	rogue, _ := NewCA("rogue", time.Hour, time.Now())
+	os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600)
+	os.WriteFile(filepath.Join(other, "ca.crt"), ca.CertPEM, 0o600) // trusts the cluster CA...
+	peer := Leaf{CommonName: "kv-0", Server: true, Client: true, Lifetime: time.Hour}
+	writePair(t, dir, "a", ca, peer)
+	writePair(t, dir, "b", ca, peer)
+	writePair(t, other, "x", rogue, peer) // ...but its own certificate is not from it
+
+	a, b, x := reloader(t, dir, "a"), reloader(t, dir, "b"), reloader(t, other, "x")
+	ca1, _ := a.MutualConfig("")
+	cb, _ := b.MutualConfig("")
+	cx, _ := x.MutualConfig("")
+	if cerr, serr := handshake(cb, ca1); cerr != nil || serr != nil {
+		t.Fatalf("two members: client %v, server %v", cerr, serr)
+	}
+	if _, serr := handshake(cx, ca1); serr == nil {
+		t.Fatal("a peer with a certificate from another CA was accepted")
+	}
+	noCert := &tls.Config{InsecureSkipVerify: true}
+	if _, serr := handshake(noCert, ca1); serr == nil {
+		t.Fatal("a peer without a certificate was accepted")
+	}
+}
+
+func TestReloaderKeepsTheOldCertificateOnABadUpdate(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := NewCA("cluster", time.Hour, time.Now())
+	os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600)
+	writePair(t, dir, "s", ca, Leaf{CommonName: "s", Server: true, Lifetime: time.Hour})
+	r := reloader(t, dir, "s")
+	before := r.Certificate().Leaf.SerialNumber
+	os.WriteFile(filepath.Join(dir, "s.crt"), []byte("half-written"), 0o600)
+	if changed, err := r.reload(); err == nil || changed {
+		t.Fatalf("reload of a broken file: changed=%v err=%v", changed, err)
+	}
+	if r.Certificate().Leaf.SerialNumber.Cmp(before) != 0 {
+		t.Fatal("a broken update replaced the certificate")
+	}
+	writePair(t, dir, "s", ca, Leaf{CommonName: "s", Server: true, Lifetime: 2 * time.Hour})
+	if changed, err := r.reload(); err != nil || !changed {
+		t.Fatalf("reload of a good file: changed=%v err=%v", changed, err)
+	}
+	if r.NotAfter().Before(time.Now().Add(90 * time.Minute)) {
+		t.Fatal("NotAfter does not follow the new certificate")
+	}
+}
