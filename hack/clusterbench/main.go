@@ -61,7 +61,7 @@ func main() {
 	etcdURLs, stopEtcd := startEtcd(*etcdBin, dir)
 	defer stopEtcd()
 
-	kv, err := harness.New(harness.Options{Binary: *kvnode, Dir: filepath.Join(dir, "kvnode"), Insecure: true, ExtraArgs: []string{"--max-in-flight", "0"}})
+	kv, err := harness.New(harness.Options{Binary: *kvnode, Dir: filepath.Join(dir, "kvnode"), Insecure: true, NoProxies: true, ExtraArgs: []string{"--max-in-flight", "0"}})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -49,6 +49,10 @@ type Options struct {
 	// Insecure runs the API over plain HTTP and peer traffic over plain TCP
 	// (for benchmarks against servers that run without TLS).
 	Insecure bool
+	// NoProxies advertises the members' own peer listeners, without the
+	// fault-injecting proxies (for benchmarks: no extra copy of peer
+	// traffic). Proxy.Cut then has no effect.
+	NoProxies bool
 }
 
 // Cluster is a set of kvnode processes and their proxies.
@@ -143,6 +147,9 @@ func (c *Cluster) Add() (*Member, error) {
 		return nil, err
 	}
 	m.PeerAddr = m.proxy.Addr()
+	if c.opts.NoProxies {
+		m.PeerAddr = m.peerReal
+	}
 	if err := os.MkdirAll(m.certDir, 0o700); err != nil {
 		return nil, err
 	}
