@@ -1,0 +1,299 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// KeyValueStoreSpec is the cluster a user asks for.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || !has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas >= self.replicas",message="autoscaling.minReplicas may not be below replicas: the voters are always there"
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || self.autoscaling.maxReplicas >= self.replicas",message="autoscaling.maxReplicas may not be below replicas"
+type KeyValueStoreSpec struct {
+	// Replicas is the number of voting members. A cluster of 2n+1 voters
+	// survives the loss of n; odd numbers are recommended, 1 is for
+	// development.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=9
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image is the kvnode container image.
+	// +kubebuilder:default="kvstore.dev/kvnode:dev"
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the kvnode container.
+	// +kubebuilder:default=IfNotPresent
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// Storage is the volume each member keeps its transaction log on.
+	// +kubebuilder:default={}
+	// +optional
+	Storage StorageSpec `json:"storage,omitempty"`
+
+	// Resources of the kvnode container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// TLS configures the certificates of the client API and of the peers.
+	// +kubebuilder:default={}
+	// +optional
+	TLS TLSSpec `json:"tls,omitempty"`
+
+	// Autoscaling adds non-voting read replicas beyond Replicas under load.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// Limits bound what clients may store and send.
+	// +kubebuilder:default={}
+	// +optional
+	Limits LimitsSpec `json:"limits,omitempty"`
+
+	// Affinity of the kvnode pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// Tolerations of the kvnode pods.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// NodeSelector of the kvnode pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// TopologySpreadConstraints of the kvnode pods.
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+	// PodAnnotations are added to the kvnode pods.
+	// +optional
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+	// PodLabels are added to the kvnode pods (the operator's own labels win).
+	// +optional
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// Paused stops every change to the cluster; status stays fresh.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+}
+
+// StorageSpec is the persistent volume of each member.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.size) || !has(self.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",message="storage.size may not decrease"
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable"
+type StorageSpec struct {
+	// Size of each member's volume, a quantity such as 1Gi. It may grow
+	// (if the storage class allows expansion) but never shrink.
+	// +kubebuilder:default="1Gi"
+	// +kubebuilder:validation:XValidation:rule="isQuantity(self)",message="storage.size must be a quantity such as 1Gi"
+	// +optional
+	Size string `json:"size,omitempty"`
+
+	// StorageClassName of the volumes; empty means the cluster default.
+	// Immutable.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// RetentionPolicy says what happens to the volumes of members that go
+	// away.
+	// +kubebuilder:default={}
+	// +optional
+	RetentionPolicy RetentionPolicy `json:"retentionPolicy,omitempty"`
+}
+
+// RetentionPolicy maps to the StatefulSet's PVC retention policy.
+type RetentionPolicy struct {
+	// WhenScaled: Retain or Delete the volume of a member removed by a
+	// scale-down.
+	// +kubebuilder:default=Delete
+	// +kubebuilder:validation:Enum=Retain;Delete
+	// +optional
+	WhenScaled string `json:"whenScaled,omitempty"`
+	// WhenDeleted: Retain or Delete the volumes when the KeyValueStore is
+	// deleted.
+	// +kubebuilder:default=Retain
+	// +kubebuilder:validation:Enum=Retain;Delete
+	// +optional
+	WhenDeleted string `json:"whenDeleted,omitempty"`
+}
+
+// TLSSpec configures certificates. By default the operator issues a CA and
+// the certificates into a Secret and renews them; SecretName names an
+// existing Secret instead (e.g. from cert-manager).
+//
+// +kubebuilder:validation:XValidation:rule="has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",message="tls.secretName is immutable"
+type TLSSpec struct {
+	// SecretName of an existing Secret with ca.crt, tls.crt, tls.key,
+	// peer.crt and peer.key. Empty: the operator issues them. Immutable.
+	// +optional
+	SecretName *string `json:"secretName,omitempty"`
+
+	// CertificateLifetime of the certificates the operator issues.
+	// +kubebuilder:default="2160h"
+	// +optional
+	CertificateLifetime metav1.Duration `json:"certificateLifetime,omitempty"`
+
+	// RenewAtPercent of a certificate's lifetime at which the operator
+	// renews it.
+	// +kubebuilder:default=67
+	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Maximum=95
+	// +optional
+	RenewAtPercent int32 `json:"renewAtPercent,omitempty"`
+}
+
+// AutoscalingSpec adds non-voting read replicas: the HorizontalPodAutoscaler
+// scales the StatefulSet between max(minReplicas, replicas) and
+// maxReplicas; the members beyond spec.replicas never vote, so quorum does
+// not change.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.maxReplicas >= self.minReplicas",message="autoscaling.maxReplicas may not be below autoscaling.minReplicas"
+type AutoscalingSpec struct {
+	// Enabled turns autoscaling on.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// MinReplicas, voters included; at least spec.replicas.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
+	// MaxReplicas, voters included.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxReplicas int32 `json:"maxReplicas"`
+	// TargetCPUUtilizationPercentage the autoscaler aims at.
+	// +kubebuilder:default=70
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	TargetCPUUtilizationPercentage int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+}
+
+// LimitsSpec bounds what clients may do.
+type LimitsSpec struct {
+	// MaxKeyBytes is the largest key accepted (414 above).
+	// +kubebuilder:default=1024
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65536
+	// +optional
+	MaxKeyBytes int32 `json:"maxKeyBytes,omitempty"`
+	// MaxValueBytes is the largest value accepted (413 above).
+	// +kubebuilder:default=1048576
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16777216
+	// +optional
+	MaxValueBytes int32 `json:"maxValueBytes,omitempty"`
+	// MaxInFlight is the number of requests a member serves at once;
+	// more are shed with 503.
+	// +kubebuilder:default=1024
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxInFlight int32 `json:"maxInFlight,omitempty"`
+}
+
+// MemberStatus is one member as the operator last saw it.
+type MemberStatus struct {
+	// Name of the pod.
+	Name string `json:"name"`
+	// Role: voter or non-voter.
+	Role string `json:"role"`
+	// Healthy: the member answered and is ready.
+	Healthy bool `json:"healthy"`
+}
+
+// MembershipStep is the membership change in progress. It is written to
+// status before the change is made, so an operator that restarts mid-step
+// finishes it (every step is idempotent on the kvnodes).
+type MembershipStep struct {
+	// Action: Bootstrap, AddNonVoter, Promote, Demote, Remove or TransferLeadership.
+	Action string `json:"action"`
+	// Member is the pod the step is about.
+	Member string `json:"member"`
+	// Started is when the step was first attempted.
+	Started metav1.Time `json:"started"`
+}
+
+// KeyValueStoreStatus is what the operator observed.
+type KeyValueStoreStatus struct {
+	// ObservedGeneration is the generation the status describes; it is
+	// set only after a reconcile succeeded.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Phase: Creating, Running, Scaling, Degraded or Paused.
+	// +optional
+	Phase string `json:"phase,omitempty"`
+	// Replicas is the number of kvnode pods.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// ReadyReplicas is the number of ready kvnode pods.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// Ready is "ready/replicas" for kubectl get.
+	// +optional
+	Ready string `json:"ready,omitempty"`
+	// Voters is the number of voting members.
+	// +optional
+	Voters int32 `json:"voters,omitempty"`
+	// Leader is the pod that leads.
+	// +optional
+	Leader string `json:"leader,omitempty"`
+	// Members of the Raft configuration.
+	// +optional
+	Members []MemberStatus `json:"members,omitempty"`
+	// Endpoint is the URL in-cluster clients use.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+	// ClusterID is the identity of the Raft cluster, set once at bootstrap.
+	// +optional
+	ClusterID string `json:"clusterID,omitempty"`
+	// Bootstrapped records that the cluster was bootstrapped, so that it
+	// never is again.
+	// +optional
+	Bootstrapped bool `json:"bootstrapped,omitempty"`
+	// Membership is the change in progress, if any.
+	// +optional
+	Membership *MembershipStep `json:"membership,omitempty"`
+	// CertificateNotAfter is when the current server certificate expires.
+	// +optional
+	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`
+	// Selector of the pods, for the scale subresource.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+	// Conditions: Ready, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// KeyValueStore is a replicated key-value cluster of kvnode pods.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=kvs,categories=all
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Leader",type=string,JSONPath=`.status.leader`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`,priority=0
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type KeyValueStore struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   KeyValueStoreSpec   `json:"spec,omitempty"`
+	Status KeyValueStoreStatus `json:"status,omitempty"`
+}
+
+// KeyValueStoreList is a list of KeyValueStores.
+//
+// +kubebuilder:object:root=true
+type KeyValueStoreList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KeyValueStore `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&KeyValueStore{}, &KeyValueStoreList{})
+}

@@ -1,0 +1,131 @@
+package v1alpha1
+
+import "fmt"
+
+// Condition types.
+const (
+	// ConditionReady: every voter is ready and the cluster has a leader.
+	ConditionReady = "Ready"
+	// ConditionProgressing: the operator is changing the cluster.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded: the cluster serves, but not as asked (a member is
+	// down, a field cannot be applied).
+	ConditionDegraded = "Degraded"
+)
+
+// Condition reasons.
+const (
+	ReasonAvailable          = "Available"
+	ReasonCreating           = "Creating"
+	ReasonWaitingForPods     = "WaitingForPods"
+	ReasonBootstrapping      = "Bootstrapping"
+	ReasonScaling            = "Scaling"
+	ReasonMembershipChange   = "MembershipChange"
+	ReasonNoLeader           = "NoLeader"
+	ReasonMembersUnhealthy   = "MembersUnhealthy"
+	ReasonClusterUnreachable = "ClusterUnreachable"
+	ReasonPaused             = "Paused"
+	ReasonReconcileFailed    = "ReconcileFailed"
+	ReasonImmutableField     = "ImmutableField"
+	ReasonStable             = "Stable"
+	ReasonHealthy            = "Healthy"
+)
+
+// Phases shown by kubectl get.
+const (
+	PhaseCreating = "Creating"
+	PhaseRunning  = "Running"
+	PhaseScaling  = "Scaling"
+	PhaseDegraded = "Degraded"
+	PhasePaused   = "Paused"
+)
+
+// Membership actions.
+const (
+	ActionBootstrap   = "Bootstrap"
+	ActionAddNonVoter = "AddNonVoter"
+	ActionPromote     = "Promote"
+	ActionDemote      = "Demote"
+	ActionRemove      = "Remove"
+	ActionTransfer    = "TransferLeadership"
+)
+
+// Ports of a kvnode pod.
+const (
+	APIPort  = 8080
+	PeerPort = 8081
+)
+
+// Names of the objects of a KeyValueStore: one place, so that builders,
+// the reconciler and tests agree.
+func StatefulSetName(kvs *KeyValueStore) string     { return kvs.Name }
+func ClientServiceName(kvs *KeyValueStore) string   { return kvs.Name }
+func HeadlessServiceName(kvs *KeyValueStore) string { return kvs.Name + "-peers" }
+func PDBName(kvs *KeyValueStore) string             { return kvs.Name }
+func HPAName(kvs *KeyValueStore) string             { return kvs.Name }
+
+// CASecretName holds the CA's private key; only the operator reads it.
+func CASecretName(kvs *KeyValueStore) string { return kvs.Name + "-ca" }
+
+// TLSSecretName is the Secret the pods mount: ca.crt, tls.crt/key, peer.crt/key.
+func TLSSecretName(kvs *KeyValueStore) string {
+	if kvs.Spec.TLS.SecretName != nil && *kvs.Spec.TLS.SecretName != "" {
+		return *kvs.Spec.TLS.SecretName
+	}
+	return kvs.Name + "-tls"
+}
+
+// AdminSecretName holds the operator's admin client certificate.
+func AdminSecretName(kvs *KeyValueStore) string { return kvs.Name + "-admin" }
+
+// PodName is the name of member i.
+func PodName(kvs *KeyValueStore, i int) string { return fmt.Sprintf("%s-%d", StatefulSetName(kvs), i) }
+
+// PodDNSName is member i's stable DNS name.
+func PodDNSName(kvs *KeyValueStore, i int) string {
+	return fmt.Sprintf("%s.%s.%s.svc", PodName(kvs, i), HeadlessServiceName(kvs), kvs.Namespace)
+}
+
+// PodAPIURL is the URL of member i's API.
+func PodAPIURL(kvs *KeyValueStore, i int) string {
+	return fmt.Sprintf("https://%s:%d", PodDNSName(kvs, i), APIPort)
+}
+
+// PodPeerAddress is member i's Raft address.
+func PodPeerAddress(kvs *KeyValueStore, i int) string {
+	return fmt.Sprintf("%s:%d", PodDNSName(kvs, i), PeerPort)
+}
+
+// Endpoint is the URL of the client Service.
+func Endpoint(kvs *KeyValueStore) string {
+	return fmt.Sprintf("https://%s.%s.svc:%d", ClientServiceName(kvs), kvs.Namespace, APIPort)
+}
+
+// SelectorLabels select the pods of a KeyValueStore.
+func SelectorLabels(kvs *KeyValueStore) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":     "kvnode",
+		"app.kubernetes.io/instance": kvs.Name,
+	}
+}
+
+// Labels are put on every object of a KeyValueStore.
+func Labels(kvs *KeyValueStore) map[string]string {
+	l := SelectorLabels(kvs)
+	l["app.kubernetes.io/managed-by"] = "kvstore-operator"
+	l["app.kubernetes.io/part-of"] = "kvstore"
+	return l
+}
+
+// Voters is spec.replicas with its default.
+func (kvs *KeyValueStore) Voters() int32 {
+	if kvs.Spec.Replicas == nil {
+		return 3
+	}
+	return *kvs.Spec.Replicas
+}
+
+// AutoscalingEnabled reports whether the HPA owns the pod count.
+func (kvs *KeyValueStore) AutoscalingEnabled() bool {
+	return kvs.Spec.Autoscaling != nil && kvs.Spec.Autoscaling.Enabled
+}

@@ -1,0 +1,79 @@
+// Package golden compares objects built by the controllers' pure Build
+// functions with YAML files under testdata/; `go test ./controllers/...
+// -update` rewrites them after an intended change.
+package golden
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// Assert compares obj, as YAML, with testdata/<name>.golden.yaml.
+func Assert(t *testing.T, name string, obj any) {
+	t.Helper()
+	got, err := yaml.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", name+".golden.yaml")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("%s differs from %s (go test -update rewrites it after an intended change):\n--- got\n%s", name, path, got)
+	}
+}
+
+// Option changes a fixture.
+type Option func(*kvv1.KeyValueStore)
+
+// NewKVS returns a KeyValueStore with the schema's defaults applied, as
+// the API server would store it.
+func NewKVS(name string, opts ...Option) *kvv1.KeyValueStore {
+	kvs := &kvv1.KeyValueStore{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("00000000-0000-0000-0000-000000000001")},
+		Spec: kvv1.KeyValueStoreSpec{
+			Replicas:        ptr.To[int32](3),
+			Image:           "kvstore.dev/kvnode:dev",
+			ImagePullPolicy: "IfNotPresent",
+			Storage:         kvv1.StorageSpec{Size: "1Gi", RetentionPolicy: kvv1.RetentionPolicy{WhenScaled: "Delete", WhenDeleted: "Retain"}},
+			TLS:             kvv1.TLSSpec{CertificateLifetime: metav1.Duration{Duration: 2160 * 3600e9}, RenewAtPercent: 67},
+			Limits:          kvv1.LimitsSpec{MaxKeyBytes: 1024, MaxValueBytes: 1048576, MaxInFlight: 1024},
+		},
+	}
+	for _, o := range opts {
+		o(kvs)
+	}
+	return kvs
+}
+
+// WithReplicas sets spec.replicas.
+func WithReplicas(n int32) Option { return func(k *kvv1.KeyValueStore) { k.Spec.Replicas = ptr.To(n) } }
+
+// WithAutoscaling turns autoscaling on.
+func WithAutoscaling(minReplicas, maxReplicas int32) Option {
+	return func(k *kvv1.KeyValueStore) {
+		k.Spec.Autoscaling = &kvv1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To(minReplicas), MaxReplicas: maxReplicas, TargetCPUUtilizationPercentage: 70}
+	}
+}

@@ -1,0 +1,49 @@
+// Package hpa builds the HorizontalPodAutoscaler that adds and removes
+// non-voting read replicas: it scales the StatefulSet between
+// max(minReplicas, replicas) and maxReplicas, so the voters are never
+// touched.
+package hpa
+
+import (
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
+)
+
+// Build returns the desired HPA, or nil when autoscaling is off.
+func Build(kvs *kvv1.KeyValueStore) *autoscalingv2.HorizontalPodAutoscaler {
+	if !kvs.AutoscalingEnabled() {
+		return nil
+	}
+	a := kvs.Spec.Autoscaling
+	lo := kvs.Voters()
+	if a.MinReplicas != nil && *a.MinReplicas > lo {
+		lo = *a.MinReplicas
+	}
+	target := a.TargetCPUUtilizationPercentage
+	if target == 0 {
+		target = 70
+	}
+	return &autoscalingv2.HorizontalPodAutoscaler{
+		TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: kvv1.HPAName(kvs), Namespace: kvs.Namespace, Labels: kvv1.Labels(kvs),
+			OwnerReferences: []metav1.OwnerReference{statefulset.OwnerRef(kvs)},
+		},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: kvv1.StatefulSetName(kvs)},
+			MinReplicas:    ptr.To(lo),
+			MaxReplicas:    max(a.MaxReplicas, lo),
+			Metrics: []autoscalingv2.MetricSpec{{
+				Type: autoscalingv2.ResourceMetricSourceType,
+				Resource: &autoscalingv2.ResourceMetricSource{
+					Name:   "cpu",
+					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: ptr.To(target)},
+				},
+			}},
+		},
+	}
+}

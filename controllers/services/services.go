@@ -1,0 +1,44 @@
+// Package services builds the two Services of a KeyValueStore: the
+// headless one that gives every member a stable DNS name (published before
+// the pods are ready, since members must find each other to become ready),
+// and the client one that load-balances over ready members.
+package services
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
+)
+
+// BuildHeadless returns the peers' Service.
+func BuildHeadless(kvs *kvv1.KeyValueStore) *corev1.Service {
+	s := base(kvs, kvv1.HeadlessServiceName(kvs))
+	s.Spec.ClusterIP = corev1.ClusterIPNone
+	s.Spec.PublishNotReadyAddresses = true
+	s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "peer", Port: kvv1.PeerPort, TargetPort: intstr.FromString("peer"), Protocol: corev1.ProtocolTCP})
+	return s
+}
+
+// BuildClient returns the clients' Service.
+func BuildClient(kvs *kvv1.KeyValueStore) *corev1.Service {
+	s := base(kvs, kvv1.ClientServiceName(kvs))
+	s.Spec.Type = corev1.ServiceTypeClusterIP
+	return s
+}
+
+func base(kvs *kvv1.KeyValueStore, name string) *corev1.Service {
+	return &corev1.Service{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: kvs.Namespace, Labels: kvv1.Labels(kvs),
+			OwnerReferences: []metav1.OwnerReference{statefulset.OwnerRef(kvs)},
+		},
+		Spec: corev1.ServiceSpec{
+			Selector: kvv1.SelectorLabels(kvs),
+			Ports:    []corev1.ServicePort{{Name: "api", Port: kvv1.APIPort, TargetPort: intstr.FromString("api"), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+}

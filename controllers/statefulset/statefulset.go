@@ -1,0 +1,168 @@
+// Package statefulset builds the StatefulSet of kvnode pods of a
+// KeyValueStore: one pod per member, each with its own volume, the TLS
+// Secret mounted, probes on /livez, /readyz and a startup probe.
+package statefulset
+
+import (
+	"fmt"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+)
+
+const (
+	dataDir = "/var/lib/kvnode"
+	tlsDir  = "/etc/kvnode/tls"
+	uid     = 65532
+)
+
+// Build returns the desired StatefulSet. replicas is the pod count the
+// membership step allows; nil leaves the field to the autoscaler.
+func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
+	labels := kvv1.Labels(kvs)
+	podLabels := map[string]string{}
+	for k, v := range kvs.Spec.PodLabels {
+		podLabels[k] = v
+	}
+	for k, v := range labels {
+		podLabels[k] = v
+	}
+	ns, headless := kvs.Namespace, kvv1.HeadlessServiceName(kvs)
+	self := fmt.Sprintf("$(KV_NODE_ID).%s.%s.svc", headless, ns)
+	l := kvs.Spec.Limits
+	env := []corev1.EnvVar{
+		{Name: "KV_NODE_ID", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+		{Name: "KV_LISTEN", Value: fmt.Sprintf(":%d", kvv1.APIPort)},
+		{Name: "KV_API_ADVERTISE", Value: fmt.Sprintf("https://%s:%d", self, kvv1.APIPort)},
+		{Name: "KV_PEER_LISTEN", Value: fmt.Sprintf("0.0.0.0:%d", kvv1.PeerPort)},
+		{Name: "KV_PEER_ADVERTISE", Value: fmt.Sprintf("%s:%d", self, kvv1.PeerPort)},
+		{Name: "KV_DATA_DIR", Value: dataDir},
+		{Name: "KV_TLS_CERT", Value: tlsDir + "/tls.crt"},
+		{Name: "KV_TLS_KEY", Value: tlsDir + "/tls.key"},
+		{Name: "KV_TLS_CA", Value: tlsDir + "/ca.crt"},
+		{Name: "KV_PEER_TLS_CERT", Value: tlsDir + "/peer.crt"},
+		{Name: "KV_PEER_TLS_KEY", Value: tlsDir + "/peer.key"},
+		{Name: "KV_PEER_TLS_CA", Value: tlsDir + "/ca.crt"},
+		{Name: "KV_MAX_KEY_BYTES", Value: strconv.Itoa(int(l.MaxKeyBytes))},
+		{Name: "KV_MAX_VALUE_BYTES", Value: strconv.Itoa(int(l.MaxValueBytes))},
+		{Name: "KV_MAX_IN_FLIGHT", Value: strconv.Itoa(int(l.MaxInFlight))},
+		{Name: "KV_DRAIN_DELAY", Value: "3s"},
+		{Name: "KV_SHUTDOWN_TIMEOUT", Value: "20s"},
+	}
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTPS}},
+			PeriodSeconds:    period,
+			FailureThreshold: failures,
+			TimeoutSeconds:   2,
+		}
+	}
+	affinity := kvs.Spec.Affinity
+	if affinity == nil {
+		// Spread members over nodes when the cluster has several.
+		affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+				Weight: 100,
+				PodAffinityTerm: corev1.PodAffinityTerm{
+					LabelSelector: &metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},
+					TopologyKey:   "kubernetes.io/hostname",
+				},
+			}},
+		}}
+	}
+	size, err := resource.ParseQuantity(kvs.Spec.Storage.Size)
+	if err != nil {
+		size = resource.MustParse("1Gi") // the CRD validates the field; this is the schema default
+	}
+	retention := func(s string) appsv1.PersistentVolumeClaimRetentionPolicyType {
+		if s == "Delete" {
+			return appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+		}
+		return appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	}
+	return &appsv1.StatefulSet{
+		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: kvv1.StatefulSetName(kvs), Namespace: ns, Labels: labels,
+			OwnerReferences: []metav1.OwnerReference{OwnerRef(kvs)},
+		},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            replicas,
+			ServiceName:         headless,
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			Selector:            &metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				WhenScaled:  retention(kvs.Spec.Storage.RetentionPolicy.WhenScaled),
+				WhenDeleted: retention(kvs.Spec.Storage.RetentionPolicy.WhenDeleted),
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: kvs.Spec.PodAnnotations},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](uid), RunAsGroup: ptr.To[int64](uid), FSGroup: ptr.To[int64](uid),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Affinity:                  affinity,
+					Tolerations:               kvs.Spec.Tolerations,
+					NodeSelector:              kvs.Spec.NodeSelector,
+					TopologySpreadConstraints: kvs.Spec.TopologySpreadConstraints,
+					Containers: []corev1.Container{{
+						Name:            "kvnode",
+						Image:           kvs.Spec.Image,
+						ImagePullPolicy: kvs.Spec.ImagePullPolicy,
+						Env:             env,
+						Ports: []corev1.ContainerPort{
+							{Name: "api", ContainerPort: kvv1.APIPort, Protocol: corev1.ProtocolTCP},
+							{Name: "peer", ContainerPort: kvv1.PeerPort, Protocol: corev1.ProtocolTCP},
+						},
+						Resources:      kvs.Spec.Resources,
+						StartupProbe:   probe("/livez", 1, 60),
+						LivenessProbe:  probe("/livez", 10, 3),
+						ReadinessProbe: probe("/readyz", 2, 2),
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "data", MountPath: dataDir},
+							{Name: "tls", MountPath: tlsDir, ReadOnly: true},
+							{Name: "tmp", MountPath: "/tmp"},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: kvv1.TLSSecretName(kvs), DefaultMode: ptr.To[int32](0o440)}}},
+						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					},
+				},
+			},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
+				ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: kvv1.SelectorLabels(kvs)},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					StorageClassName: kvs.Spec.Storage.StorageClassName,
+					Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
+				},
+			}},
+		},
+	}
+}
+
+// OwnerRef makes the KeyValueStore the controller of a child, so that
+// deleting it deletes the children.
+func OwnerRef(kvs *kvv1.KeyValueStore) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion: kvv1.GroupVersion.String(), Kind: "KeyValueStore", Name: kvs.Name, UID: kvs.UID,
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+	}
+}
