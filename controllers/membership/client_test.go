@@ -1,0 +1,126 @@
+package membership
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
+	"github.com/kvstore-operator/kvstore-operator/test/harness"
+)
+
+// reconcile runs Plan and Execute as the controller does, until there is
+// nothing left to do, and returns the pod count the plan allows.
+func reconcile(t *testing.T, c *Client, voters, pods int, bootstrapped *bool) int {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		running, _, members, leader := c.Observe(ctx, pods+2, 1000)
+		step, keep := Plan(Observed{Voters: voters, Pods: pods, Bootstrapped: *bootstrapped, Running: running, Members: members, Leader: leader})
+		if step.Action == "" {
+			if *bootstrapped && len(members) > 0 && keep == pods {
+				return keep
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		via := step.Ordinal
+		if len(running) > 0 && step.Action != "Bootstrap" {
+			via = running[0]
+		}
+		if err := c.Execute(ctx, step, via); err != nil {
+			t.Logf("%s %d: %v (retrying)", step.Action, step.Ordinal, err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if step.Action == "Bootstrap" {
+			*bootstrapped = true
+		}
+	}
+	t.Fatal("membership did not settle")
+	return 0
+}
+
+// The operator's membership loop against real kvnode processes: build a
+// cluster of 3 from nothing, grow it to 5, shrink it back to 3.
+func TestMembershipLoopWithRealKvnodes(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "kvnode")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/kvnode")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	h, err := harness.New(harness.Options{Binary: bin, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	defer func() {
+		if t.Failed() {
+			h.DumpLogs(os.Stderr)
+		}
+	}()
+	admin, key, _ := h.CA.Issue(harness.AdminLeaf(), time.Now())
+	kvs := golden.NewKVS("kv") // pods kv-0, kv-1, ... as the harness names members
+	c, err := NewClient(kvs, h.CA.CertPEM, admin, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.URL = func(i int) string {
+		if i < len(h.Members()) {
+			return h.Member(i).API
+		}
+		return "https://127.0.0.1:1" // no such pod
+	}
+	c.PeerAddr = func(i int) string { return h.Member(i).PeerAddr }
+	start := func(n int) {
+		for len(h.Members()) < n {
+			m, err := h.Add()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	bootstrapped := false
+	start(3)
+	reconcile(t, c, 3, 3, &bootstrapped)
+	assertVoters(t, c, 3, "0,1,2")
+
+	start(5)
+	reconcile(t, c, 5, 5, &bootstrapped)
+	assertVoters(t, c, 5, "0,1,2,3,4")
+
+	if keep := reconcile(t, c, 3, 3, &bootstrapped); keep != 3 {
+		t.Fatalf("keep %d pods", keep)
+	}
+	assertVoters(t, c, 3, "0,1,2")
+	h.Member(4).Stop()
+	h.Member(3).Stop()
+}
+
+func assertVoters(t *testing.T, c *Client, pods int, want string) {
+	t.Helper()
+	_, _, members, leader := c.Observe(context.Background(), pods, 1000)
+	got := ""
+	for _, m := range members {
+		if m.Voter {
+			if got != "" {
+				got += ","
+			}
+			got += fmt.Sprint(m.Ordinal)
+		}
+	}
+	if got != want || leader < 0 {
+		t.Fatalf("voters %q (leader %d), want %q", got, leader, want)
+	}
+}

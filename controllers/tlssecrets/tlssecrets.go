@@ -1,0 +1,122 @@
+// Package tlssecrets issues and renews the certificates of a
+// KeyValueStore: a CA kept in its own Secret (only the operator reads its
+// key), the Secret the pods mount (the CA certificate, the server
+// certificate with the Service and pod DNS names, the peer certificate),
+// and the operator's admin client certificate.
+package tlssecrets
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
+)
+
+// Keys of the Secrets.
+const (
+	CACert   = "ca.crt"
+	CAKey    = "ca.key"
+	TLSCert  = "tls.crt"
+	TLSKey   = "tls.key"
+	PeerCert = "peer.crt"
+	PeerKey  = "peer.key"
+	// AdminCN is the common name kvnodes require of the membership API's caller.
+	AdminCN = "kvstore-admin"
+	// caLifetime is long: rotating a CA means re-trusting every client.
+	caLifetime = 10 * 365 * 24 * time.Hour
+)
+
+// DNSNames are the names the server and peer certificates cover: the
+// client Service and every member through the headless Service.
+func DNSNames(kvs *kvv1.KeyValueStore) []string {
+	var names []string
+	for _, svc := range []string{kvv1.ClientServiceName(kvs), "*." + kvv1.HeadlessServiceName(kvs), kvv1.HeadlessServiceName(kvs)} {
+		names = append(names, svc, svc+"."+kvs.Namespace, svc+"."+kvs.Namespace+".svc", svc+"."+kvs.Namespace+".svc.cluster.local")
+	}
+	return append(names, "localhost")
+}
+
+// NeedsRenewal reports whether the certificate in pemData must be
+// (re)issued at now: missing, unparsable, or past renewAtPercent of its
+// lifetime. It also returns the certificate's expiry.
+func NeedsRenewal(pemData []byte, renewAtPercent int32, now time.Time) (bool, time.Time) {
+	b, _ := pem.Decode(pemData)
+	if b == nil {
+		return true, time.Time{}
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return true, time.Time{}
+	}
+	life := c.NotAfter.Sub(c.NotBefore)
+	renewAt := c.NotBefore.Add(life * time.Duration(renewAtPercent) / 100)
+	return !now.Before(renewAt), c.NotAfter
+}
+
+// BuildCA returns the CA Secret, issuing a new CA unless existing holds one.
+func BuildCA(kvs *kvv1.KeyValueStore, existing *corev1.Secret, now time.Time) (*corev1.Secret, *certs.CA, error) {
+	if existing != nil {
+		if ca, err := certs.ParseCA(existing.Data[CACert], existing.Data[CAKey]); err == nil {
+			return secret(kvs, kvv1.CASecretName(kvs), existing.Data), ca, nil
+		}
+	}
+	ca, err := certs.NewCA(fmt.Sprintf("kvstore %s/%s CA", kvs.Namespace, kvs.Name), caLifetime, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return secret(kvs, kvv1.CASecretName(kvs), map[string][]byte{CACert: ca.CertPEM, CAKey: ca.KeyPEM}), ca, nil
+}
+
+// BuildServing returns the Secret the pods mount, issued by ca.
+func BuildServing(kvs *kvv1.KeyValueStore, ca *certs.CA, now time.Time) (*corev1.Secret, error) {
+	life := kvs.Spec.TLS.CertificateLifetime.Duration
+	if life <= 0 {
+		life = 90 * 24 * time.Hour
+	}
+	leaf := certs.Leaf{CommonName: kvs.Name, DNSNames: DNSNames(kvs), IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Lifetime: life}
+	tlsCert, tlsKey, err := ca.Issue(leaf, now)
+	if err != nil {
+		return nil, err
+	}
+	leaf.Client = true // members are clients of each other on the peer port
+	peerCert, peerKey, err := ca.Issue(leaf, now)
+	if err != nil {
+		return nil, err
+	}
+	return secret(kvs, kvv1.TLSSecretName(kvs), map[string][]byte{
+		CACert: ca.CertPEM, TLSCert: tlsCert, TLSKey: tlsKey, PeerCert: peerCert, PeerKey: peerKey,
+	}), nil
+}
+
+// BuildAdmin returns the operator's client certificate for the membership API.
+func BuildAdmin(kvs *kvv1.KeyValueStore, ca *certs.CA, now time.Time) (*corev1.Secret, error) {
+	life := kvs.Spec.TLS.CertificateLifetime.Duration
+	if life <= 0 {
+		life = 90 * 24 * time.Hour
+	}
+	c, k, err := ca.Issue(certs.Leaf{CommonName: AdminCN, Client: true, Lifetime: life}, now)
+	if err != nil {
+		return nil, err
+	}
+	return secret(kvs, kvv1.AdminSecretName(kvs), map[string][]byte{CACert: ca.CertPEM, TLSCert: c, TLSKey: k}), nil
+}
+
+func secret(kvs *kvv1.KeyValueStore, name string, data map[string][]byte) *corev1.Secret {
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: kvs.Namespace, Labels: kvv1.Labels(kvs),
+			OwnerReferences: []metav1.OwnerReference{statefulset.OwnerRef(kvs)},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: data,
+	}
+}
