@@ -132,7 +132,7 @@ type TLSSpec struct {
 	// CertificateLifetime of the certificates the operator issues.
 	// +kubebuilder:default="2160h"
 	// +optional
-	CertificateLifetime metav1.Duration `json:"certificateLifetime,omitempty"`
+	CertificateLifetime *metav1.Duration `json:"certificateLifetime,omitempty"`
 
 	// RenewAtPercent of a certificate's lifetime at which the operator
 	// renews it.

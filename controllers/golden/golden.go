@@ -58,7 +58,7 @@ func NewKVS(name string, opts ...Option) *kvv1.KeyValueStore {
 			Image:           "kvstore.dev/kvnode:dev",
 			ImagePullPolicy: "IfNotPresent",
 			Storage:         kvv1.StorageSpec{Size: "1Gi", RetentionPolicy: kvv1.RetentionPolicy{WhenScaled: "Delete", WhenDeleted: "Retain"}},
-			TLS:             kvv1.TLSSpec{CertificateLifetime: metav1.Duration{Duration: 2160 * 3600e9}, RenewAtPercent: 67},
+			TLS:             kvv1.TLSSpec{CertificateLifetime: &metav1.Duration{Duration: 2160 * 3600e9}, RenewAtPercent: 67},
 			Limits:          kvv1.LimitsSpec{MaxKeyBytes: 1024, MaxValueBytes: 1048576, MaxInFlight: 1024},
 		},
 	}

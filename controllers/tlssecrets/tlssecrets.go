@@ -77,10 +77,7 @@ func BuildCA(kvs *kvv1.KeyValueStore, existing *corev1.Secret, now time.Time) (*
 
 // BuildServing returns the Secret the pods mount, issued by ca.
 func BuildServing(kvs *kvv1.KeyValueStore, ca *certs.CA, now time.Time) (*corev1.Secret, error) {
-	life := kvs.Spec.TLS.CertificateLifetime.Duration
-	if life <= 0 {
-		life = 90 * 24 * time.Hour
-	}
+	life := Lifetime(kvs)
 	leaf := certs.Leaf{CommonName: kvs.Name, DNSNames: DNSNames(kvs), IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Lifetime: life}
 	tlsCert, tlsKey, err := ca.Issue(leaf, now)
 	if err != nil {
@@ -98,15 +95,20 @@ func BuildServing(kvs *kvv1.KeyValueStore, ca *certs.CA, now time.Time) (*corev1
 
 // BuildAdmin returns the operator's client certificate for the membership API.
 func BuildAdmin(kvs *kvv1.KeyValueStore, ca *certs.CA, now time.Time) (*corev1.Secret, error) {
-	life := kvs.Spec.TLS.CertificateLifetime.Duration
-	if life <= 0 {
-		life = 90 * 24 * time.Hour
-	}
+	life := Lifetime(kvs)
 	c, k, err := ca.Issue(certs.Leaf{CommonName: AdminCN, Client: true, Lifetime: life}, now)
 	if err != nil {
 		return nil, err
 	}
 	return secret(kvs, kvv1.AdminSecretName(kvs), map[string][]byte{CACert: ca.CertPEM, TLSCert: c, TLSKey: k}), nil
+}
+
+// Lifetime is spec.tls.certificateLifetime with its default.
+func Lifetime(kvs *kvv1.KeyValueStore) time.Duration {
+	if l := kvs.Spec.TLS.CertificateLifetime; l != nil && l.Duration > 0 {
+		return l.Duration
+	}
+	return 90 * 24 * time.Hour
 }
 
 func secret(kvs *kvv1.KeyValueStore, name string, data map[string][]byte) *corev1.Secret {

@@ -1,0 +1,136 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/membership"
+)
+
+// fakeCluster stands in for the kvnode pods, which cannot run under
+// envtest (no kubelet): per KeyValueStore it keeps a Raft configuration
+// that the membership calls change as a kvnode cluster would. The real
+// client is tested against real kvnode processes in package membership.
+type fakeCluster struct {
+	mu       sync.Mutex
+	clusters map[string]*fakeRaft
+}
+
+type fakeRaft struct {
+	bootstrapped bool
+	voters       map[int]bool // ordinal -> voter
+	leader       int
+	running      map[int]bool
+	calls        []string
+}
+
+func newFakeCluster() *fakeCluster { return &fakeCluster{clusters: map[string]*fakeRaft{}} }
+
+func (f *fakeCluster) raft(name string) *fakeRaft {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.clusters[name]
+	if r == nil {
+		r = &fakeRaft{voters: map[int]bool{}, leader: -1, running: map[int]bool{}}
+		f.clusters[name] = r
+	}
+	return r
+}
+
+// setRunning says which pods answer.
+func (f *fakeCluster) setRunning(name string, ords ...int) {
+	r := f.raft(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r.running = map[int]bool{}
+	for _, o := range ords {
+		r.running[o] = true
+	}
+}
+
+func (f *fakeCluster) calls(name string) []string {
+	r := f.raft(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+type fakeClient struct {
+	f    *fakeCluster
+	kvs  *kvv1.KeyValueStore
+	name string
+}
+
+func (f *fakeCluster) client(kvs *kvv1.KeyValueStore) *fakeClient {
+	return &fakeClient{f: f, kvs: kvs, name: kvs.Namespace + "/" + kvs.Name}
+}
+
+func (c *fakeClient) Close() {}
+
+func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) ([]int, *membership.ClusterView, []membership.Member, int) {
+	r := c.f.raft(c.name)
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	var running []int
+	for o := range r.running {
+		running = append(running, o)
+	}
+	sort.Ints(running)
+	if !r.bootstrapped {
+		return running, nil, nil, -1
+	}
+	view := &membership.ClusterView{ClusterID: "fake-" + c.kvs.Name, Leader: kvv1.PodName(c.kvs, r.leader)}
+	var members []membership.Member
+	for o, v := range r.voters {
+		role := "non-voter"
+		if v {
+			role = "voter"
+		}
+		view.Members = append(view.Members, struct {
+			ID      string `json:"id"`
+			Role    string `json:"role"`
+			Healthy bool   `json:"healthy"`
+			Status  *struct {
+				AppliedIndex uint64 `json:"appliedIndex"`
+			} `json:"status"`
+		}{ID: kvv1.PodName(c.kvs, o), Role: role, Healthy: r.running[o]})
+		members = append(members, membership.Member{Ordinal: o, Voter: v, Healthy: r.running[o], CaughtUp: r.running[o]})
+	}
+	sort.Slice(view.Members, func(i, j int) bool { return view.Members[i].ID < view.Members[j].ID })
+	return running, view, members, r.leader
+}
+
+func (c *fakeClient) Execute(_ context.Context, s membership.Step, _ int) error {
+	r := c.f.raft(c.name)
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("%s %d", s.Action, s.Ordinal))
+	switch s.Action {
+	case kvv1.ActionBootstrap:
+		if r.bootstrapped {
+			return nil
+		}
+		r.bootstrapped, r.voters[s.Ordinal], r.leader = true, true, s.Ordinal
+	case kvv1.ActionAddNonVoter:
+		if _, ok := r.voters[s.Ordinal]; !ok {
+			r.voters[s.Ordinal] = false
+		}
+	case kvv1.ActionPromote:
+		r.voters[s.Ordinal] = true
+	case kvv1.ActionDemote:
+		r.voters[s.Ordinal] = false
+	case kvv1.ActionRemove:
+		delete(r.voters, s.Ordinal)
+	case kvv1.ActionTransfer:
+		for o, v := range r.voters {
+			if v && o != r.leader {
+				r.leader = o
+				break
+			}
+		}
+	}
+	return nil
+}

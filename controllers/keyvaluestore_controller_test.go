@@ -1,0 +1,427 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+)
+
+var nsCounter int
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	nsCounter++
+	name := fmt.Sprintf("t%d-%d", nsCounter, time.Now().UnixNano()%100000)
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+type opt func(*kvv1.KeyValueStore)
+
+func newKVS(ns, name string, opts ...opt) *kvv1.KeyValueStore {
+	k := &kvv1.KeyValueStore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	for _, o := range opts {
+		o(k)
+	}
+	return k
+}
+
+func withReplicas(n int32) opt { return func(k *kvv1.KeyValueStore) { k.Spec.Replicas = ptr.To(n) } }
+func withAutoscaling(lo, hi int32) opt {
+	return func(k *kvv1.KeyValueStore) {
+		k.Spec.Autoscaling = &kvv1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To(lo), MaxReplicas: hi}
+	}
+}
+
+func get(t *testing.T, ns, name string, obj client.Object) error {
+	t.Helper()
+	return k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, obj)
+}
+
+func TestCRDRejectsBadManifests(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	for _, tc := range []struct {
+		name string
+		kvs  *kvv1.KeyValueStore
+		want string
+	}{
+		{"no replicas", newKVS(ns, "r0", withReplicas(0)), "spec.replicas"},
+		{"ten replicas", newKVS(ns, "r10", withReplicas(10)), "spec.replicas"},
+		{"max below min", newKVS(ns, "as1", withReplicas(3), withAutoscaling(5, 4)), "autoscaling.maxReplicas may not be below autoscaling.minReplicas"},
+		{"min below replicas", newKVS(ns, "as2", withReplicas(5), withAutoscaling(3, 9)), "autoscaling.minReplicas may not be below replicas"},
+		{"bad size", newKVS(ns, "sz", func(k *kvv1.KeyValueStore) { k.Spec.Storage.Size = "lots" }), "storage.size must be a quantity"},
+		{"bad pull policy", newKVS(ns, "pp", func(k *kvv1.KeyValueStore) { k.Spec.ImagePullPolicy = "Sometimes" }), "spec.imagePullPolicy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := k8s.Create(ctx, tc.kvs)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Create = %v, want a rejection naming %q", err, tc.want)
+			}
+		})
+	}
+
+	// Transition rules: storage may not shrink, the class and the TLS
+	// Secret may not change.
+	k := newKVS(ns, "grow", func(k *kvv1.KeyValueStore) {
+		k.Spec.Storage.Size = "2Gi"
+		k.Spec.Storage.StorageClassName = ptr.To("fast")
+		k.Spec.Paused = true
+	})
+	if err := k8s.Create(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		change func(*kvv1.KeyValueStore)
+		want   string
+	}{
+		{func(k *kvv1.KeyValueStore) { k.Spec.Storage.Size = "1Gi" }, "storage.size may not decrease"},
+		{func(k *kvv1.KeyValueStore) { k.Spec.Storage.StorageClassName = ptr.To("slow") }, "storage.storageClassName is immutable"},
+		{func(k *kvv1.KeyValueStore) { k.Spec.TLS.SecretName = ptr.To("mine") }, "tls.secretName is immutable"},
+	} {
+		cur := &kvv1.KeyValueStore{}
+		if err := get(t, ns, "grow", cur); err != nil {
+			t.Fatal(err)
+		}
+		tc.change(cur)
+		if err := k8s.Update(ctx, cur); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("Update = %v, want %q", err, tc.want)
+		}
+	}
+	cur := &kvv1.KeyValueStore{}
+	get(t, ns, "grow", cur)
+	cur.Spec.Storage.Size = "3Gi"
+	if err := k8s.Update(ctx, cur); err != nil {
+		t.Fatalf("growing storage was rejected: %v", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	ns := namespace(t)
+	k := newKVS(ns, "d", func(k *kvv1.KeyValueStore) { k.Spec.Paused = true })
+	if err := k8s.Create(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	got := &kvv1.KeyValueStore{}
+	get(t, ns, "d", got)
+	s := got.Spec
+	if *s.Replicas != 3 || s.Image == "" || s.ImagePullPolicy != "IfNotPresent" || s.Storage.Size != "1Gi" ||
+		s.Storage.RetentionPolicy.WhenScaled != "Delete" || s.Storage.RetentionPolicy.WhenDeleted != "Retain" ||
+		s.Limits.MaxKeyBytes != 1024 || s.TLS.RenewAtPercent != 67 || s.TLS.CertificateLifetime == nil || s.TLS.CertificateLifetime.Duration != 2160*time.Hour {
+		t.Fatalf("defaults not applied: %+v", s)
+	}
+}
+
+func TestReconcileCreatesChildrenWithOwnerReferences(t *testing.T) {
+	ns := namespace(t)
+	k := newKVS(ns, "demo")
+	if err := k8s.Create(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	children := []client.Object{
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-ca"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-tls"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-admin"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "demo"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "demo-peers"}},
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "demo"}},
+		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "demo"}},
+	}
+	for _, c := range children {
+		eventually(t, 20*time.Second, func() error {
+			if err := get(t, ns, c.GetName(), c); err != nil {
+				return fmt.Errorf("%T %s: %w", c, c.GetName(), err)
+			}
+			refs := c.GetOwnerReferences()
+			if len(refs) != 1 || refs[0].Kind != "KeyValueStore" || refs[0].Name != "demo" || !*refs[0].Controller {
+				return fmt.Errorf("%T %s owner references %+v", c, c.GetName(), refs)
+			}
+			return nil
+		})
+	}
+	sts := &appsv1.StatefulSet{}
+	get(t, ns, "demo", sts)
+	if *sts.Spec.Replicas != 3 || sts.Spec.ServiceName != "demo-peers" {
+		t.Fatalf("StatefulSet replicas %d service %s", *sts.Spec.Replicas, sts.Spec.ServiceName)
+	}
+	hpaList := &autoscalingv2.HorizontalPodAutoscalerList{}
+	k8s.List(context.Background(), hpaList, client.InNamespace(ns))
+	if len(hpaList.Items) != 0 {
+		t.Fatal("an HPA without autoscaling")
+	}
+	eventually(t, 20*time.Second, func() error {
+		got := &kvv1.KeyValueStore{}
+		get(t, ns, "demo", got)
+		st := got.Status
+		ready := meta.FindStatusCondition(st.Conditions, kvv1.ConditionReady)
+		if st.Phase != kvv1.PhaseCreating || ready == nil || ready.Reason != kvv1.ReasonCreating || st.ObservedGeneration != got.Generation ||
+			st.Endpoint != "https://demo."+ns+".svc:8080" || st.Selector == "" || st.CertificateNotAfter == nil || st.Ready != "0/3" {
+			return fmt.Errorf("status %+v", st)
+		}
+		if !strings.Contains(ready.Message, "demo-0") {
+			return fmt.Errorf("Ready condition does not say what it waits for: %q", ready.Message)
+		}
+		return nil
+	})
+}
+
+// runPods creates the pods the StatefulSet controller would, marks them
+// running, and sets the StatefulSet's status as it would.
+func runPods(t *testing.T, ns, name string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, i), Labels: map[string]string{"app.kubernetes.io/name": "kvnode", "app.kubernetes.io/instance": name}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "kvnode", Image: "kvstore.dev/kvnode:dev"}}},
+		}
+		if err := k8s.Create(ctx, p); err != nil && !strings.Contains(err.Error(), "already exists") {
+			t.Fatal(err)
+		}
+		get(t, ns, p.Name, p)
+		p.Status.Phase = corev1.PodRunning
+		if err := k8s.Status().Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ords []int
+	for i := 0; i < n; i++ {
+		ords = append(ords, i)
+	}
+	fakeKV.setRunning(ns+"/"+name, ords...)
+	eventually(t, 10*time.Second, func() error {
+		sts := &appsv1.StatefulSet{}
+		if err := get(t, ns, name, sts); err != nil {
+			return err
+		}
+		sts.Status.Replicas, sts.Status.ReadyReplicas, sts.Status.AvailableReplicas = int32(n), int32(n), int32(n)
+		return k8s.Status().Update(ctx, sts)
+	})
+}
+
+func waitStatus(t *testing.T, ns, name string, check func(kvv1.KeyValueStoreStatus) error) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		got := &kvv1.KeyValueStore{}
+		if err := get(t, ns, name, got); err != nil {
+			return err
+		}
+		return check(got.Status)
+	})
+}
+
+func TestMembershipBringsTheClusterToReadyAndScales(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newKVS(ns, "demo")); err != nil {
+		t.Fatal(err)
+	}
+	runPods(t, ns, "demo", 3)
+	waitStatus(t, ns, "demo", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Phase != kvv1.PhaseRunning || st.Voters != 3 || st.Leader != "demo-0" || !meta.IsStatusConditionTrue(st.Conditions, kvv1.ConditionReady) || st.ClusterID == "" || !st.Bootstrapped || st.Ready != "3/3" {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	calls := strings.Join(fakeKV.calls(ns+"/demo"), ",")
+	if calls != "Bootstrap 0,AddNonVoter 1,AddNonVoter 2,Promote 1,Promote 2" {
+		t.Fatalf("membership calls %s", calls)
+	}
+	if !recorder.has("demo Bootstrapped") || !recorder.has("demo MemberPromoted") {
+		t.Fatalf("events: %v", recorder.events)
+	}
+
+	// Scale to 5 (kubectl scale uses the scale subresource).
+	scale(t, ns, "demo", 5)
+	eventually(t, 20*time.Second, func() error {
+		sts := &appsv1.StatefulSet{}
+		get(t, ns, "demo", sts)
+		if *sts.Spec.Replicas != 5 {
+			return fmt.Errorf("StatefulSet replicas %d", *sts.Spec.Replicas)
+		}
+		return nil
+	})
+	runPods(t, ns, "demo", 5)
+	waitStatus(t, ns, "demo", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Voters != 5 || st.Phase != kvv1.PhaseRunning {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	// And back to 3: members leave before the StatefulSet shrinks.
+	scale(t, ns, "demo", 3)
+	waitStatus(t, ns, "demo", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Voters != 3 || len(st.Members) != 3 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	eventually(t, 20*time.Second, func() error {
+		sts := &appsv1.StatefulSet{}
+		get(t, ns, "demo", sts)
+		if *sts.Spec.Replicas != 3 {
+			return fmt.Errorf("StatefulSet replicas %d", *sts.Spec.Replicas)
+		}
+		return nil
+	})
+	calls = strings.Join(fakeKV.calls(ns+"/demo"), ",")
+	if !strings.HasSuffix(calls, "Remove 4,Remove 3") {
+		t.Fatalf("scale-down calls %s", calls)
+	}
+}
+
+func scale(t *testing.T, ns, name string, n int32) {
+	t.Helper()
+	k := &kvv1.KeyValueStore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	patch := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)))
+	if err := k8s.SubResource("scale").Patch(context.Background(), k, patch); err != nil {
+		t.Fatalf("scale subresource: %v", err)
+	}
+}
+
+func TestPauseStopsChangesButKeepsStatusFresh(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newKVS(ns, "p")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error { return get(t, ns, "p", &appsv1.StatefulSet{}) })
+	k := &kvv1.KeyValueStore{}
+	get(t, ns, "p", k)
+	k.Spec.Paused = true
+	k.Spec.Image = "kvstore.dev/kvnode:v2"
+	if err := k8s.Update(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ns, "p", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Phase != kvv1.PhasePaused {
+			return fmt.Errorf("phase %s", st.Phase)
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	sts := &appsv1.StatefulSet{}
+	get(t, ns, "p", sts)
+	if img := sts.Spec.Template.Spec.Containers[0].Image; img != "kvstore.dev/kvnode:dev" {
+		t.Fatalf("paused, yet the image changed to %s", img)
+	}
+	get(t, ns, "p", k)
+	k.Spec.Paused = false
+	if err := k8s.Update(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		get(t, ns, "p", sts)
+		if img := sts.Spec.Template.Spec.Containers[0].Image; img != "kvstore.dev/kvnode:v2" {
+			return fmt.Errorf("image %s after unpausing", img)
+		}
+		return nil
+	})
+}
+
+func TestAutoscalingAddsNonVotersOnly(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newKVS(ns, "as", withReplicas(3), withAutoscaling(3, 7))); err != nil {
+		t.Fatal(err)
+	}
+	h := &autoscalingv2.HorizontalPodAutoscaler{}
+	eventually(t, 20*time.Second, func() error { return get(t, ns, "as", h) })
+	if *h.Spec.MinReplicas != 3 || h.Spec.MaxReplicas != 7 || *h.Spec.Metrics[0].Resource.Target.AverageUtilization != 70 || h.Spec.ScaleTargetRef.Name != "as" {
+		t.Fatalf("HPA %+v", h.Spec)
+	}
+	// The operator does not own the StatefulSet's replicas: the HPA does.
+	sts := &appsv1.StatefulSet{}
+	eventually(t, 20*time.Second, func() error { return get(t, ns, "as", sts) })
+	for _, mf := range sts.ManagedFields {
+		if mf.Manager == FieldOwner && strings.Contains(string(mf.FieldsV1.Raw), `"f:replicas"`) {
+			t.Fatal("the operator owns spec.replicas of an autoscaled StatefulSet")
+		}
+	}
+	runPods(t, ns, "as", 3)
+	waitStatus(t, ns, "as", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Voters != 3 || st.Phase != kvv1.PhaseRunning {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	// The autoscaler scales the StatefulSet to 5.
+	get(t, ns, "as", sts)
+	sts.Spec.Replicas = ptr.To[int32](5)
+	sts.ManagedFields = nil
+	if err := k8s.Update(ctx, sts, client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
+		t.Fatal(err)
+	}
+	runPods(t, ns, "as", 5)
+	waitStatus(t, ns, "as", func(st kvv1.KeyValueStoreStatus) error {
+		if len(st.Members) != 5 || st.Voters != 3 {
+			return fmt.Errorf("%d members, %d voters", len(st.Members), st.Voters)
+		}
+		return nil
+	})
+	get(t, ns, "as", sts)
+	if *sts.Spec.Replicas != 5 {
+		t.Fatalf("the operator reset the autoscaler's replicas to %d", *sts.Spec.Replicas)
+	}
+}
+
+func TestCertificateRenewal(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, newKVS(ns, "c")); err != nil {
+		t.Fatal(err)
+	}
+	before := &corev1.Secret{}
+	eventually(t, 20*time.Second, func() error { return get(t, ns, "c-tls", before) })
+	var notAfter time.Time
+	waitStatus(t, ns, "c", func(st kvv1.KeyValueStoreStatus) error {
+		if st.CertificateNotAfter == nil {
+			return fmt.Errorf("no certificate expiry in status")
+		}
+		notAfter = st.CertificateNotAfter.Time
+		return nil
+	})
+	clock.Advance(61 * 24 * time.Hour) // past 67% of 90 days
+	k := &kvv1.KeyValueStore{}
+	get(t, ns, "c", k)
+	k.Annotations = map[string]string{"test/poke": "1"} // a change, so that it reconciles now
+	if err := k8s.Update(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		after := &corev1.Secret{}
+		get(t, ns, "c-tls", after)
+		if string(after.Data["tls.crt"]) == string(before.Data["tls.crt"]) {
+			return fmt.Errorf("certificate not renewed")
+		}
+		if string(after.Data["ca.crt"]) != string(before.Data["ca.crt"]) {
+			return fmt.Errorf("the CA changed with the renewal")
+		}
+		return nil
+	})
+	waitStatus(t, ns, "c", func(st kvv1.KeyValueStoreStatus) error {
+		if !st.CertificateNotAfter.Time.After(notAfter) {
+			return fmt.Errorf("expiry in status did not move")
+		}
+		return nil
+	})
+	if !recorder.has("c CertificateRenewed") {
+		t.Fatalf("no CertificateRenewed event: %v", recorder.events)
+	}
+}

@@ -1,0 +1,55 @@
+package controllers
+
+import (
+	"errors"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
+)
+
+func TestSetStatus(t *testing.T) {
+	healthy := []kvv1.MemberStatus{{Name: "demo-0", Role: "voter", Healthy: true}, {Name: "demo-1", Role: "voter", Healthy: true}, {Name: "demo-2", Role: "voter", Healthy: true}}
+	for _, tc := range []struct {
+		name         string
+		bootstrapped bool
+		paused       bool
+		obs          observation
+		phase        string
+		ready        metav1.ConditionStatus
+		reason       string
+		progressing  metav1.ConditionStatus
+		degraded     metav1.ConditionStatus
+	}{
+		{"creating", false, false, observation{waiting: "waiting for pod demo-0 to run"}, kvv1.PhaseCreating, "False", kvv1.ReasonCreating, "True", "False"},
+		{"running", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true}, kvv1.PhaseRunning, "True", kvv1.ReasonAvailable, "False", "False"},
+		{"scaling", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, step: "AddNonVoter demo-3"}, kvv1.PhaseScaling, "True", kvv1.ReasonAvailable, "True", "False"},
+		{"a member down", true, false, observation{pods: 3, readyPods: 2, voters: 3, leader: "demo-0", members: append(healthy[:2:2], kvv1.MemberStatus{Name: "demo-2", Role: "voter"}), reachable: true}, kvv1.PhaseDegraded, "False", kvv1.ReasonMembersUnhealthy, "False", "True"},
+		{"no leader", true, false, observation{pods: 3, readyPods: 0, voters: 3, members: healthy, reachable: true}, kvv1.PhaseDegraded, "False", kvv1.ReasonNoLeader, "False", "True"},
+		{"unreachable", true, false, observation{pods: 3}, kvv1.PhaseDegraded, "False", kvv1.ReasonClusterUnreachable, "False", "True"},
+		{"error", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, err: errors.New("apply failed")}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},
+		{"immutable storage", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, immutable: "storage.size changed"}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},
+		{"paused", true, true, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true}, kvv1.PhasePaused, "True", kvv1.ReasonAvailable, "False", "False"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kvs := golden.NewKVS("demo")
+			kvs.Generation = 4
+			kvs.Status.Bootstrapped = tc.bootstrapped
+			kvs.Spec.Paused = tc.paused
+			setStatus(kvs, tc.obs)
+			st := kvs.Status
+			r := meta.FindStatusCondition(st.Conditions, kvv1.ConditionReady)
+			p := meta.FindStatusCondition(st.Conditions, kvv1.ConditionProgressing)
+			d := meta.FindStatusCondition(st.Conditions, kvv1.ConditionDegraded)
+			if st.Phase != tc.phase || r.Status != tc.ready || r.Reason != tc.reason || p.Status != tc.progressing || d.Status != tc.degraded {
+				t.Fatalf("phase %s, Ready %s/%s, Progressing %s, Degraded %s", st.Phase, r.Status, r.Reason, p.Status, d.Status)
+			}
+			if (tc.obs.err == nil) != (st.ObservedGeneration == 4) {
+				t.Fatalf("observedGeneration %d with err %v", st.ObservedGeneration, tc.obs.err)
+			}
+		})
+	}
+}
