@@ -17,7 +17,7 @@ cache=${KV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kvstore-operator}
 dir="$cache/k8s-$K8S_VERSION"
 mkdir -p "$dir"
 
-all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl containerd ctr containerd-shim-runc-v2 coredns)
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(etcd kube-apiserver)
 [ "${want[0]}" = all ] && want=("${all[@]}")
@@ -33,10 +33,12 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 
 pkgs=()
+others=()
 for c in "${missing[@]}"; do
   case "$c" in
     etcd) pkgs+=(go.etcd.io/etcd/server/v3) ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl) pkgs+=("k8s.io/kubernetes/cmd/$c") ;;
+    containerd|ctr|containerd-shim-runc-v2|coredns) others+=("$c") ;;
     *) echo "unknown component $c (known: ${all[*]})" >&2; exit 2 ;;
   esac
 done
@@ -47,13 +49,26 @@ tmp=$(mktemp -d "$dir/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 (
-  cd "$root/hack/tools/k8s"
-  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
   # A heartbeat, so that a person sees the build is alive.
   ( while sleep 30; do echo "  still building... $(( $(date +%s) - start ))s" >&2; done ) &
   beat=$!
   trap 'kill $beat 2>/dev/null' EXIT
-  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}"
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    cd "$root/hack/tools/k8s"
+    ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
+    CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}"
+  fi
+  for c in "${others[@]}"; do
+    case "$c" in
+      containerd|ctr|containerd-shim-runc-v2)
+        # containerd v2.4.2 (Debian's 1.6 lacks the CRI RuntimeConfig call kubelet 1.37 makes).
+        cd "$root/hack/tools/containerd"
+        CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -tags no_btrfs,no_devmapper,no_zfs -o "$tmp/$c" "github.com/containerd/containerd/v2/cmd/$c" ;;
+      coredns)
+        cd "$root/hack/tools/coredns"
+        CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/coredns" github.com/coredns/coredns ;;
+    esac
+  done
 )
 [ -e "$tmp/server" ] && mv "$tmp/server" "$tmp/etcd"   # etcd's main package is named server
 for c in "${missing[@]}"; do

@@ -66,6 +66,8 @@ func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 // Leaf describes a certificate to issue.
 type Leaf struct {
 	CommonName string
+	// Organization becomes the subject's O (Kubernetes reads groups from it).
+	Organization []string
 	DNSNames   []string
 	IPs        []net.IP
 	// Server and Client select the extended key usages.
@@ -81,7 +83,7 @@ func (ca *CA) Issue(l Leaf, now time.Time) (certPEM, keyPEM []byte, err error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: l.CommonName},
+		Subject:      pkix.Name{CommonName: l.CommonName, Organization: l.Organization},
 		DNSNames:     l.DNSNames,
 		IPAddresses:  l.IPs,
 		NotBefore:    now.Add(-5 * time.Minute),
