@@ -70,6 +70,34 @@ verify: generate manifests ## Check formatting, vet, tidy modules and that gener
 	for m in $(SUBMODULES); do (cd $$m && $(GO) mod tidy -diff); done
 	git diff --exit-code
 
+##@ Local cluster (a real single-node Kubernetes in the network namespace kvtest)
+CLUSTER_DIR ?= /var/tmp/kvstore-cluster
+K8S_BIN = $${KV_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kvstore-operator}/k8s-v1.37.2
+
+cluster-up: ## Start the local cluster (builds the Kubernetes binaries the first time).
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/up.sh
+
+test-cluster-guards: ## Prove the cluster scripts refuse a wrong network namespace (root; leaves the host unchanged).
+	hack/cluster/test-guards.sh
+
+cluster-down: ## Stop the local cluster and check that the host is as before.
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/down.sh
+
+cluster-status: ## Show the node, the pods and the KeyValueStores.
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl get nodes,pods,kvs -A -o wide
+
+cluster-load-images: image ## Import the kvnode and operator images into the cluster's containerd.
+	for i in kvnode operator; do $(K8S_BIN)/ctr --address $(CLUSTER_DIR)/containerd/containerd.sock -n k8s.io images import $(DIST)/$$i.tar; done
+
+deploy: cluster-load-images ## Install the CRD, RBAC and the operator (config/default) into the local cluster.
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl apply -k config/default
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl -n kvstore-system rollout restart deployment/kvstore-controller-manager
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl -n kvstore-system rollout status deployment/kvstore-controller-manager --timeout=120s
+
+test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first).
+	$(GO) test -c -tags e2e -o $(BIN)/e2e.test ./test/e2e
+	cd test/e2e && nsenter --net=/run/netns/kvtest -- env KUBECTL=$(K8S_BIN)/kubectl KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig KV_CLUSTER_LOGS=$(CLUSTER_DIR)/logs $(BIN)/e2e.test -test.v -test.count=1 -test.timeout 20m
+
 ##@ Images
 image: build ## Pack bin/kvnode and bin/manager into dist/*.tar without Docker (the Dockerfile's images).
 	cd hack/image && $(GO) run . -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
@@ -79,4 +107,4 @@ docker-build: ## Build the images with Docker, for users who have it.
 	docker build --target kvnode -t $(KVNODE_IMAGE) .
 	docker build --target manager -t $(OPERATOR_IMAGE) .
 
-.PHONY: help build run test soak cluster-local fuzz bench generate manifests envtest-assets verify image docker-build
+.PHONY: test-cluster-guards cluster-up cluster-down cluster-status cluster-load-images deploy test-e2e help build run test soak cluster-local fuzz bench generate manifests envtest-assets verify image docker-build

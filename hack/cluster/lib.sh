@@ -2,7 +2,7 @@
 # Everything runs inside the network namespace $NETNS, which has no route
 # out: the node address lives on its loopback, pods sit on a bridge inside
 # it, and nothing it sends can leave the machine.
-NETNS=kvtest
+NETNS=${KV_NETNS:-kvtest}
 NODE_IP=10.200.0.1
 SERVICE_CIDR=10.0.0.0/24
 POD_CIDR=10.244.0.0/24

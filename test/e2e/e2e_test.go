@@ -1,0 +1,249 @@
+//go:build e2e
+
+// Package e2e runs the operator and kvnode on the local single-node
+// cluster (make cluster-up). `make test-e2e` loads the images, deploys
+// the operator in the cluster and runs these tests inside the cluster's
+// network namespace, so that they reach Services and pods directly.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var kubectlBin, kubeconfig string
+
+func TestMain(m *testing.M) {
+	kubectlBin = os.Getenv("KUBECTL")
+	kubeconfig = os.Getenv("KUBECONFIG")
+	if kubectlBin == "" || kubeconfig == "" {
+		fmt.Fprintln(os.Stderr, "run with `make test-e2e` (it sets KUBECTL and KUBECONFIG and runs inside the cluster's network namespace)")
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectlErr(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func kubectlErr(args ...string) (string, error) {
+	cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := cmd.Run()
+	return b.String(), err
+}
+
+// dump prints what a person needs to see why a test failed.
+func dump(t *testing.T, ns string) {
+	if !t.Failed() {
+		return
+	}
+	for _, args := range [][]string{
+		{"get", "kvs,statefulsets,pods,services,pdb,hpa", "-n", ns, "-o", "wide"},
+		{"describe", "kvs", "-n", ns},
+		{"get", "events", "-n", ns, "--sort-by=.lastTimestamp"},
+		{"logs", "-n", "kvstore-system", "deployment/kvstore-controller-manager", "--tail=100"},
+		{"logs", "-n", ns, "-l", "app.kubernetes.io/name=kvnode", "--tail=30", "--prefix"},
+	} {
+		out, _ := kubectlErr(args...)
+		t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)
+	}
+	if dir := os.Getenv("KV_CLUSTER_LOGS"); dir != "" {
+		t.Logf("component logs: %s", dir)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: not after %v: %v", what, d, err)
+}
+
+// client returns an HTTPS client that trusts the store's CA, read from its Secret.
+func client(t *testing.T, ns, name string) *http.Client {
+	t.Helper()
+	out := kubectl(t, "get", "secret", "-n", ns, name+"-tls", "-o", "jsonpath={.data.ca\\.crt}")
+	ca, err := base64.StdEncoding.DecodeString(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		t.Fatal("no CA in the Secret")
+	}
+	// The Service's DNS name is in the certificate; dial its ClusterIP.
+	ip := strings.TrimSpace(kubectl(t, "get", "svc", "-n", ns, name, "-o", "jsonpath={.spec.clusterIP}"))
+	dialer := &net.Dialer{Timeout: 3 * time.Second}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			_, port, _ := net.SplitHostPort(addr)
+			return dialer.DialContext(ctx, network, net.JoinHostPort(ip, port))
+		},
+	}}
+}
+
+func do(c *http.Client, method, url, body string) (int, string, error) {
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+type kvsStatus struct {
+	Status struct {
+		Phase   string `json:"phase"`
+		Ready   string `json:"ready"`
+		Leader  string `json:"leader"`
+		Voters  int    `json:"voters"`
+		Members []struct {
+			Name string `json:"name"`
+			Role string `json:"role"`
+		} `json:"members"`
+	} `json:"status"`
+}
+
+func getKVS(t *testing.T, ns, name string) kvsStatus {
+	var k kvsStatus
+	out := kubectl(t, "get", "kvs", "-n", ns, name, "-o", "json")
+	json.Unmarshal([]byte(out), &k)
+	return k
+}
+
+// The sample comes up Ready, serves the book's session over HTTPS through
+// its Service, and scales 3→5→3 while a writer runs, losing nothing.
+func TestSampleStore(t *testing.T) {
+	ns := "e2e-sample"
+	kubectlErr("create", "namespace", ns)
+	defer dump(t, ns)
+	start := time.Now()
+	kubectl(t, "apply", "-n", ns, "-f", filepath.Join("..", "..", "config", "samples"))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/demo", "--timeout=180s")
+	t.Logf("apply to Ready: %v", time.Since(start).Round(100*time.Millisecond))
+	out := kubectl(t, "get", "kvstores", "-n", ns)
+	if !strings.Contains(out, "3/3") || !strings.Contains(out, "Running") {
+		t.Fatalf("kubectl get kvstores:\n%s", out)
+	}
+	t.Logf("\n%s", out)
+
+	c := client(t, ns, "demo")
+	base := "https://demo." + ns + ".svc:8080"
+	for _, s := range []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"PUT", "/v1/key-a", "Hello, key-value store!", 201, ""},
+		{"GET", "/v1/key-a", "", 200, "Hello, key-value store!"},
+		{"DELETE", "/v1/key-a", "", 200, ""},
+		{"GET", "/v1/key-a", "", 404, ""},
+	} {
+		var code int
+		var body string
+		waitFor(t, 20*time.Second, s.method+" "+s.path, func() error {
+			var err error
+			code, body, err = do(c, s.method, base+s.path, s.body)
+			return err
+		})
+		if code != s.code || (s.want != "" && body != s.want) {
+			t.Fatalf("%s %s = %d %q", s.method, s.path, code, body)
+		}
+	}
+
+	// Scale 3→5→3 with a writer running.
+	stop := make(chan struct{})
+	acked := map[string]string{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k, v := fmt.Sprintf("scale-%d", i), fmt.Sprint(i)
+			if code, _, err := do(c, "PUT", base+"/v1/key/"+k, v); err == nil && code == 201 {
+				acked[k] = v
+			} else {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+	kubectl(t, "scale", "-n", ns, "kvs/demo", "--replicas=5")
+	waitFor(t, 180*time.Second, "5 voters", func() error {
+		if k := getKVS(t, ns, "demo"); k.Status.Voters != 5 || k.Status.Phase != "Running" {
+			return fmt.Errorf("%+v", k.Status)
+		}
+		return nil
+	})
+	kubectl(t, "scale", "-n", ns, "kvs/demo", "--replicas=3")
+	waitFor(t, 180*time.Second, "back to 3 voters", func() error {
+		k := getKVS(t, ns, "demo")
+		if k.Status.Voters != 3 || len(k.Status.Members) != 3 || k.Status.Phase != "Running" {
+			return fmt.Errorf("%+v", k.Status)
+		}
+		return nil
+	})
+	close(stop)
+	<-done
+	if len(acked) < 20 {
+		t.Fatalf("only %d writes acknowledged while scaling", len(acked))
+	}
+	for k, v := range acked {
+		if code, body, err := do(c, "GET", base+"/v1/key/"+k, ""); err != nil || code != 200 || body != v {
+			t.Fatalf("acknowledged %s lost: %d %q %v", k, code, body, err)
+		}
+	}
+	t.Logf("%d writes acknowledged during 3→5→3, all readable", len(acked))
+
+	// Delete the leader pod: writes resume, nothing lost.
+	leader := getKVS(t, ns, "demo").Status.Leader
+	kubectl(t, "delete", "pod", "-n", ns, leader, "--wait=false")
+	t0 := time.Now()
+	waitFor(t, 60*time.Second, "a write after the leader pod was deleted", func() error {
+		code, _, err := do(c, "PUT", base+"/v1/key/after-leader-loss", "x")
+		if err != nil || code != 201 {
+			return fmt.Errorf("%d %v", code, err)
+		}
+		return nil
+	})
+	t.Logf("writes resumed %v after deleting leader %s", time.Since(t0).Round(100*time.Millisecond), leader)
+	for k, v := range acked {
+		if code, body, err := do(c, "GET", base+"/v1/key/"+k, ""); err != nil || code != 200 || body != v {
+			t.Fatalf("acknowledged %s lost after the leader died: %d %q %v", k, code, body, err)
+		}
+	}
+}
