@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -50,11 +49,9 @@ func reconcile(t *testing.T, c *Client, voters, pods int, bootstrapped *bool) in
 // cluster of 3 from nothing, grow it to 5, shrink it back to 3.
 func TestMembershipLoopWithRealKvnodes(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "kvnode")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/kvnode")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	bin, err := harness.BuildKvnode(filepath.Join("..", ".."), dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	h, err := harness.New(harness.Options{Binary: bin, Dir: dir})
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -178,23 +177,15 @@ func startEtcd(bin, dir string) ([]string, func()) {
 }
 
 func freeAddr(ip string) string {
-	l, err := net.Listen("tcp", ip+":0")
+	a, err := loadgen.FreeAddr(ip)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func waitOK(url string) {
-	for i := 0; i < 600; i++ {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := loadgen.WaitOK(url); err != nil {
+		log.Fatal(err)
 	}
-	log.Fatalf("%s never answered 200", url)
 }

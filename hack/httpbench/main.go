@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -85,12 +84,11 @@ func main() {
 func runCeiling(addr string) { log.Fatal(loadgen.ServeConstant(addr)) }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := loadgen.FreeAddr("127.0.0.1")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func startProc(bin string, args ...string) *exec.Cmd {
@@ -113,16 +111,9 @@ func startProc(bin string, args ...string) *exec.Cmd {
 }
 
 func waitOK(url string) {
-	for i := 0; i < 300; i++ {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := loadgen.WaitOK(url); err != nil {
+		log.Fatal(err)
 	}
-	log.Fatalf("%s never answered 200", url)
 }
 
 type bench struct {

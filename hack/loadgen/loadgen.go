@@ -6,7 +6,9 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"sync"
@@ -100,4 +102,28 @@ func ServeConstant(addr string) error {
 		io.Copy(io.Discard, r.Body)
 		w.Write(body)
 	}))
+}
+
+// FreeAddr returns a free TCP address on ip.
+func FreeAddr(ip string) (string, error) {
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// WaitOK polls url until it answers 200, for up to 30 seconds.
+func WaitOK(url string) error {
+	for i := 0; i < 600; i++ {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s never answered 200", url)
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,11 +25,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	kvnodeBin = filepath.Join(dir, "kvnode")
-	build := exec.Command("go", "build", "-o", kvnodeBin, "./cmd/kvnode")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build kvnode: %v\n%s", err, out)
+	kvnodeBin, err = harness.BuildKvnode(filepath.Join("..", ".."), dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -497,3 +497,15 @@ func (c *Cluster) DumpLogs(w io.Writer) {
 func AdminLeaf() certs.Leaf {
 	return certs.Leaf{CommonName: AdminCN, Client: true, Lifetime: 24 * time.Hour}
 }
+
+// BuildKvnode compiles cmd/kvnode into dir and returns the binary's path.
+// repoRoot is the repository's top directory, relative to the caller.
+func BuildKvnode(repoRoot, dir string) (string, error) {
+	bin := filepath.Join(dir, "kvnode")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/kvnode")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build kvnode: %v\n%s", err, out)
+	}
+	return bin, nil
+}
