@@ -10,6 +10,10 @@
 # replace block maps the staging modules to their released versions).
 set -euo pipefail
 
+# The whole script is one function, read before it runs, so that editing
+# the file during a long build cannot break the build in progress.
+main() {
+
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.0
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,3 +80,5 @@ for c in "${missing[@]}"; do
 done
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
 echo "$dir"
+}
+main "$@"
