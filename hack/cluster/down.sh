@@ -5,7 +5,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-for name in kube-proxy kubelet coredns kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do
+for name in volume-permissions kube-proxy kubelet coredns kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do
   f="$STATE/pids/$name"
   [ -f "$f" ] || continue
   pid=$(cat "$f")
@@ -28,6 +28,8 @@ for d in /sys/fs/cgroup/*/kubepods; do
   find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
 done
 if [ -e /run/netns/$NETNS ]; then ip netns del $NETNS; fi
+# A fresh cluster next time: drop the data, keep the PKI and the configurations.
+rm -rf "$STATE"/{etcd,kubelet,containerd,cni/ipam,logs,pids} /tmp/hostpath_pv
 if [ -f "$STATE/host-before.txt" ]; then
   if diff <(host_state) "$STATE/host-before.txt" > "$STATE/host-diff.txt"; then
     say "cluster down; the host's links, addresses, routes and iptables are as before"

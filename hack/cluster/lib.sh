@@ -20,11 +20,11 @@ in_ns() { nsenter --net=/run/netns/$NETNS -- "$@"; }
 # host_state prints the host's links, addresses, routes and iptables rules,
 # to prove that the cluster leaves the host as it found it.
 host_state() {
-  ip -o link show | sed -E 's/ +(state|qlen|link\/ether).*//' | sort
-  ip -o addr show | awk '{print $2, $3, $4}' | sort
-  ip route show table all | grep -v '^local\|^broadcast' | sort
-  ip -6 route show table all 2>/dev/null | grep -v '^local\|^multicast\|^anycast' | sort
-  if command -v iptables-save >/dev/null; then iptables-save 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//' | sort; fi
+  { ip -o link show | sed -E 's/ +(state|qlen|link\/ether).*//' | sort; } || true
+  { ip -o addr show | awk '{print $2, $3, $4}' | sort; } || true
+  { ip route show table all | grep -v '^local\|^broadcast' | sort; } || true
+  { ip -6 route show table all 2>/dev/null | grep -v '^local\|^multicast\|^anycast' | sort; } || true
+  if command -v iptables-save >/dev/null; then { iptables-save 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//' | sort; } || true; fi
 }
 
 # check_ns aborts unless $NETNS exists, has no default route (IPv4 or IPv6,

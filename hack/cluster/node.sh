@@ -47,7 +47,8 @@ alive kube-apiserver
 
 start kube-controller-manager "$BINDIR/kube-controller-manager" --kubeconfig=$STATE/controller-manager.kubeconfig \
   --use-service-account-credentials=false --service-account-private-key-file=$PKI/sa.key --root-ca-file=$PKI/ca.crt \
-  --cluster-signing-cert-file=$PKI/ca.crt --cluster-signing-key-file=$PKI/ca.key --leader-elect=false
+  --cluster-signing-cert-file=$PKI/ca.crt --cluster-signing-key-file=$PKI/ca.key --leader-elect=false \
+  --enable-hostpath-provisioner
 start kube-scheduler "$BINDIR/kube-scheduler" --kubeconfig=$STATE/scheduler.kubeconfig --leader-elect=false
 
 mkdir -p "$STATE/containerd"
@@ -66,6 +67,22 @@ start kubelet "$BINDIR/kubelet" --config=$STATE/kubelet.yaml --kubeconfig=$STATE
 start kube-proxy "$BINDIR/kube-proxy" --kubeconfig=$STATE/kube-proxy.kubeconfig --hostname-override=$NODE_NAME \
   --proxy-mode=iptables --cluster-cidr=$POD_CIDR --conntrack-max-per-core=0
 start coredns "$BINDIR/coredns" -conf "$STATE/Corefile"
+# The hostPath provisioner makes root-owned directories and hostPath
+# volumes ignore fsGroup: open new ones to the pods' non-root users, as a
+# real storage driver's fsGroup support would.
+start volume-permissions bash -c 'while sleep 1; do find /tmp/hostpath_pv -mindepth 1 -maxdepth 1 -type d ! -perm -0777 -exec chmod 0777 {} + 2>/dev/null; done'
 wait_for "node $NODE_NAME Ready" 120 bash -c "$KUBECTL get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
-for c in kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do alive $c; done
+for c in kube-controller-manager kube-scheduler kubelet kube-proxy coredns volume-permissions; do alive $c; done
+# Volumes: the controller manager's hostPath provisioner (a single node
+# needs no more), as the default StorageClass.
+$KUBECTL apply -f - >/dev/null <<YAML
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+YAML
 say "cluster up: hack/kubectl get nodes"

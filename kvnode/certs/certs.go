@@ -163,14 +163,13 @@ func (r *Reloader) ServerConfig() *tls.Config {
 
 // ClientConfig is for calls to other members' HTTPS APIs: the server's
 // certificate must chain to the current CA and name the host dialled. The
-// client presents the current certificate when asked.
+// client presents no certificate: the calls members make to each other
+// (forwarded writes, read indexes, status) need none, and a server
+// certificate offered as a client one would be refused for its usage.
 func (r *Reloader) ClientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // verified below against the live CA, hostname included
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return r.Certificate(), nil
-		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("certs: server presented no certificate")

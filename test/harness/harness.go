@@ -158,7 +158,7 @@ func (c *Cluster) Add() (*Member, error) {
 		name string
 		leaf certs.Leaf
 	}{
-		{"tls", certs.Leaf{CommonName: m.ID, IPs: []net.IP{net.ParseIP(ip)}, Server: true, Client: true, Lifetime: 24 * time.Hour}},
+		{"tls", certs.Leaf{CommonName: m.ID, IPs: []net.IP{net.ParseIP(ip)}, Server: true, Lifetime: 24 * time.Hour}},
 		{"peer", certs.Leaf{CommonName: m.ID, IPs: []net.IP{net.ParseIP(ip)}, Server: true, Client: true, Lifetime: 24 * time.Hour}},
 	} {
 		cert, key, err := c.CA.Issue(f.leaf, now)
