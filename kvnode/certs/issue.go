@@ -68,8 +68,8 @@ type Leaf struct {
 	CommonName string
 	// Organization becomes the subject's O (Kubernetes reads groups from it).
 	Organization []string
-	DNSNames   []string
-	IPs        []net.IP
+	DNSNames     []string
+	IPs          []net.IP
 	// Server and Client select the extended key usages.
 	Server, Client bool
 	Lifetime       time.Duration
