@@ -387,7 +387,9 @@ func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, kvs *kvv1.KeyValu
 	if serving == nil || string(serving.Data[tlssecrets.CACert]) != string(ca.CertPEM) {
 		serving = nil
 	}
-	if need, _ := tlssecrets.NeedsRenewal(secretData(serving, tlssecrets.TLSCert), renew, now); need {
+	forced := kvs.Annotations[kvv1.AnnotationRenewCertificates]
+	force := forced != "" && forced != kvs.Status.CertificatesRenewedFor
+	if need, _ := tlssecrets.NeedsRenewal(secretData(serving, tlssecrets.TLSCert), renew, now); need || force {
 		s, err := tlssecrets.BuildServing(kvs, ca, now)
 		if err != nil {
 			return nil, err
@@ -400,7 +402,7 @@ func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, kvs *kvv1.KeyValu
 		}
 		serving = s
 	}
-	if need, _ := tlssecrets.NeedsRenewal(secretData(admin, tlssecrets.TLSCert), renew, now); need || string(secretData(admin, tlssecrets.CACert)) != string(ca.CertPEM) {
+	if need, _ := tlssecrets.NeedsRenewal(secretData(admin, tlssecrets.TLSCert), renew, now); need || force || string(secretData(admin, tlssecrets.CACert)) != string(ca.CertPEM) {
 		s, err := tlssecrets.BuildAdmin(kvs, ca, now)
 		if err != nil {
 			return nil, err
@@ -409,6 +411,9 @@ func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, kvs *kvv1.KeyValu
 			return nil, err
 		}
 		admin = s
+	}
+	if force {
+		kvs.Status.CertificatesRenewedFor = forced
 	}
 	_, notAfter := tlssecrets.NeedsRenewal(serving.Data[tlssecrets.TLSCert], renew, now)
 	kvs.Status.CertificateNotAfter = ptr.To(metav1.NewTime(notAfter))

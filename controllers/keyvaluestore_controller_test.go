@@ -424,4 +424,33 @@ func TestCertificateRenewal(t *testing.T) {
 	if !recorder.has("c CertificateRenewed") {
 		t.Fatalf("no CertificateRenewed event: %v", recorder.events)
 	}
+
+	// Renewal on request, once per annotation value.
+	var renewed corev1.Secret
+	get(t, ns, "c-tls", &renewed)
+	get(t, ns, "c", k)
+	k.Annotations[kvv1.AnnotationRenewCertificates] = "2026-11-27T00:00:00Z"
+	if err := k8s.Update(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	var forced corev1.Secret
+	eventually(t, 20*time.Second, func() error {
+		get(t, ns, "c-tls", &forced)
+		if string(forced.Data["tls.crt"]) == string(renewed.Data["tls.crt"]) {
+			return fmt.Errorf("not renewed on request")
+		}
+		return nil
+	})
+	waitStatus(t, ns, "c", func(st kvv1.KeyValueStoreStatus) error {
+		if st.CertificatesRenewedFor != "2026-11-27T00:00:00Z" {
+			return fmt.Errorf("certificatesRenewedFor %q", st.CertificatesRenewedFor)
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // later reconciles must not renew again for the same value
+	var later corev1.Secret
+	get(t, ns, "c-tls", &later)
+	if string(later.Data["tls.crt"]) != string(forced.Data["tls.crt"]) {
+		t.Fatal("renewed again for the same annotation value")
+	}
 }

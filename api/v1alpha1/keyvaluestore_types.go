@@ -256,6 +256,10 @@ type KeyValueStoreStatus struct {
 	// CertificateNotAfter is when the current server certificate expires.
 	// +optional
 	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`
+	// CertificatesRenewedFor is the last value of the
+	// kv.kvstore.dev/renew-certificates annotation the operator acted on.
+	// +optional
+	CertificatesRenewedFor string `json:"certificatesRenewedFor,omitempty"`
 	// Selector of the pods, for the scale subresource.
 	// +optional
 	Selector string `json:"selector,omitempty"`

@@ -50,6 +50,12 @@ const (
 	ActionTransfer    = "TransferLeadership"
 )
 
+// AnnotationRenewCertificates on a KeyValueStore asks for new certificates
+// now: set it to any new value (a timestamp) and the operator reissues the
+// server, peer and admin certificates once, recording the value in
+// status.certificatesRenewedFor.
+const AnnotationRenewCertificates = "kv.kvstore.dev/renew-certificates"
+
 // Ports of a kvnode pod.
 const (
 	APIPort  = 8080

@@ -74,6 +74,14 @@ func dump(t *testing.T, ns string) {
 	}
 }
 
+// freshNamespace deletes ns if a previous run left it, and creates it.
+func freshNamespace(t *testing.T, ns string) string {
+	t.Helper()
+	kubectlErr("delete", "namespace", ns, "--wait=true", "--timeout=120s")
+	kubectl(t, "create", "namespace", ns)
+	return ns
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -145,8 +153,7 @@ func getKVS(t *testing.T, ns, name string) kvsStatus {
 // The sample comes up Ready, serves the book's session over HTTPS through
 // its Service, and scales 3→5→3 while a writer runs, losing nothing.
 func TestSampleStore(t *testing.T) {
-	ns := "e2e-sample"
-	kubectlErr("create", "namespace", ns)
+	ns := freshNamespace(t, "e2e-sample")
 	defer dump(t, ns)
 	start := time.Now()
 	kubectl(t, "apply", "-n", ns, "-f", filepath.Join("..", "..", "config", "samples"))
@@ -245,5 +252,119 @@ func TestSampleStore(t *testing.T) {
 		if code, body, err := do(c, "GET", base+"/v1/key/"+k, ""); err != nil || code != 200 || body != v {
 			t.Fatalf("acknowledged %s lost after the leader died: %d %q %v", k, code, body, err)
 		}
+	}
+}
+
+// serial returns the serial number of the certificate the client Service
+// presents on a new connection.
+func serial(t *testing.T, ns, name string) string {
+	t.Helper()
+	c := client(t, ns, name)
+	var s string
+	waitFor(t, 20*time.Second, "a TLS connection", func() error {
+		resp, err := c.Get("https://" + name + "." + ns + ".svc:8080/livez")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		s = resp.TLS.PeerCertificates[0].SerialNumber.String()
+		return nil
+	})
+	return s
+}
+
+func podUIDs(t *testing.T, ns string) string {
+	return kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/name=kvnode", "-o", "jsonpath={range .items[*]}{.metadata.uid}:{.status.containerStatuses[0].restartCount} {end}")
+}
+
+// Forced renewal: new certificates reach every member without a restart,
+// and clients (which trust the CA, unchanged) keep working.
+func TestCertificateRenewalWithoutRestarts(t *testing.T) {
+	ns := freshNamespace(t, "e2e-certs")
+	defer dump(t, ns)
+	kubectl(t, "apply", "-n", ns, "-f", filepath.Join("..", "..", "config", "samples"))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/demo", "--timeout=180s")
+	before, pods := serial(t, ns, "demo"), podUIDs(t, ns)
+	kubectl(t, "annotate", "-n", ns, "kvs/demo", "kv.kvstore.dev/renew-certificates="+time.Now().Format(time.RFC3339), "--overwrite")
+	c := client(t, ns, "demo")
+	base := "https://demo." + ns + ".svc:8080"
+	start := time.Now()
+	// The kubelet refreshes Secret volumes on its own schedule (up to about
+	// a minute), then kvnode re-reads the files within 10 s.
+	waitFor(t, 150*time.Second, "every member serving the new certificate", func() error {
+		if code, _, err := do(c, "PUT", base+"/v1/key/during-renewal", "x"); err != nil || code != 201 {
+			return fmt.Errorf("write during renewal: %d %v", code, err)
+		}
+		for i := 0; i < 6; i++ { // new connections land on different members
+			if s := serial(t, ns, "demo"); s == before {
+				return fmt.Errorf("a member still serves serial %s", s)
+			}
+		}
+		return nil
+	})
+	t.Logf("new certificate served %v after the renewal request", time.Since(start).Round(time.Second))
+	if after := podUIDs(t, ns); after != pods {
+		t.Fatalf("pods restarted: %s -> %s", pods, after)
+	}
+	if out := kubectl(t, "get", "events", "-n", ns, "--field-selector", "reason=CertificateRenewed"); !strings.Contains(out, "CertificateRenewed") {
+		t.Fatalf("no CertificateRenewed event:\n%s", out)
+	}
+}
+
+// Autoscaling: the HPA has the right bounds and target; scaling the
+// StatefulSet by hand, as the HPA would, adds and removes non-voters and
+// never changes the voters.
+func TestAutoscalingAddsReadReplicas(t *testing.T) {
+	ns := freshNamespace(t, "e2e-autoscale")
+	defer dump(t, ns)
+	manifest := `apiVersion: kv.kvstore.dev/v1alpha1
+kind: KeyValueStore
+metadata:
+  name: auto
+spec:
+  replicas: 3
+  autoscaling:
+    enabled: true
+    minReplicas: 3
+    maxReplicas: 5
+    targetCPUUtilizationPercentage: 60
+`
+	f := filepath.Join(t.TempDir(), "auto.yaml")
+	os.WriteFile(f, []byte(manifest), 0o644)
+	kubectl(t, "apply", "-n", ns, "-f", f)
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/auto", "--timeout=180s")
+	hpa := kubectl(t, "get", "hpa", "-n", ns, "auto", "-o", "jsonpath={.spec.minReplicas} {.spec.maxReplicas} {.spec.metrics[0].resource.target.averageUtilization} {.spec.scaleTargetRef.kind}/{.spec.scaleTargetRef.name}")
+	if hpa != "3 5 60 StatefulSet/auto" {
+		t.Fatalf("HPA: %s", hpa)
+	}
+	kubectl(t, "scale", "-n", ns, "statefulset/auto", "--replicas=5")
+	waitFor(t, 180*time.Second, "two read replicas", func() error {
+		k := getKVS(t, ns, "auto")
+		nonVoters := 0
+		for _, m := range k.Status.Members {
+			if m.Role == "non-voter" {
+				nonVoters++
+			}
+		}
+		if len(k.Status.Members) != 5 || nonVoters != 2 || k.Status.Voters != 3 {
+			return fmt.Errorf("%+v", k.Status)
+		}
+		return nil
+	})
+	// A stale read on a replica works.
+	c := client(t, ns, "auto")
+	if code, _, err := do(c, "PUT", "https://auto."+ns+".svc:8080/v1/key/k", "v"); err != nil || code != 201 {
+		t.Fatalf("PUT: %d %v", code, err)
+	}
+	kubectl(t, "scale", "-n", ns, "statefulset/auto", "--replicas=3")
+	waitFor(t, 180*time.Second, "replicas removed", func() error {
+		k := getKVS(t, ns, "auto")
+		if len(k.Status.Members) != 3 || k.Status.Voters != 3 || k.Status.Phase != "Running" {
+			return fmt.Errorf("%+v", k.Status)
+		}
+		return nil
+	})
+	if code, body, err := do(c, "GET", "https://auto."+ns+".svc:8080/v1/key/k", ""); err != nil || code != 200 || body != "v" {
+		t.Fatalf("GET after scaling down: %d %q %v", code, body, err)
 	}
 }
