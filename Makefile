@@ -80,6 +80,17 @@ cluster-up: ## Start the local cluster (builds the Kubernetes binaries the first
 test-cluster-guards: ## Prove the cluster scripts refuse a wrong network namespace (root; leaves the host unchanged).
 	hack/cluster/test-guards.sh
 
+demo: cluster-up deploy ## The whole product locally: a cluster, the operator and the sample KeyValueStore (root).
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl apply -f config/samples/
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl wait --for=condition=Ready kvs/demo --timeout=180s
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl get kvstores
+	@echo
+	@echo "The store answers on https://demo.default.svc:8080 inside the cluster. Try:"
+	@echo "  hack/kubectl get kvs,pods"
+	@echo "  hack/kv-curl -X PUT -d 'Hello, key-value store!' https://demo.default.svc:8080/v1/key-a"
+	@echo "  hack/kv-curl https://demo.default.svc:8080/v1/key-a"
+	@echo "  make cluster-down      # stop everything; the host is checked to be as before"
+
 cluster-down: ## Stop the local cluster and check that the host is as before.
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/down.sh
 
@@ -107,4 +118,4 @@ docker-build: ## Build the images with Docker, for users who have it.
 	docker build --target kvnode -t $(KVNODE_IMAGE) .
 	docker build --target manager -t $(OPERATOR_IMAGE) .
 
-.PHONY: test-cluster-guards cluster-up cluster-down cluster-status cluster-load-images deploy test-e2e help build run test soak cluster-local fuzz bench generate manifests envtest-assets verify image docker-build
+.PHONY: demo test-cluster-guards cluster-up cluster-down cluster-status cluster-load-images deploy test-e2e help build run test soak cluster-local fuzz bench generate manifests envtest-assets verify image docker-build
