@@ -133,7 +133,12 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		logger.Error(err, "reconcile failed", "keyvaluestore", req.NamespacedName)
 		return ctrl.Result{}, err
 	}
-	if obs.step != "" || obs.waiting != "" {
+	switch {
+	case obs.stepDone:
+		// The next membership step is usually possible at once (a member
+		// added can be promoted as soon as it has caught up).
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	case obs.step != "" || obs.waiting != "":
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
@@ -259,6 +264,7 @@ func (r *KeyValueStoreReconciler) reconcile(ctx context.Context, kvs *kvv1.KeyVa
 			if err := r.execute(ctx, kvs, mc, plan, step); err != nil {
 				return obs, err
 			}
+			obs.stepDone = true
 		}
 	} else {
 		kvs.Status.Membership = nil

@@ -18,6 +18,7 @@ type observation struct {
 	clusterID       string
 	reachable       bool   // a member answered the membership API
 	step            string // the membership step made or awaited, "" when settled
+	stepDone        bool   // the step was made: the next one can follow at once
 	waiting         string // what the reconcile waits for, "" when nothing
 	immutable       string // a spec change that cannot be applied
 	err             error  // the first real error of the reconcile
