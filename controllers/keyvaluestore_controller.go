@@ -394,11 +394,17 @@ func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, kvs *kvv1.KeyValu
 		serving = nil
 	}
 	forced := kvs.Annotations[kvv1.AnnotationRenewCertificates]
-	force := forced != "" && forced != kvs.Status.CertificatesRenewedFor
+	// The Secret records the request it answered too: a reconcile that reads
+	// a KeyValueStore from a cache not yet showing the new status must not
+	// renew a second time.
+	force := forced != "" && forced != kvs.Status.CertificatesRenewedFor && (serving == nil || serving.Annotations[kvv1.AnnotationRenewCertificates] != forced)
 	if need, _ := tlssecrets.NeedsRenewal(secretData(serving, tlssecrets.TLSCert), renew, now); need || force {
 		s, err := tlssecrets.BuildServing(kvs, ca, now)
 		if err != nil {
 			return nil, err
+		}
+		if forced != "" {
+			s.Annotations = map[string]string{kvv1.AnnotationRenewCertificates: forced}
 		}
 		if err := apply(ctx, r.Client, s); err != nil {
 			return nil, err
