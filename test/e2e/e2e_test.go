@@ -367,4 +367,18 @@ spec:
 	if code, body, err := do(c, "GET", "https://auto."+ns+".svc:8080/v1/key/k", ""); err != nil || code != 200 || body != "v" {
 		t.Fatalf("GET after scaling down: %d %q %v", code, body, err)
 	}
+
+	// Deleting the store deletes its children; the volumes stay
+	// (storage.retentionPolicy.whenDeleted defaults to Retain).
+	kubectl(t, "delete", "-n", ns, "kvs/auto", "--wait=true", "--timeout=120s")
+	waitFor(t, 120*time.Second, "children deleted", func() error {
+		out := kubectl(t, "get", "statefulsets,services,secrets,pdb,hpa,pods", "-n", ns, "-l", "app.kubernetes.io/instance=auto", "-o", "name")
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("left: %s", out)
+		}
+		return nil
+	})
+	if pvcs := kubectl(t, "get", "pvc", "-n", ns, "-o", "name"); strings.Count(pvcs, "persistentvolumeclaim/") != 3 {
+		t.Fatalf("volumes after deletion (want the 3 voters' kept):\n%s", pvcs)
+	}
 }
