@@ -223,6 +223,19 @@ func (n *Node) leaderOnly() error {
 	return nil
 }
 
+// member returns the configuration entry of id for a change only the
+// leader makes: ErrNotLeader on another node, ErrNoSuchMember when absent.
+func (n *Node) member(id string) (raft.Server, uint64, error) {
+	if err := n.leaderOnly(); err != nil {
+		return raft.Server{}, 0, err
+	}
+	s, ok, index, err := n.server(id)
+	if err == nil && !ok {
+		err = ErrNoSuchMember
+	}
+	return s, index, err
+}
+
 // AddNonvoter adds a member that replicates but does not vote. Adding a
 // member that is already there with the same address changes nothing.
 func (n *Node) AddNonvoter(ctx context.Context, id, address, api string) error {
@@ -254,15 +267,9 @@ func (n *Node) AddNonvoter(ctx context.Context, id, address, api string) error {
 // Promote makes a non-voter a voter once it has caught up with the
 // leader's commit index (within Config.CatchUpLag entries).
 func (n *Node) Promote(ctx context.Context, id string) error {
-	if err := n.leaderOnly(); err != nil {
-		return err
-	}
-	s, ok, index, err := n.server(id)
+	s, index, err := n.member(id)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return ErrNoSuchMember
 	}
 	if s.Suffrage == raft.Voter {
 		return nil
@@ -279,15 +286,9 @@ func (n *Node) Promote(ctx context.Context, id string) error {
 
 // Demote makes a voter a non-voter; demoting a non-voter changes nothing.
 func (n *Node) Demote(ctx context.Context, id string) error {
-	if err := n.leaderOnly(); err != nil {
-		return err
-	}
-	s, ok, index, err := n.server(id)
+	s, index, err := n.member(id)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return ErrNoSuchMember
 	}
 	if s.Suffrage != raft.Voter {
 		return nil
