@@ -20,8 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/health"
@@ -87,9 +85,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		SnapshotInterval:  cfg.SnapshotInterval,
 		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
 		LogObserver:       m,
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Name: "raft", JSONFormat: true, Output: stdout, Level: hclog.LevelFromString(cfg.LogLevel),
-		}),
+		Logger:            cluster.SlogLogger(logger, "raft"),
 	}, store)
 	if err != nil {
 		ln.Close()
