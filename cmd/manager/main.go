@@ -40,6 +40,10 @@ func main() {
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "kvstore-operator.kv.kvstore.dev",
+		// The process exits right after the manager stops, so handing the
+		// lease back is safe, and a new replica (a rollout) takes over at
+		// once instead of after the lease expires.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		log.Error(err, "unable to create the manager")

@@ -70,7 +70,7 @@ start coredns "$BINDIR/coredns" -conf "$STATE/Corefile"
 # The hostPath provisioner makes root-owned directories and hostPath
 # volumes ignore fsGroup: open new ones to the pods' non-root users, as a
 # real storage driver's fsGroup support would.
-start volume-permissions bash -c 'while sleep 1; do find /tmp/hostpath_pv -mindepth 1 -maxdepth 1 -type d ! -perm -0777 -exec chmod 0777 {} + 2>/dev/null; done'
+start volume-permissions bash -c 'while sleep 0.2; do find /tmp/hostpath_pv -mindepth 1 -maxdepth 1 -type d ! -perm -0777 -exec chmod 0777 {} + 2>/dev/null; done'
 wait_for "node $NODE_NAME Ready" 120 bash -c "$KUBECTL get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 for c in kube-controller-manager kube-scheduler kubelet kube-proxy coredns volume-permissions; do alive $c; done
 # Volumes: the controller manager's hostPath provisioner (a single node
