@@ -308,7 +308,7 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 	}
 	if ok {
 		if id == n.cfg.NodeID {
-			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			if err := n.transfer(n.raft.LeadershipTransfer); err != nil {
 				return fmt.Errorf("hand over leadership before leaving: %w", err)
 			}
 			return core.ErrNotLeader // the caller retries on the new leader
@@ -334,7 +334,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		return err
 	}
 	if id == "" {
-		return n.raft.LeadershipTransfer().Error()
+		return n.transfer(n.raft.LeadershipTransfer)
 	}
 	s, ok, _, err := n.server(id)
 	if err != nil {
@@ -343,7 +343,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if !ok {
 		return ErrNoSuchMember
 	}
-	return n.raft.LeadershipTransferToServer(s.ID, s.Address).Error()
+	return n.transfer(func() raft.Future { return n.raft.LeadershipTransferToServer(s.ID, s.Address) })
 }
 
 // LeaderAPI is the leader's API URL ("" when this node leads or none is known).

@@ -72,6 +72,15 @@ type Node struct {
 	remote *batcher // read indexes fetched from the leader, when it does not
 	client *http.Client
 
+	// lease: after a quorum confirmed this node's leadership at time T, no
+	// other node can win an election before T + the followers' heartbeat
+	// timeout (they refuse votes while they hear from a leader), so reads
+	// until T + leaseFor need no new quorum round. Leadership transfers,
+	// which let a follower skip that wait, revoke the lease first.
+	leaseUntil atomic.Int64 // Unix nanoseconds; 0 = no lease
+	leaseFor   time.Duration
+	noLease    atomic.Int64 // no lease may be taken before this (a transfer runs)
+
 	mu      sync.Mutex
 	ready   chan struct{} // closed once the leader's fence for readyTerm committed
 	isReady atomic.Bool
@@ -136,6 +145,8 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
+	// Half the shortest time a follower waits before it stands for election.
+	n.leaseFor = rc.HeartbeatTimeout / 2
 
 	hasState, err := raft.HasExistingState(log, log, snaps)
 	if err != nil {
@@ -194,6 +205,7 @@ func (n *Node) watchLeadership(notify <-chan bool) {
 }
 
 func (n *Node) setReady(ready bool) {
+	n.revokeLease(0)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if ready == n.isReady.Load() {
@@ -312,11 +324,35 @@ func (n *Node) confirmLeadership(ctx context.Context) (uint64, error) {
 		}
 	}
 	// The index is read before leadership is confirmed: the read-index rule.
+	start := time.Now()
 	index := n.raft.CommitIndex()
+	if start.UnixNano() < n.leaseUntil.Load() {
+		return index, nil
+	}
 	if err := n.raft.VerifyLeader().Error(); err != nil {
 		return 0, fmt.Errorf("%w: %v", core.ErrUnavailable, err)
 	}
+	if start.UnixNano() >= n.noLease.Load() && n.isReady.Load() {
+		n.leaseUntil.Store(start.Add(n.leaseFor).UnixNano())
+	}
 	return index, nil
+}
+
+// revokeLease ends the read lease and, for d > 0, refuses new ones for d
+// (a leadership transfer lets the target win an election at once).
+func (n *Node) revokeLease(d time.Duration) {
+	if d > 0 {
+		n.noLease.Store(time.Now().Add(d).UnixNano())
+	}
+	n.leaseUntil.Store(0)
+}
+
+// transfer hands leadership over, with the read lease revoked first.
+func (n *Node) transfer(f func() raft.Future) error {
+	n.revokeLease(10 * time.Second)
+	err := f().Error()
+	n.noLease.Store(time.Now().Add(2 * n.leaseFor).UnixNano())
+	return err
 }
 
 func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
@@ -402,7 +438,7 @@ func (n *Node) Shutdown() error {
 	default:
 	}
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if err := n.transfer(n.raft.LeadershipTransfer); err != nil {
 			n.cfg.Logger.Warn("leadership transfer on shutdown failed", "error", err)
 		}
 	}
