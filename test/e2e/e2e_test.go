@@ -130,6 +130,32 @@ func do(c *http.Client, method, url, body string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
+// step is one request of a session and the answer it must get ("" for
+// any body).
+type step struct {
+	method, path, body string
+	code               int
+	want               string
+}
+
+// session sends the steps in order through c, retrying a request only
+// while it cannot connect, and fails on the first unexpected answer.
+func session(t *testing.T, c *http.Client, base string, steps []step) {
+	t.Helper()
+	for _, s := range steps {
+		var code int
+		var body string
+		waitFor(t, 20*time.Second, s.method+" "+s.path, func() error {
+			var err error
+			code, body, err = do(c, s.method, base+s.path, s.body)
+			return err
+		})
+		if code != s.code || (s.want != "" && body != s.want) {
+			t.Fatalf("%s %s%s = %d %q", s.method, base, s.path, code, body)
+		}
+	}
+}
+
 type kvsStatus struct {
 	Status struct {
 		Phase   string `json:"phase"`
@@ -167,27 +193,12 @@ func TestSampleStore(t *testing.T) {
 
 	c := client(t, ns, "demo")
 	base := "https://demo." + ns + ".svc:8080"
-	for _, s := range []struct {
-		method, path, body string
-		code               int
-		want               string
-	}{
+	session(t, c, base, []step{
 		{"PUT", "/v1/key-a", "Hello, key-value store!", 201, ""},
 		{"GET", "/v1/key-a", "", 200, "Hello, key-value store!"},
 		{"DELETE", "/v1/key-a", "", 200, ""},
 		{"GET", "/v1/key-a", "", 404, ""},
-	} {
-		var code int
-		var body string
-		waitFor(t, 20*time.Second, s.method+" "+s.path, func() error {
-			var err error
-			code, body, err = do(c, s.method, base+s.path, s.body)
-			return err
-		})
-		if code != s.code || (s.want != "" && body != s.want) {
-			t.Fatalf("%s %s = %d %q", s.method, s.path, code, body)
-		}
-	}
+	})
 
 	// Scale 3→5→3 with a writer running.
 	stop := make(chan struct{})

@@ -146,23 +146,8 @@ spec:
 		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "kv." + ns + ".svc"},
 	}}
 	base := "https://" + ip + ":8080"
-	for _, s := range []struct {
-		method, path, body string
-		code               int
-		want               string
-	}{
+	session(t, c, base, []step{
 		{"PUT", "/v1/key-a", "Hello, key-value store!", 201, ""},
 		{"GET", "/v1/key-a", "", 200, "Hello, key-value store!"},
-	} {
-		var code int
-		var body string
-		waitFor(t, 20*time.Second, s.method+" "+s.path, func() error {
-			var err error
-			code, body, err = do(c, s.method, base+s.path, s.body)
-			return err
-		})
-		if code != s.code || (s.want != "" && body != s.want) {
-			t.Fatalf("%s %s through the Service = %d %q", s.method, s.path, code, body)
-		}
-	}
+	})
 }
