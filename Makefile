@@ -63,7 +63,8 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd) and the RBAC role 
 envtest-assets: ## Build etcd and kube-apiserver for the controller tests (cold: minutes; cached after).
 	hack/k8s-binaries.sh etcd kube-apiserver
 
-verify: generate manifests ## Check formatting, vet, tidy modules and that generated code is committed.
+verify: generate manifests ## Check formatting, vet, tidy modules, no tracked build outputs, and that generated code is committed.
+	hack/verify-tree.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
@@ -72,7 +73,8 @@ verify: generate manifests ## Check formatting, vet, tidy modules and that gener
 
 ##@ Local cluster (a real single-node Kubernetes in the network namespace kvtest)
 CLUSTER_DIR ?= /var/tmp/kvstore-cluster
-K8S_BIN = $${KV_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kvstore-operator}/k8s-v1.37.2
+# The directory hack/k8s-binaries.sh builds into (hack/versions.sh names the version).
+K8S_BIN = $$(source hack/versions.sh && echo $$BINDIR)
 
 cluster-up: ## Start the local cluster (builds the Kubernetes binaries the first time).
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/up.sh

@@ -9,8 +9,9 @@ POD_CIDR=10.244.0.0/24
 NODE_NAME=kvtest
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${KV_CLUSTER_DIR:-/var/tmp/kvstore-cluster}
-# hack/k8s-binaries.sh builds into this directory (keyed on the version).
-BINDIR=${KV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kvstore-operator}/k8s-v1.37.2
+# hack/k8s-binaries.sh builds into $BINDIR (keyed on the version).
+# shellcheck source=hack/versions.sh
+source "$ROOT/hack/versions.sh"
 
 say() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }

@@ -1,0 +1,9 @@
+# The versions of the components the local cluster and the controller tests
+# are built from (sourced by the scripts under hack/; the Makefile reads
+# K8S_VERSION from here too). One place: change them here only.
+# shellcheck disable=SC2034  # read by the scripts that source this file
+K8S_VERSION=v1.37.2
+ETCD_VERSION=v3.7.0
+# Where hack/k8s-binaries.sh keeps what it built, keyed on the version.
+KV_CACHE=${KV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kvstore-operator}
+BINDIR=$KV_CACHE/k8s-$K8S_VERSION
