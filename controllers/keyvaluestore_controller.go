@@ -76,12 +76,6 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// errWait is a typed "not ready yet": the reconcile stops there, records
-// what it waits for and requeues, without logging an error.
-type errWait struct{ what string }
-
-func (e errWait) Error() string { return e.what }
-
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores/scale,verbs=get;update;patch
@@ -95,16 +89,16 @@ func (e errWait) Error() string { return e.what }
 
 // Reconcile brings one KeyValueStore's children to what its spec asks:
 //
-//  1. TLS Secrets: the CA (once), the pods' certificates (renewed at
-//     spec.tls.renewAtPercent of their lifetime), the admin certificate;
-//  2. the headless and the client Service;
-//  3. membership is observed (pods that run, the Raft configuration);
-//  4. the StatefulSet, with as many pods as the membership plan allows;
-//  5. one membership step (bootstrap, add, promote, transfer, remove, demote);
-//  6. the PodDisruptionBudget and the HorizontalPodAutoscaler.
+//  1. observe, changing nothing: the TLS Secrets, the StatefulSet, the
+//     pods that run, the Raft configuration read from the members, and
+//     from these the next membership step (membership.Plan);
+//  2. run the steps in order, stopping at the first that must wait or
+//     fails: TLS Secrets → Services → StatefulSet → one membership step →
+//     PodDisruptionBudget → HorizontalPodAutoscaler → settled;
+//  3. compute status from what was observed and patch it once.
 //
-// Status is computed from what was observed and patched once at the end.
-// With spec.paused nothing is changed but status is still refreshed.
+// With spec.paused the steps that change something are skipped (in one
+// place, run); status is still refreshed.
 func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	kvs := &kvv1.KeyValueStore{}
@@ -115,23 +109,23 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil // children go with their owner references
 	}
 	before := kvs.DeepCopy()
-	obs, err := r.reconcile(ctx, kvs)
-	var wait errWait
-	switch {
-	case errors.As(err, &wait):
-		obs.waiting, err = wait.what, nil
-	case err != nil:
-		obs.err = err
+	st, res := r.run(ctx, kvs)
+	obs := st.obs
+	switch res.outcome {
+	case requeue:
+		obs.waiting = res.why
+	case failed:
+		obs.err = res.err
 	}
 	setStatus(kvs, obs)
 	if !equality.Semantic.DeepEqual(before.Status, kvs.Status) {
 		if perr := r.Status().Patch(ctx, kvs, client.MergeFrom(before)); perr != nil {
-			return ctrl.Result{}, errors.Join(err, perr)
+			return ctrl.Result{}, errors.Join(res.err, perr)
 		}
 	}
-	if err != nil {
-		logger.Error(err, "reconcile failed", "keyvaluestore", req.NamespacedName)
-		return ctrl.Result{}, err
+	if res.err != nil {
+		logger.Error(res.err, "reconcile failed", "keyvaluestore", req.NamespacedName)
+		return ctrl.Result{}, res.err
 	}
 	switch {
 	case obs.stepDone:
@@ -144,180 +138,307 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
 }
 
-func (r *KeyValueStoreReconciler) reconcile(ctx context.Context, kvs *kvv1.KeyValueStore) (observation, error) {
-	var obs observation
-	paused := kvs.Spec.Paused
-	sel := kvv1.SelectorLabels(kvs)
-	kvs.Status.Selector = labelSelector(sel)
+// outcome is how a step ended.
+type outcome int
 
-	// 1. TLS.
-	admin, err := r.syncTLS(ctx, kvs, paused)
-	if err != nil {
-		return obs, err
+const (
+	// proceed: the step is done; the next one runs.
+	proceed outcome = iota
+	// requeue: not ready yet. The reconcile stops here, records what it
+	// waits for and comes back soon; this is not an error.
+	requeue
+	// failed: a real error; the reconcile stops and is retried with backoff.
+	failed
+)
+
+// result is what a step returns.
+type result struct {
+	outcome outcome
+	why     string // with requeue: what the reconcile waits for
+	err     error  // with failed
+}
+
+func done() result { return result{} }
+
+func waitFor(format string, args ...any) result {
+	return result{outcome: requeue, why: fmt.Sprintf(format, args...)}
+}
+
+func fail(err error) result {
+	if err == nil {
+		return done()
 	}
-	// 2. Services.
-	if !paused {
-		for _, s := range []*corev1.Service{services.BuildHeadless(kvs), services.BuildClient(kvs)} {
-			if err := apply(ctx, r.Client, s); err != nil {
-				return obs, err
+	return result{outcome: failed, err: err}
+}
+
+// state is what one reconcile knows: what observe saw, and what the steps
+// made of it.
+type state struct {
+	kvs   *kvv1.KeyValueStore
+	obs   observation
+	certs tlssecrets.State
+	// live is the StatefulSet as it is; nil before it exists.
+	live *appsv1.StatefulSet
+	// pods is how many pods should exist: spec.replicas, or the
+	// autoscaler's count within its bounds.
+	pods int
+	// mc reaches the members; nil when no pod runs or no admin certificate exists yet.
+	mc   MembershipClient
+	plan membership.Observed
+	step membership.Step
+	// keep is how many pods the StatefulSet may have now (a scale-down
+	// keeps the pods of members not yet removed).
+	keep int
+}
+
+// step is one stage of the reconcile.
+type step struct {
+	name string
+	// changes: the step writes to the cluster, so spec.paused skips it.
+	changes bool
+	run     func(context.Context, *state) result
+}
+
+// steps are run in this order (DESIGN §4).
+func (r *KeyValueStoreReconciler) steps() []step {
+	return []step{
+		{"tls", true, r.syncTLS},
+		{"services", true, r.syncServices},
+		{"statefulset", true, r.syncStatefulSet},
+		{"membership", true, r.stepMembership},
+		{"pdb", true, r.syncPDB},
+		{"hpa", true, r.syncHPA},
+		{"settled", false, r.settled},
+	}
+}
+
+// run observes, then runs the steps until one must wait or fails.
+func (r *KeyValueStoreReconciler) run(ctx context.Context, kvs *kvv1.KeyValueStore) (*state, result) {
+	st, res := r.observe(ctx, kvs)
+	if st.mc != nil {
+		defer st.mc.Close()
+	}
+	if res.outcome != proceed {
+		return st, res
+	}
+	for _, s := range r.steps() {
+		if kvs.Spec.Paused && s.changes {
+			continue
+		}
+		if res := s.run(ctx, st); res.outcome != proceed {
+			if res.err != nil {
+				res.err = fmt.Errorf("%s: %w", s.name, res.err)
 			}
+			return st, res
 		}
 	}
-	// 3. Observe pods and members.
+	return st, done()
+}
+
+// observe reads everything the steps decide on and changes nothing.
+func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValueStore) (*state, result) {
+	st := &state{kvs: kvs, plan: membership.Observed{Voters: int(kvs.Voters()), Bootstrapped: kvs.Status.Bootstrapped, Leader: -1}}
+	kvs.Status.Selector = labelSelector(kvv1.SelectorLabels(kvs))
+
+	certs, err := tlssecrets.For(kvs).Read(ctx, r.Client, kvs, r.Now())
+	if err != nil {
+		return st, fail(err)
+	}
+	r.setCerts(st, certs)
+	if certs.Waiting != "" {
+		return st, waitFor("%s", certs.Waiting)
+	}
+
 	live := &appsv1.StatefulSet{}
-	stsKey := types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.StatefulSetName(kvs)}
-	if err := r.Get(ctx, stsKey, live); err != nil {
+	if err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.StatefulSetName(kvs)}, live); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return obs, err
+			return st, fail(err)
 		}
 		live = nil
 	}
-	pods := int(kvs.Voters())
+	st.live = live
+	st.pods = int(kvs.Voters())
 	if h := hpa.Build(kvs); h != nil {
 		// The HPA decides the pod count, within its bounds.
-		pods = int(*h.Spec.MinReplicas)
+		st.pods = int(*h.Spec.MinReplicas)
 		if live != nil && live.Spec.Replicas != nil {
-			pods = max(pods, int(*live.Spec.Replicas))
+			st.pods = max(st.pods, int(*live.Spec.Replicas))
 		}
 	}
+	st.plan.Pods = st.pods
 	if live != nil {
-		obs.pods, obs.readyPods = live.Status.Replicas, live.Status.ReadyReplicas
+		st.obs.pods, st.obs.readyPods = live.Status.Replicas, live.Status.ReadyReplicas
 	}
+
 	running, err := r.runningPods(ctx, kvs)
 	if err != nil {
-		return obs, err
+		return st, fail(err)
 	}
-	var mc MembershipClient
-	plan := membership.Observed{Voters: int(kvs.Voters()), Pods: pods, Bootstrapped: kvs.Status.Bootstrapped, Leader: -1}
-	if len(running) > 0 && admin != nil {
-		mc, err = r.NewMembershipClient(kvs, admin.Data[tlssecrets.CACert], admin.Data[tlssecrets.TLSCert], admin.Data[tlssecrets.TLSKey])
+	if admin := certs.Admin; len(running) > 0 && admin != nil {
+		st.mc, err = r.NewMembershipClient(kvs, admin.Data[tlssecrets.CACert], admin.Data[tlssecrets.TLSCert], admin.Data[tlssecrets.TLSKey])
 		if err != nil {
-			return obs, err
+			return st, fail(err)
 		}
-		defer mc.Close()
-		highest := pods
+		highest := st.pods
 		for _, o := range running {
 			highest = max(highest, o+1)
 		}
 		var view *membership.ClusterView
-		plan.Running, view, plan.Members, plan.Leader = mc.Observe(ctx, highest, 1000)
+		st.plan.Running, view, st.plan.Members, st.plan.Leader = st.mc.Observe(ctx, highest, 1000)
 		if view != nil {
-			obs.reachable = true
-			obs.clusterID = view.ClusterID
-			obs.leader = view.Leader
+			st.obs.reachable = true
+			st.obs.clusterID = view.ClusterID
+			st.obs.leader = view.Leader
 			for _, m := range view.Members {
-				obs.members = append(obs.members, kvv1.MemberStatus{Name: m.ID, Role: m.Role, Healthy: m.Healthy})
+				st.obs.members = append(st.obs.members, kvv1.MemberStatus{Name: m.ID, Role: m.Role, Healthy: m.Healthy})
 				if m.Role == "voter" {
-					obs.voters++
+					st.obs.voters++
 				}
 			}
 			if view.ClusterID != "" && !kvs.Status.Bootstrapped {
 				kvs.Status.Bootstrapped = true // found a cluster made before a crash
 			}
-			plan.Bootstrapped = kvs.Status.Bootstrapped
+			st.plan.Bootstrapped = kvs.Status.Bootstrapped
 		}
 	}
-	step, keep := membership.Plan(plan)
-
-	// 4. StatefulSet.
-	if !paused {
-		var replicas *int32
-		if !kvs.AutoscalingEnabled() {
-			replicas = ptr.To(int32(keep))
-		}
-		desired := statefulset.Build(kvs, replicas)
-		if live != nil {
-			// volumeClaimTemplates cannot change after creation: keep the live
-			// ones and say so, instead of failing every reconcile.
-			if !equality.Semantic.DeepEqual(live.Spec.VolumeClaimTemplates[0].Spec.Resources, desired.Spec.VolumeClaimTemplates[0].Spec.Resources) {
-				obs.immutable = "storage.size changed: a StatefulSet's volume claim templates are immutable; expand the PVCs (if the storage class allows) and recreate the StatefulSet with --cascade=orphan"
-			}
-			desired.Spec.VolumeClaimTemplates = live.Spec.VolumeClaimTemplates
-			for i := range desired.Spec.VolumeClaimTemplates {
-				desired.Spec.VolumeClaimTemplates[i].TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"}
-				desired.Spec.VolumeClaimTemplates[i].Status = corev1.PersistentVolumeClaimStatus{}
-			}
-		}
-		if err := apply(ctx, r.Client, desired); err != nil {
-			return obs, err
-		}
-		if live == nil && replicas == nil {
-			// Autoscaled: start with the HPA's minimum under a field owner of
-			// its own, so that the operator's owner never claims replicas
-			// and the HPA can take the field over.
-			initial := &appsv1.StatefulSet{
-				TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
-				ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace},
-				Spec:       appsv1.StatefulSetSpec{Replicas: ptr.To(int32(pods))},
-			}
-			if err := applyAs(ctx, r.Client, initial, FieldOwner+"-initial-replicas"); err != nil {
-				return obs, err
-			}
-		}
-	}
-
-	// 5. One membership step.
-	var pending error
-	if step.Action != "" {
-		obs.step = fmt.Sprintf("%s %s", step.Action, kvv1.PodName(kvs, step.Ordinal))
-		if !paused {
-			if err := r.execute(ctx, kvs, mc, plan, step); err != nil {
-				return obs, err
-			}
-			obs.stepDone = true
-		}
+	st.step, st.keep = membership.Plan(st.plan)
+	if st.step.Action != "" {
+		st.obs.step = fmt.Sprintf("%s %s", st.step.Action, kvv1.PodName(kvs, st.step.Ordinal))
 	} else {
 		kvs.Status.Membership = nil
-		if !kvs.Status.Bootstrapped {
-			pending = errWait{fmt.Sprintf("waiting for pod %s to run", kvv1.PodName(kvs, 0))}
-		}
 	}
-
-	// 6. PodDisruptionBudget and HorizontalPodAutoscaler.
-	if !paused {
-		if err := apply(ctx, r.Client, pdb.Build(kvs)); err != nil {
-			return obs, err
-		}
-		if h := hpa.Build(kvs); h != nil {
-			if err := apply(ctx, r.Client, h); err != nil {
-				return obs, err
-			}
-		} else if err := r.Delete(ctx, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Namespace: kvs.Namespace, Name: kvv1.HPAName(kvs)}}); err != nil && !apierrors.IsNotFound(err) {
-			return obs, err
-		}
-	}
-	if pending == nil && obs.voters < kvs.Voters() && step.Action == "" && obs.reachable {
-		pending = errWait{fmt.Sprintf("waiting for pods to run and catch up (%d/%d voters)", obs.voters, kvs.Voters())}
-	}
-	return obs, pending
+	return st, done()
 }
 
-// execute records the step in status, then makes it.
-func (r *KeyValueStoreReconciler) execute(ctx context.Context, kvs *kvv1.KeyValueStore, mc MembershipClient, plan membership.Observed, step membership.Step) error {
-	if m := kvs.Status.Membership; m == nil || m.Action != step.Action || m.Member != kvv1.PodName(kvs, step.Ordinal) {
-		kvs.Status.Membership = &kvv1.MembershipStep{Action: step.Action, Member: kvv1.PodName(kvs, step.Ordinal), Started: metav1.NewTime(r.Now())}
+// setCerts records what the TLS provider found.
+func (r *KeyValueStoreReconciler) setCerts(st *state, certs tlssecrets.State) {
+	st.certs = certs
+	if !certs.NotAfter.IsZero() {
+		st.kvs.Status.CertificateNotAfter = ptr.To(metav1.NewTime(certs.NotAfter))
 	}
-	via := step.Ordinal
-	if step.Action != kvv1.ActionBootstrap {
-		if plan.Leader >= 0 {
-			via = plan.Leader
-		} else if len(plan.Running) > 0 {
-			via = plan.Running[0]
+}
+
+// syncTLS issues and renews the certificates (tlssecrets decides what is due).
+func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, st *state) result {
+	certs, err := tlssecrets.For(st.kvs).Sync(ctx, r.Client, func(ctx context.Context, o client.Object) error { return apply(ctx, r.Client, o) }, st.kvs, r.Now())
+	if err != nil {
+		return fail(err)
+	}
+	if certs.Renewed {
+		r.event(st.kvs, corev1.EventTypeNormal, "CertificateRenewed", "RenewCertificate", "renewed the server and peer certificates in Secret "+kvv1.TLSSecretName(st.kvs))
+	}
+	if certs.AnsweredRenewal != "" {
+		st.kvs.Status.CertificatesRenewedFor = certs.AnsweredRenewal
+	}
+	r.setCerts(st, certs)
+	if certs.Waiting != "" {
+		return waitFor("%s", certs.Waiting)
+	}
+	return done()
+}
+
+func (r *KeyValueStoreReconciler) syncServices(ctx context.Context, st *state) result {
+	for _, s := range []*corev1.Service{services.BuildHeadless(st.kvs), services.BuildClient(st.kvs)} {
+		if err := apply(ctx, r.Client, s); err != nil {
+			return fail(err)
 		}
 	}
-	if err := mc.Execute(ctx, step, via); err != nil {
-		// The next reconcile plans again from what it observes.
-		return errWait{fmt.Sprintf("%s %s: %v", step.Action, kvv1.PodName(kvs, step.Ordinal), err)}
+	return done()
+}
+
+// syncStatefulSet applies the StatefulSet with the pod count the
+// membership plan allows (or none, when the autoscaler owns it).
+func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state) result {
+	var replicas *int32
+	if !st.kvs.AutoscalingEnabled() {
+		replicas = ptr.To(int32(st.keep))
 	}
-	if step.Action == kvv1.ActionBootstrap {
+	desired := statefulset.Build(st.kvs, replicas)
+	st.obs.immutable = statefulset.KeepClaimTemplates(desired, st.live)
+	if err := apply(ctx, r.Client, desired); err != nil {
+		return fail(err)
+	}
+	if st.live == nil && replicas == nil {
+		// Autoscaled: start with the HPA's minimum under a field owner of
+		// its own, so that the operator's owner never claims replicas and
+		// the HPA can take the field over.
+		initial := &appsv1.StatefulSet{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
+			ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace},
+			Spec:       appsv1.StatefulSetSpec{Replicas: ptr.To(int32(st.pods))},
+		}
+		if err := applyAs(ctx, r.Client, initial, FieldOwner+"-initial-replicas"); err != nil {
+			return fail(err)
+		}
+	}
+	return done()
+}
+
+// stepMembership makes the one membership step the plan chose, recording
+// it in status first so that an operator restarted mid-step resumes it.
+func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state) result {
+	s, kvs := st.step, st.kvs
+	if s.Action == "" {
+		return done()
+	}
+	member := kvv1.PodName(kvs, s.Ordinal)
+	if m := kvs.Status.Membership; m == nil || m.Action != s.Action || m.Member != member {
+		kvs.Status.Membership = &kvv1.MembershipStep{Action: s.Action, Member: member, Started: metav1.NewTime(r.Now())}
+	}
+	via := s.Ordinal
+	if s.Action != kvv1.ActionBootstrap {
+		if st.plan.Leader >= 0 {
+			via = st.plan.Leader
+		} else if len(st.plan.Running) > 0 {
+			via = st.plan.Running[0]
+		}
+	}
+	if err := st.mc.Execute(ctx, s, via); err != nil {
+		// The next reconcile plans again from what it observes.
+		return waitFor("%s %s: %v", s.Action, member, err)
+	}
+	if s.Action == kvv1.ActionBootstrap {
 		kvs.Status.Bootstrapped = true
 	}
+	st.obs.stepDone = true
 	reason := map[string]string{
 		kvv1.ActionBootstrap: "Bootstrapped", kvv1.ActionAddNonVoter: "MemberAdded", kvv1.ActionPromote: "MemberPromoted",
 		kvv1.ActionDemote: "MemberDemoted", kvv1.ActionRemove: "MemberRemoved", kvv1.ActionTransfer: "LeadershipTransferred",
-	}[step.Action]
-	r.event(kvs, corev1.EventTypeNormal, reason, step.Action, fmt.Sprintf("%s %s", step.Action, kvv1.PodName(kvs, step.Ordinal)))
-	return nil
+	}[s.Action]
+	r.event(kvs, corev1.EventTypeNormal, reason, s.Action, fmt.Sprintf("%s %s", s.Action, member))
+	return done()
+}
+
+func (r *KeyValueStoreReconciler) syncPDB(ctx context.Context, st *state) result {
+	return fail(apply(ctx, r.Client, pdb.Build(st.kvs)))
+}
+
+// syncHPA applies the autoscaler, or deletes it when autoscaling is off.
+func (r *KeyValueStoreReconciler) syncHPA(ctx context.Context, st *state) result {
+	if h := hpa.Build(st.kvs); h != nil {
+		return fail(apply(ctx, r.Client, h))
+	}
+	err := r.Delete(ctx, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Namespace: st.kvs.Namespace, Name: kvv1.HPAName(st.kvs)}})
+	if apierrors.IsNotFound(err) {
+		err = nil
+	}
+	return fail(err)
+}
+
+// settled waits, without changing anything, until the cluster has been
+// bootstrapped and has all its voters.
+func (r *KeyValueStoreReconciler) settled(_ context.Context, st *state) result {
+	kvs := st.kvs
+	if st.step.Action != "" {
+		return done()
+	}
+	if !kvs.Status.Bootstrapped {
+		return waitFor("waiting for pod %s to run", kvv1.PodName(kvs, 0))
+	}
+	if st.obs.voters < kvs.Voters() && st.obs.reachable {
+		return waitFor("waiting for pods to run and catch up (%d/%d voters)", st.obs.voters, kvs.Voters())
+	}
+	return done()
 }
 
 // runningPods lists the ordinals of the store's pods that are running.
@@ -338,105 +459,6 @@ func (r *KeyValueStoreReconciler) runningPods(ctx context.Context, kvs *kvv1.Key
 	}
 	sort.Ints(out)
 	return out, nil
-}
-
-// syncTLS makes sure the certificates exist and are fresh, and returns the
-// admin Secret (nil while paused before it exists).
-func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, kvs *kvv1.KeyValueStore, paused bool) (*corev1.Secret, error) {
-	now := r.Now()
-	get := func(name string) (*corev1.Secret, error) {
-		s := &corev1.Secret{}
-		err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: name}, s)
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		return s, err
-	}
-	serving, err := get(kvv1.TLSSecretName(kvs))
-	if err != nil {
-		return nil, err
-	}
-	admin, err := get(kvv1.AdminSecretName(kvs))
-	if err != nil {
-		return nil, err
-	}
-	if kvs.Spec.TLS.SecretName != nil && *kvs.Spec.TLS.SecretName != "" {
-		// A user-provided Secret: the operator only reads it. The admin
-		// certificate must then be in a Secret named <name>-admin too.
-		if serving == nil || admin == nil {
-			return nil, errWait{fmt.Sprintf("waiting for Secrets %s and %s", kvv1.TLSSecretName(kvs), kvv1.AdminSecretName(kvs))}
-		}
-		_, notAfter := tlssecrets.NeedsRenewal(serving.Data[tlssecrets.TLSCert], 100, now)
-		kvs.Status.CertificateNotAfter = ptr.To(metav1.NewTime(notAfter))
-		return admin, nil
-	}
-	if paused {
-		return admin, nil
-	}
-	existingCA, err := get(kvv1.CASecretName(kvs))
-	if err != nil {
-		return nil, err
-	}
-	caSecret, ca, err := tlssecrets.BuildCA(kvs, existingCA, now)
-	if err != nil {
-		return nil, err
-	}
-	if existingCA == nil || string(existingCA.Data[tlssecrets.CAKey]) != string(caSecret.Data[tlssecrets.CAKey]) {
-		if err := apply(ctx, r.Client, caSecret); err != nil {
-			return nil, err
-		}
-	}
-	renew := kvs.Spec.TLS.RenewAtPercent
-	if renew == 0 {
-		renew = 67
-	}
-	if serving == nil || string(serving.Data[tlssecrets.CACert]) != string(ca.CertPEM) {
-		serving = nil
-	}
-	forced := kvs.Annotations[kvv1.AnnotationRenewCertificates]
-	// The Secret records the request it answered too: a reconcile that reads
-	// a KeyValueStore from a cache not yet showing the new status must not
-	// renew a second time.
-	force := forced != "" && forced != kvs.Status.CertificatesRenewedFor && (serving == nil || serving.Annotations[kvv1.AnnotationRenewCertificates] != forced)
-	if need, _ := tlssecrets.NeedsRenewal(secretData(serving, tlssecrets.TLSCert), renew, now); need || force {
-		s, err := tlssecrets.BuildServing(kvs, ca, now)
-		if err != nil {
-			return nil, err
-		}
-		if forced != "" {
-			s.Annotations = map[string]string{kvv1.AnnotationRenewCertificates: forced}
-		}
-		if err := apply(ctx, r.Client, s); err != nil {
-			return nil, err
-		}
-		if serving != nil {
-			r.event(kvs, corev1.EventTypeNormal, "CertificateRenewed", "RenewCertificate", "renewed the server and peer certificates in Secret "+s.Name)
-		}
-		serving = s
-	}
-	if need, _ := tlssecrets.NeedsRenewal(secretData(admin, tlssecrets.TLSCert), renew, now); need || force || string(secretData(admin, tlssecrets.CACert)) != string(ca.CertPEM) {
-		s, err := tlssecrets.BuildAdmin(kvs, ca, now)
-		if err != nil {
-			return nil, err
-		}
-		if err := apply(ctx, r.Client, s); err != nil {
-			return nil, err
-		}
-		admin = s
-	}
-	if force {
-		kvs.Status.CertificatesRenewedFor = forced
-	}
-	_, notAfter := tlssecrets.NeedsRenewal(serving.Data[tlssecrets.TLSCert], renew, now)
-	kvs.Status.CertificateNotAfter = ptr.To(metav1.NewTime(notAfter))
-	return admin, nil
-}
-
-func secretData(s *corev1.Secret, key string) []byte {
-	if s == nil {
-		return nil
-	}
-	return s.Data[key]
 }
 
 func (r *KeyValueStoreReconciler) event(kvs *kvv1.KeyValueStore, typ, reason, action, note string) {

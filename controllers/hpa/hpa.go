@@ -10,7 +10,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
-	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
 )
 
 // Build returns the desired HPA, or nil when autoscaling is off.
@@ -28,11 +27,8 @@ func Build(kvs *kvv1.KeyValueStore) *autoscalingv2.HorizontalPodAutoscaler {
 		target = 70
 	}
 	return &autoscalingv2.HorizontalPodAutoscaler{
-		TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: kvv1.HPAName(kvs), Namespace: kvs.Namespace, Labels: kvv1.Labels(kvs),
-			OwnerReferences: []metav1.OwnerReference{statefulset.OwnerRef(kvs)},
-		},
+		TypeMeta:   metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
+		ObjectMeta: kvv1.ChildMeta(kvs, kvv1.HPAName(kvs)),
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
 			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: kvv1.StatefulSetName(kvs)},
 			MinReplicas:    ptr.To(lo),

@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
-	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
 )
 
 // Build returns the desired PodDisruptionBudget. It counts every pod,
@@ -16,11 +15,8 @@ import (
 func Build(kvs *kvv1.KeyValueStore) *policyv1.PodDisruptionBudget {
 	one := intstr.FromInt32(1)
 	return &policyv1.PodDisruptionBudget{
-		TypeMeta: metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: kvv1.PDBName(kvs), Namespace: kvs.Namespace, Labels: kvv1.Labels(kvs),
-			OwnerReferences: []metav1.OwnerReference{statefulset.OwnerRef(kvs)},
-		},
+		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
+		ObjectMeta: kvv1.ChildMeta(kvs, kvv1.PDBName(kvs)),
 		Spec: policyv1.PodDisruptionBudgetSpec{
 			MaxUnavailable: &one,
 			Selector:       &metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},

@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
-	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
 )
 
 // BuildHeadless returns the peers' Service.
@@ -31,11 +30,8 @@ func BuildClient(kvs *kvv1.KeyValueStore) *corev1.Service {
 
 func base(kvs *kvv1.KeyValueStore, name string) *corev1.Service {
 	return &corev1.Service{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: kvs.Namespace, Labels: kvv1.Labels(kvs),
-			OwnerReferences: []metav1.OwnerReference{statefulset.OwnerRef(kvs)},
-		},
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: kvv1.ChildMeta(kvs, name),
 		Spec: corev1.ServiceSpec{
 			Selector: kvv1.SelectorLabels(kvs),
 			Ports:    []corev1.ServicePort{{Name: "api", Port: kvv1.APIPort, TargetPort: intstr.FromString("api"), Protocol: corev1.ProtocolTCP}},

@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -88,11 +89,8 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 		return appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 	}
 	return &appsv1.StatefulSet{
-		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: kvv1.StatefulSetName(kvs), Namespace: ns, Labels: labels,
-			OwnerReferences: []metav1.OwnerReference{OwnerRef(kvs)},
-		},
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
+		ObjectMeta: kvv1.ChildMeta(kvs, kvv1.StatefulSetName(kvs)),
 		Spec: appsv1.StatefulSetSpec{
 			Replicas:            replicas,
 			ServiceName:         headless,
@@ -158,11 +156,25 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 	}
 }
 
-// OwnerRef makes the KeyValueStore the controller of a child, so that
-// deleting it deletes the children.
-func OwnerRef(kvs *kvv1.KeyValueStore) metav1.OwnerReference {
-	return metav1.OwnerReference{
-		APIVersion: kvv1.GroupVersion.String(), Kind: "KeyValueStore", Name: kvs.Name, UID: kvs.UID,
-		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+// KeepClaimTemplates carries live's volume claim templates over into
+// desired, because a StatefulSet's claim templates cannot change after
+// creation: applying others would fail every reconcile. It returns why the
+// spec cannot be applied when it asks for other claims, "" otherwise.
+func KeepClaimTemplates(desired, live *appsv1.StatefulSet) string {
+	if live == nil {
+		return ""
 	}
+	var why string
+	if !equality.Semantic.DeepEqual(live.Spec.VolumeClaimTemplates[0].Spec.Resources, desired.Spec.VolumeClaimTemplates[0].Spec.Resources) {
+		why = "storage.size changed: a StatefulSet's volume claim templates are immutable; expand the PVCs (if the storage class allows) and recreate the StatefulSet with --cascade=orphan"
+	}
+	desired.Spec.VolumeClaimTemplates = nil
+	for _, t := range live.Spec.VolumeClaimTemplates {
+		t := *t.DeepCopy()
+		// As a builder makes it: the live objects carry no kind but a status.
+		t.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"}
+		t.Status = corev1.PersistentVolumeClaimStatus{}
+		desired.Spec.VolumeClaimTemplates = append(desired.Spec.VolumeClaimTemplates, t)
+	}
+	return why
 }

@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
-	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
 )
 
@@ -113,12 +112,9 @@ func Lifetime(kvs *kvv1.KeyValueStore) time.Duration {
 
 func secret(kvs *kvv1.KeyValueStore, name string, data map[string][]byte) *corev1.Secret {
 	return &corev1.Secret{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: kvs.Namespace, Labels: kvv1.Labels(kvs),
-			OwnerReferences: []metav1.OwnerReference{statefulset.OwnerRef(kvs)},
-		},
-		Type: corev1.SecretTypeOpaque,
-		Data: data,
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: kvv1.ChildMeta(kvs, name),
+		Type:       corev1.SecretTypeOpaque,
+		Data:       data,
 	}
 }
