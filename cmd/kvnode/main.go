@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/health"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/metrics"
@@ -158,7 +159,7 @@ func routes(api, members http.Handler, c *health.Checker, metrics http.Handler) 
 			c.Healthz(w, r)
 		case p == "/metrics":
 			metrics.ServeHTTP(w, r)
-		case p == "/v1/cluster" || strings.HasPrefix(p, "/v1/cluster/") || strings.HasPrefix(p, "/v1/internal/"):
+		case p == clusterapi.PathCluster || strings.HasPrefix(p, clusterapi.PathCluster+"/") || strings.HasPrefix(p, clusterapi.PathInternal):
 			members.ServeHTTP(w, r)
 		case strings.HasPrefix(p, "/v1/"):
 			api.ServeHTTP(w, r)
