@@ -73,6 +73,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	if apiAdvertise == "" {
 		apiAdvertise = tlsSetup.scheme + "://" + ln.Addr().String()
 	}
+	bootstrap, why := cfg.bootstrap()
 	node, err := cluster.Open(cluster.Config{
 		APIAdvertise:      apiAdvertise,
 		APIClient:         tlsSetup.apiClient,
@@ -81,7 +82,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		DataDir:           cfg.DataDir,
 		PeerBind:          cfg.PeerListen,
 		PeerAdvertise:     cfg.PeerAdvertise,
-		Bootstrap:         cfg.Bootstrap,
+		Bootstrap:         bootstrap,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
 		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
@@ -117,6 +118,10 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		}
 	}()
 	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil)
+	if !bootstrap && node.Status().LastIndex == 0 {
+		// Without this line the only sign is raft's "no known peers" warning.
+		logger.Info("no cluster state: waiting to be added to a cluster by its leader (or bootstrapped through the membership API)", "why", why)
+	}
 
 	select {
 	case err := <-served:

@@ -79,6 +79,7 @@ spec:
         - {name: KV_PEER_LISTEN, value: "0.0.0.0:8081"}
         - {name: KV_PEER_ADVERTISE, value: "$(KV_NODE_ID).kv-peers.%[1]s.svc:8081"}
         - {name: KV_API_ADVERTISE, value: "https://$(KV_NODE_ID).kv-peers.%[1]s.svc:8080"}
+        - {name: KV_BOOTSTRAP, value: %[2]s}
         - {name: KV_TLS_CERT, value: /tls/tls.crt}
         - {name: KV_TLS_KEY, value: /tls/tls.key}
         - {name: KV_TLS_CA, value: /tls/ca.crt}
@@ -90,7 +91,7 @@ spec:
       volumes:
       - {name: tls, secret: {secretName: kv-tls}}
       - {name: data, emptyDir: {}}
-`, ns)
+`, ns, clusterapi.BootstrapNever)
 	f := filepath.Join(dir, "kv.yaml")
 	os.WriteFile(f, []byte(manifest), 0o644)
 	kubectl(t, "apply", "-n", ns, "-f", f)

@@ -221,6 +221,10 @@ func (m *Member) Start() error {
 		"--data-dir", m.DataDir,
 		"--peer-listen", m.peerReal,
 		"--peer-advertise", m.PeerAddr,
+		// A member is added by the cluster's leader (or bootstrapped through
+		// the API); one that lost its data directory must not start a
+		// second cluster.
+		"--bootstrap", clusterapi.BootstrapNever,
 		"--log-level", "warn",
 	}
 	if !m.c.opts.Insecure {
