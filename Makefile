@@ -26,7 +26,7 @@ build: ## Build bin/kvnode and bin/manager (static).
 
 run: build ## Start a single kvnode on localhost:8080 with its data in ./data (Ctrl-C stops it).
 	@echo "kvnode on http://localhost:8080 - try: curl -X PUT -d 'Hello, key-value store!' http://localhost:8080/v1/key-a"
-	$(BIN)/kvnode --listen localhost:8080 --peer-listen 127.0.0.1:8081 --data-dir $(CURDIR)/data --node-id local-0 --bootstrap
+	$(BIN)/kvnode --listen localhost:8080 --data-dir $(CURDIR)/data --node-id local-0
 
 test: ## Run all tests: unit, real processes, real clusters under faults, controllers on a real API server.
 	$(GO) vet ./...

@@ -8,6 +8,7 @@ import (
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers/membership"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // fakeCluster stands in for the kvnode pods, which cannot run under
@@ -70,37 +71,30 @@ func (f *fakeCluster) client(kvs *kvv1.KeyValueStore) *fakeClient {
 
 func (c *fakeClient) Close() {}
 
-func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) ([]int, *membership.ClusterView, []membership.Member, int) {
+func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) membership.Observation {
 	r := c.f.raft(c.name)
 	c.f.mu.Lock()
 	defer c.f.mu.Unlock()
-	var running []int
-	for o := range r.running {
-		running = append(running, o)
+	o := membership.Observation{Leader: -1}
+	for ord := range r.running {
+		o.Running = append(o.Running, ord)
 	}
-	sort.Ints(running)
+	sort.Ints(o.Running)
 	if !r.bootstrapped {
-		return running, nil, nil, -1
+		return o
 	}
-	view := &membership.ClusterView{ClusterID: "fake-" + c.kvs.Name, Leader: kvv1.PodName(c.kvs, r.leader)}
-	var members []membership.Member
-	for o, v := range r.voters {
-		role := "non-voter"
+	o.View = &clusterapi.Cluster{ClusterID: "fake-" + c.kvs.Name, Leader: kvv1.PodName(c.kvs, r.leader)}
+	for ord, v := range r.voters {
+		role := clusterapi.RoleNonVoter
 		if v {
-			role = "voter"
+			role = clusterapi.RoleVoter
 		}
-		view.Members = append(view.Members, struct {
-			ID      string `json:"id"`
-			Role    string `json:"role"`
-			Healthy bool   `json:"healthy"`
-			Status  *struct {
-				AppliedIndex uint64 `json:"appliedIndex"`
-			} `json:"status"`
-		}{ID: kvv1.PodName(c.kvs, o), Role: role, Healthy: r.running[o]})
-		members = append(members, membership.Member{Ordinal: o, Voter: v, Healthy: r.running[o], CaughtUp: r.running[o]})
+		o.View.Members = append(o.View.Members, clusterapi.Member{ID: kvv1.PodName(c.kvs, ord), Role: role, Healthy: r.running[ord]})
+		o.Members = append(o.Members, membership.Member{Ordinal: ord, Voter: v, Healthy: r.running[ord], CaughtUp: r.running[ord]})
 	}
-	sort.Slice(view.Members, func(i, j int) bool { return view.Members[i].ID < view.Members[j].ID })
-	return running, view, members, r.leader
+	sort.Slice(o.View.Members, func(i, j int) bool { return o.View.Members[i].ID < o.View.Members[j].ID })
+	o.Leader = r.leader
+	return o
 }
 
 func (c *fakeClient) Execute(_ context.Context, s membership.Step, _ int) error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/controllers/services"
 	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
 	"github.com/kvstore-operator/kvstore-operator/controllers/tlssecrets"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // EventRecorder is the part of the events API the reconciler uses.
@@ -39,7 +39,7 @@ type EventRecorder interface {
 
 // MembershipClient observes and changes the Raft membership of a cluster.
 type MembershipClient interface {
-	Observe(ctx context.Context, pods int, lag uint64) ([]int, *membership.ClusterView, []membership.Member, int)
+	Observe(ctx context.Context, pods int, lag uint64) membership.Observation
 	Execute(ctx context.Context, s membership.Step, via int) error
 	Close()
 }
@@ -283,15 +283,15 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		for _, o := range running {
 			highest = max(highest, o+1)
 		}
-		var view *membership.ClusterView
-		st.plan.Running, view, st.plan.Members, st.plan.Leader = st.mc.Observe(ctx, highest, 1000)
-		if view != nil {
+		seen := st.mc.Observe(ctx, highest, 1000)
+		st.plan.Running, st.plan.Members, st.plan.Leader = seen.Running, seen.Members, seen.Leader
+		if view := seen.View; view != nil {
 			st.obs.reachable = true
 			st.obs.clusterID = view.ClusterID
 			st.obs.leader = view.Leader
 			for _, m := range view.Members {
 				st.obs.members = append(st.obs.members, kvv1.MemberStatus{Name: m.ID, Role: m.Role, Healthy: m.Healthy})
-				if m.Role == "voter" {
+				if m.Role == clusterapi.RoleVoter {
 					st.obs.voters++
 				}
 			}
@@ -448,12 +448,11 @@ func (r *KeyValueStoreReconciler) runningPods(ctx context.Context, kvs *kvv1.Key
 		return nil, err
 	}
 	var out []int
-	prefix := kvv1.StatefulSetName(kvs) + "-"
 	for _, p := range list.Items {
-		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || !strings.HasPrefix(p.Name, prefix) {
+		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 			continue
 		}
-		if n, err := strconv.Atoi(strings.TrimPrefix(p.Name, prefix)); err == nil {
+		if n, ok := kvv1.PodOrdinal(kvs, p.Name); ok {
 			out = append(out, n)
 		}
 	}

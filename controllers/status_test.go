@@ -9,10 +9,11 @@ import (
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 func TestSetStatus(t *testing.T) {
-	healthy := []kvv1.MemberStatus{{Name: "demo-0", Role: "voter", Healthy: true}, {Name: "demo-1", Role: "voter", Healthy: true}, {Name: "demo-2", Role: "voter", Healthy: true}}
+	healthy := []kvv1.MemberStatus{{Name: "demo-0", Role: clusterapi.RoleVoter, Healthy: true}, {Name: "demo-1", Role: clusterapi.RoleVoter, Healthy: true}, {Name: "demo-2", Role: clusterapi.RoleVoter, Healthy: true}}
 	for _, tc := range []struct {
 		name         string
 		bootstrapped bool
@@ -27,7 +28,7 @@ func TestSetStatus(t *testing.T) {
 		{"creating", false, false, observation{waiting: "waiting for pod demo-0 to run"}, kvv1.PhaseCreating, "False", kvv1.ReasonCreating, "True", "False"},
 		{"running", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true}, kvv1.PhaseRunning, "True", kvv1.ReasonAvailable, "False", "False"},
 		{"scaling", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, step: "AddNonVoter demo-3"}, kvv1.PhaseScaling, "True", kvv1.ReasonAvailable, "True", "False"},
-		{"a member down", true, false, observation{pods: 3, readyPods: 2, voters: 3, leader: "demo-0", members: append(healthy[:2:2], kvv1.MemberStatus{Name: "demo-2", Role: "voter"}), reachable: true}, kvv1.PhaseDegraded, "False", kvv1.ReasonMembersUnhealthy, "False", "True"},
+		{"a member down", true, false, observation{pods: 3, readyPods: 2, voters: 3, leader: "demo-0", members: append(healthy[:2:2], kvv1.MemberStatus{Name: "demo-2", Role: clusterapi.RoleVoter}), reachable: true}, kvv1.PhaseDegraded, "False", kvv1.ReasonMembersUnhealthy, "False", "True"},
 		{"no leader", true, false, observation{pods: 3, readyPods: 0, voters: 3, members: healthy, reachable: true}, kvv1.PhaseDegraded, "False", kvv1.ReasonNoLeader, "False", "True"},
 		{"unreachable", true, false, observation{pods: 3}, kvv1.PhaseDegraded, "False", kvv1.ReasonClusterUnreachable, "False", "True"},
 		{"error", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, err: errors.New("apply failed")}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},

@@ -1,6 +1,10 @@
 package v1alpha1
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Condition types.
 const (
@@ -86,6 +90,20 @@ func AdminSecretName(kvs *KeyValueStore) string { return kvs.Name + "-admin" }
 
 // PodName is the name of member i.
 func PodName(kvs *KeyValueStore, i int) string { return fmt.Sprintf("%s-%d", StatefulSetName(kvs), i) }
+
+// PodOrdinal is the ordinal i of podName when it is PodName(kvs, i);
+// false for any other name (another store's pod, a member added by hand).
+func PodOrdinal(kvs *KeyValueStore, podName string) (int, bool) {
+	rest, ok := strings.CutPrefix(podName, StatefulSetName(kvs)+"-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	if err != nil || i < 0 || PodName(kvs, i) != podName {
+		return 0, false
+	}
+	return i, true
+}
 
 // PodDNSName is member i's stable DNS name.
 func PodDNSName(kvs *KeyValueStore, i int) string {

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // config is everything kvnode can be told, from flags or KV_* variables.
@@ -16,7 +19,7 @@ type config struct {
 	NodeID            string
 	PeerListen        string
 	PeerAdvertise     string
-	Bootstrap         bool
+	Bootstrap         string // a clusterapi.Bootstrap* mode
 	TLSCert, TLSKey   string
 	TLSCA             string
 	PeerCert, PeerKey string
@@ -33,6 +36,8 @@ type config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	LogLevel          string
+	// ClusterFlags are the cluster flags that were set (see clusterFlags).
+	ClusterFlags []string
 }
 
 // parseConfig reads flags from args; a flag not given on the command line
@@ -52,7 +57,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("node-id", "KV_NODE_ID", "stable identity of this node in the cluster (the pod name)", func(u string) { fs.StringVar(&c.NodeID, "node-id", host, u) })
 	bind("peer-listen", "KV_PEER_LISTEN", "address Raft peer traffic is received on", func(u string) { fs.StringVar(&c.PeerListen, "peer-listen", "127.0.0.1:8081", u) })
 	bind("peer-advertise", "KV_PEER_ADVERTISE", "address other members dial to reach this node (default: the peer listen address)", func(u string) { fs.StringVar(&c.PeerAdvertise, "peer-advertise", "", u) })
-	bind("bootstrap", "KV_BOOTSTRAP", "start a new single-member cluster if the data directory holds no Raft state; never given to a node that should join an existing cluster", func(u string) { fs.BoolVar(&c.Bootstrap, "bootstrap", false, u) })
+	bind("bootstrap", "KV_BOOTSTRAP", "auto, always or never: whether a node whose data directory holds no Raft state starts a new one-member cluster by itself. auto: only a standalone node, given none of --peer-listen, --peer-advertise, --api-advertise, --peer-tls-*; never: it waits to be added by a cluster's leader (the operator's pods). A node with Raft state never bootstraps again", func(u string) { fs.StringVar(&c.Bootstrap, "bootstrap", clusterapi.BootstrapAuto, u) })
 	bind("tls-cert", "KV_TLS_CERT", "PEM certificate for HTTPS; re-read when it changes. Without it the API is plain HTTP", func(u string) { fs.StringVar(&c.TLSCert, "tls-cert", "", u) })
 	bind("tls-key", "KV_TLS_KEY", "PEM private key of --tls-cert", func(u string) { fs.StringVar(&c.TLSKey, "tls-key", "", u) })
 	bind("tls-ca", "KV_TLS_CA", "PEM CA bundle of the cluster: verifies admin client certificates and the other members' API certificates", func(u string) { fs.StringVar(&c.TLSCA, "tls-ca", "", u) })
@@ -105,7 +110,36 @@ Flags:
 	if err != nil {
 		return nil, err
 	}
+	// Flags set from the environment count: fs.Set marks them as set.
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(clusterFlags, f.Name) {
+			c.ClusterFlags = append(c.ClusterFlags, "--"+f.Name)
+		}
+	})
 	return c, c.validate()
+}
+
+// clusterFlags are the flags through which other members reach this node
+// or authenticate it. Whoever sets one of them means the node to be a
+// member of a cluster of several, so --bootstrap=auto does not let it
+// start a cluster of its own: a member that lost its volume, restarted
+// empty, must wait for its leader, not found a second cluster. --node-id
+// is not among them: naming a single node does not make it reachable.
+var clusterFlags = []string{"peer-listen", "peer-advertise", "api-advertise", "peer-tls-cert", "peer-tls-key", "peer-tls-ca"}
+
+// bootstrap reports whether the node may start a new one-member cluster
+// when its data directory holds no Raft state, and why.
+func (c *config) bootstrap() (bool, string) {
+	switch {
+	case c.Bootstrap == clusterapi.BootstrapAlways:
+		return true, "--bootstrap=always"
+	case c.Bootstrap == clusterapi.BootstrapNever:
+		return false, "--bootstrap=never"
+	case len(c.ClusterFlags) > 0:
+		return false, "--bootstrap=auto and cluster flags given (" + strings.Join(c.ClusterFlags, ", ") + ")"
+	default:
+		return true, "--bootstrap=auto and no cluster flags: a standalone node"
+	}
 }
 
 func (c *config) validate() error {
@@ -122,6 +156,11 @@ func (c *config) validate() error {
 		return fmt.Errorf("--max-key-bytes must be at least 1 and --max-value-bytes at least 0")
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("--request-timeout must be positive")
+	}
+	switch c.Bootstrap {
+	case clusterapi.BootstrapAuto, clusterapi.BootstrapAlways, clusterapi.BootstrapNever:
+	default:
+		return fmt.Errorf("--bootstrap must be %s, %s or %s, not %q", clusterapi.BootstrapAuto, clusterapi.BootstrapAlways, clusterapi.BootstrapNever, c.Bootstrap)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

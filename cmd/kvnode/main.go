@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/health"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/metrics"
@@ -72,6 +73,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	if apiAdvertise == "" {
 		apiAdvertise = tlsSetup.scheme + "://" + ln.Addr().String()
 	}
+	bootstrap, why := cfg.bootstrap()
 	node, err := cluster.Open(cluster.Config{
 		APIAdvertise:      apiAdvertise,
 		APIClient:         tlsSetup.apiClient,
@@ -80,7 +82,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		DataDir:           cfg.DataDir,
 		PeerBind:          cfg.PeerListen,
 		PeerAdvertise:     cfg.PeerAdvertise,
-		Bootstrap:         cfg.Bootstrap,
+		Bootstrap:         bootstrap,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
 		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
@@ -116,6 +118,10 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		}
 	}()
 	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil)
+	if !bootstrap && node.Status().LastIndex == 0 {
+		// Without this line the only sign is raft's "no known peers" warning.
+		logger.Info("no cluster state: waiting to be added to a cluster by its leader (or bootstrapped through the membership API)", "why", why)
+	}
 
 	select {
 	case err := <-served:
@@ -158,7 +164,7 @@ func routes(api, members http.Handler, c *health.Checker, metrics http.Handler) 
 			c.Healthz(w, r)
 		case p == "/metrics":
 			metrics.ServeHTTP(w, r)
-		case p == "/v1/cluster" || strings.HasPrefix(p, "/v1/cluster/") || strings.HasPrefix(p, "/v1/internal/"):
+		case p == clusterapi.PathCluster || strings.HasPrefix(p, clusterapi.PathCluster+"/") || strings.HasPrefix(p, clusterapi.PathInternal):
 			members.ServeHTTP(w, r)
 		case strings.HasPrefix(p, "/v1/"):
 			api.ServeHTTP(w, r)

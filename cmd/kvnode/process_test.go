@@ -62,11 +62,22 @@ func (s syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-// start runs kvnode with args and waits until it serves and is ready.
+// start runs a single-node kvnode on dataDir with args and waits until it
+// serves and is ready.
 func start(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
-	args = append([]string{"--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", dataDir, "--bootstrap", "--node-id", "n0"}, args...)
+	args = append([]string{"--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", dataDir, "--bootstrap", "always", "--node-id", "n0"}, args...)
+	p := launch(t, nil, args...)
+	p.waitReady(http.DefaultClient)
+	return p
+}
+
+// launch runs kvnode with exactly args (and env, when not nil, as its whole
+// environment) and waits until it listens.
+func launch(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(kvnodeBin, args...)
+	cmd.Env = env
 	pr, pw := io.Pipe()
 	p := &proc{t: t, cmd: cmd, done: make(chan error, 1), logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 	cmd.Stdout = pw
@@ -108,7 +119,6 @@ func start(t *testing.T, dataDir string, args ...string) *proc {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("kvnode did not start\n%s", p.output())
 	}
-	p.waitReady(http.DefaultClient)
 	return p
 }
 
@@ -447,7 +457,7 @@ func TestTLSReload(t *testing.T) {
 func startTLS(t *testing.T, certDir string, c *http.Client) *proc {
 	t.Helper()
 	// start() probes readiness over plain HTTP; a TLS node needs the TLS client.
-	args := []string{"--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--bootstrap", "--node-id", "n0",
+	args := []string{"--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--bootstrap", "always", "--node-id", "n0",
 		"--tls-cert", filepath.Join(certDir, "tls.crt"), "--tls-key", filepath.Join(certDir, "tls.key"), "--tls-reload-interval", "100ms"}
 	cmd := exec.Command(kvnodeBin, args...)
 	out := &bytes.Buffer{}

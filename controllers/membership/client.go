@@ -10,12 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // Client calls the kvnodes' membership API with the operator's admin
@@ -46,25 +46,23 @@ func NewClient(kvs *kvv1.KeyValueStore, caPEM, certPEM, keyPEM []byte) (*Client,
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
-// ClusterView is the part of GET /v1/cluster the operator uses.
-type ClusterView struct {
-	ClusterID   string `json:"clusterID"`
-	Leader      string `json:"leader"`
-	CommitIndex uint64 `json:"commitIndex"`
-	Members     []struct {
-		ID      string `json:"id"`
-		Role    string `json:"role"`
-		Healthy bool   `json:"healthy"`
-		Status  *struct {
-			AppliedIndex uint64 `json:"appliedIndex"`
-		} `json:"status"`
-	} `json:"members"`
+// Observation is what Observe saw.
+type Observation struct {
+	// Running are the ordinals of the pods whose kvnode answers.
+	Running []int
+	// View is GET /v1/cluster from the first running member that knows a
+	// leader; nil when none does.
+	View *clusterapi.Cluster
+	// Members are the members of View that are pods of the store.
+	Members []Member
+	// Leader is the leader's ordinal, -1 when none is known.
+	Leader int
 }
 
 // Observe probes pods 0..pods-1 (and any member beyond) and reads the
 // configuration from a member that answers.
-func (c *Client) Observe(ctx context.Context, pods int, lag uint64) (running []int, view *ClusterView, members []Member, leader int) {
-	leader = -1
+func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation {
+	o := Observation{Leader: -1}
 	alive := make([]bool, pods)
 	var wg sync.WaitGroup
 	for i := 0; i < pods; i++ {
@@ -77,41 +75,32 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) (running []i
 	wg.Wait()
 	for i, ok := range alive {
 		if ok {
-			running = append(running, i)
+			o.Running = append(o.Running, i)
 		}
 	}
-	for _, i := range running {
-		var v ClusterView
-		if err := c.get(ctx, i, "/v1/cluster", &v); err != nil || v.Leader == "" {
+	for _, i := range o.Running {
+		var v clusterapi.Cluster
+		if err := c.get(ctx, i, clusterapi.PathCluster, &v); err != nil || v.Leader == "" {
 			continue
 		}
-		view = &v
+		o.View = &v
 		break
 	}
-	if view == nil {
-		return running, nil, nil, -1
+	if o.View == nil {
+		return o
 	}
-	for _, m := range view.Members {
-		ord, ok := c.ordinal(m.ID)
+	for _, m := range o.View.Members {
+		ord, ok := kvv1.PodOrdinal(c.kvs, m.ID)
 		if !ok {
 			continue
 		}
-		caught := m.Status != nil && m.Status.AppliedIndex+lag >= view.CommitIndex
-		members = append(members, Member{Ordinal: ord, Voter: m.Role == "voter", Healthy: m.Healthy, CaughtUp: caught})
-		if m.ID == view.Leader {
-			leader = ord
+		caught := m.Status != nil && m.Status.AppliedIndex+lag >= o.View.CommitIndex
+		o.Members = append(o.Members, Member{Ordinal: ord, Voter: m.Role == clusterapi.RoleVoter, Healthy: m.Healthy, CaughtUp: caught})
+		if m.ID == o.View.Leader {
+			o.Leader = ord
 		}
 	}
-	return running, view, members, leader
-}
-
-func (c *Client) ordinal(podName string) (int, bool) {
-	prefix := kvv1.StatefulSetName(c.kvs) + "-"
-	if !strings.HasPrefix(podName, prefix) {
-		return 0, false
-	}
-	n, err := strconv.Atoi(strings.TrimPrefix(podName, prefix))
-	return n, err == nil
+	return o
 }
 
 // Execute makes one step through pod via (any running member; calls that
@@ -120,24 +109,24 @@ func (c *Client) Execute(ctx context.Context, s Step, via int) error {
 	name := kvv1.PodName(c.kvs, s.Ordinal)
 	switch s.Action {
 	case kvv1.ActionBootstrap:
-		err := c.post(ctx, s.Ordinal, "/v1/cluster/bootstrap", nil)
+		err := c.post(ctx, s.Ordinal, clusterapi.PathBootstrap, nil)
 		var he *HTTPError
 		if errors.As(err, &he) && he.Status == http.StatusConflict {
 			return nil // already bootstrapped: the step was done before a crash
 		}
 		return err
 	case kvv1.ActionAddNonVoter:
-		return c.post(ctx, via, "/v1/cluster/members", map[string]string{
-			"id": name, "address": c.PeerAddr(s.Ordinal), "api": c.URL(s.Ordinal),
+		return c.post(ctx, via, clusterapi.PathMembers, clusterapi.AddMemberRequest{
+			ID: name, Address: c.PeerAddr(s.Ordinal), API: c.URL(s.Ordinal),
 		})
 	case kvv1.ActionPromote:
-		return c.post(ctx, via, "/v1/cluster/members/"+name+"/promote", nil)
+		return c.post(ctx, via, clusterapi.MemberPath(clusterapi.PathPromote, name), nil)
 	case kvv1.ActionDemote:
-		return c.post(ctx, via, "/v1/cluster/members/"+name+"/demote", nil)
+		return c.post(ctx, via, clusterapi.MemberPath(clusterapi.PathDemote, name), nil)
 	case kvv1.ActionTransfer:
-		return c.post(ctx, via, "/v1/cluster/leader", map[string]string{})
+		return c.post(ctx, via, clusterapi.PathLeader, clusterapi.TransferRequest{})
 	case kvv1.ActionRemove:
-		return c.do(ctx, via, http.MethodDelete, "/v1/cluster/members/"+name, nil, nil)
+		return c.do(ctx, via, http.MethodDelete, clusterapi.MemberPath(clusterapi.PathMember, name), nil, nil)
 	}
 	return fmt.Errorf("membership: unknown action %q", s.Action)
 }

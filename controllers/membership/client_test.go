@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
 	"github.com/kvstore-operator/kvstore-operator/test/harness"
 )
@@ -19,25 +20,25 @@ func reconcile(t *testing.T, c *Client, voters, pods int, bootstrapped *bool) in
 	ctx := context.Background()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		running, _, members, leader := c.Observe(ctx, pods+2, 1000)
-		step, keep := Plan(Observed{Voters: voters, Pods: pods, Bootstrapped: *bootstrapped, Running: running, Members: members, Leader: leader})
+		o := c.Observe(ctx, pods+2, 1000)
+		step, keep := Plan(Observed{Voters: voters, Pods: pods, Bootstrapped: *bootstrapped, Running: o.Running, Members: o.Members, Leader: o.Leader})
 		if step.Action == "" {
-			if *bootstrapped && len(members) > 0 && keep == pods {
+			if *bootstrapped && len(o.Members) > 0 && keep == pods {
 				return keep
 			}
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		via := step.Ordinal
-		if len(running) > 0 && step.Action != "Bootstrap" {
-			via = running[0]
+		if len(o.Running) > 0 && step.Action != kvv1.ActionBootstrap {
+			via = o.Running[0]
 		}
 		if err := c.Execute(ctx, step, via); err != nil {
 			t.Logf("%s %d: %v (retrying)", step.Action, step.Ordinal, err)
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		if step.Action == "Bootstrap" {
+		if step.Action == kvv1.ActionBootstrap {
 			*bootstrapped = true
 		}
 	}
@@ -107,9 +108,9 @@ func TestMembershipLoopWithRealKvnodes(t *testing.T) {
 
 func assertVoters(t *testing.T, c *Client, pods int, want string) {
 	t.Helper()
-	_, _, members, leader := c.Observe(context.Background(), pods, 1000)
+	o := c.Observe(context.Background(), pods, 1000)
 	got := ""
-	for _, m := range members {
+	for _, m := range o.Members {
 		if m.Voter {
 			if got != "" {
 				got += ","
@@ -117,7 +118,7 @@ func assertVoters(t *testing.T, c *Client, pods int, want string) {
 			got += fmt.Sprint(m.Ordinal)
 		}
 	}
-	if got != want || leader < 0 {
-		t.Fatalf("voters %q (leader %d), want %q", got, leader, want)
+	if got != want || o.Leader < 0 {
+		t.Fatalf("voters %q (leader %d), want %q", got, o.Leader, want)
 	}
 }

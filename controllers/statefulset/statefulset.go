@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 const (
@@ -44,6 +45,9 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 		{Name: "KV_API_ADVERTISE", Value: fmt.Sprintf("https://%s:%d", self, kvv1.APIPort)},
 		{Name: "KV_PEER_LISTEN", Value: fmt.Sprintf("0.0.0.0:%d", kvv1.PeerPort)},
 		{Name: "KV_PEER_ADVERTISE", Value: fmt.Sprintf("%s:%d", self, kvv1.PeerPort)},
+		// The operator bootstraps pod 0 once; a pod that restarts without its
+		// volume must be brought back by the leader, not found a new cluster.
+		{Name: "KV_BOOTSTRAP", Value: clusterapi.BootstrapNever},
 		{Name: "KV_DATA_DIR", Value: dataDir},
 		{Name: "KV_TLS_CERT", Value: tlsDir + "/tls.crt"},
 		{Name: "KV_TLS_KEY", Value: tlsDir + "/tls.key"},

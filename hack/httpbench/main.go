@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/hack/loadgen"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 func main() {
@@ -46,7 +47,7 @@ func main() {
 	ceil := startProc(os.Args[0], "-serve-ceiling", ceilAddr)
 	defer ceil.Process.Kill()
 	kvAddr, peerAddr := freeAddr(), freeAddr()
-	kv := startProc(*kvnode, "--listen", kvAddr, "--peer-listen", peerAddr, "--data-dir", dataDir, "--bootstrap", "--node-id", "bench", "--log-level", "warn", "--max-in-flight", "0")
+	kv := startProc(*kvnode, "--listen", kvAddr, "--peer-listen", peerAddr, "--data-dir", dataDir, "--bootstrap", clusterapi.BootstrapAlways, "--node-id", "bench", "--log-level", "warn", "--max-in-flight", "0")
 	defer kv.Process.Kill()
 	waitOK("http://" + ceilAddr + "/")
 	waitOK("http://" + kvAddr + "/readyz")

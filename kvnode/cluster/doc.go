@@ -4,7 +4,8 @@
 // entries to core.Store through a state machine, takes and restores
 // snapshots, carries peer traffic over mutual TLS, and implements the
 // core.Replicator port (writes through the log, linearizable reads through
-// a read index).
+// a read index). It serves the membership API (Handler), whose paths and
+// bodies are declared in package clusterapi.
 //
 // A single node is a one-member Raft cluster: adding members later is a
 // membership change, not a different code path.

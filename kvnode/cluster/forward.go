@@ -14,18 +14,16 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 )
 
 // Followers reach the leader over its HTTP API (the same port as clients,
-// the same TLS): POST /v1/internal/propose carries an encoded event, GET
-// /v1/internal/readindex returns a confirmed commit index. Header
+// the same TLS): POST clusterapi.PathPropose carries an encoded event, GET
+// clusterapi.PathReadIndex returns a confirmed commit index. Header
 // outcomeHeader tells a forwarding node whether a failed write may have
 // been applied.
 const (
-	proposePath   = "/v1/internal/propose"
-	readIndexPath = "/v1/internal/readindex"
-	statusPath    = "/v1/internal/status"
 	outcomeHeader = "X-Kv-Outcome"
 	forwardHeader = "X-Kv-Forwarded"
 )
@@ -80,7 +78,7 @@ func untilLeader[T any](ctx context.Context, n *Node, try func() (T, error)) (T,
 }
 
 func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+proposePath, bytes.NewReader(cmd))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+clusterapi.PathPropose, bytes.NewReader(cmd))
 	if err != nil {
 		return err
 	}
@@ -108,7 +106,7 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 }
 
 func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+readIndexPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+clusterapi.PathReadIndex, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -118,9 +116,7 @@ func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error)
 		return 0, fmt.Errorf("%w: leader unreachable: %v", core.ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
-	var out struct {
-		Index uint64 `json:"index"`
-	}
+	var out clusterapi.ReadIndexResponse
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return 0, fmt.Errorf("%w: leader: %s", core.ErrUnavailable, strings.TrimSpace(string(b)))

@@ -12,11 +12,13 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/hashicorp/raft"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 )
 
-// Handler serves the membership admin API (/v1/cluster...) and the
-// internal calls members make to each other (/v1/internal/...).
+// Handler serves the membership admin API (clusterapi.PathCluster and
+// below) and the internal calls members make to each other
+// (clusterapi.PathInternal and below).
 //
 //	GET    /v1/cluster                          cluster ID, leader, members with role, address, health, indexes
 //	POST   /v1/cluster/bootstrap                start a new cluster with this node (once per cluster; 409 after)
@@ -32,7 +34,7 @@ import (
 func Handler(n *Node, authorize func(*http.Request) error) http.Handler {
 	h := &handler{n: n}
 	r := mux.NewRouter()
-	admin := r.PathPrefix("/v1/cluster").Subrouter()
+	admin := r.PathPrefix(clusterapi.PathCluster).Subrouter()
 	admin.Use(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := authorize(r); err != nil {
@@ -42,17 +44,19 @@ func Handler(n *Node, authorize func(*http.Request) error) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	})
-	admin.HandleFunc("", h.info).Methods(http.MethodGet)
-	admin.HandleFunc("/bootstrap", h.bootstrap).Methods(http.MethodPost)
-	admin.HandleFunc("/members", h.add).Methods(http.MethodPost)
-	admin.HandleFunc("/members/{id}/promote", h.change(n.Promote)).Methods(http.MethodPost)
-	admin.HandleFunc("/members/{id}/demote", h.change(n.Demote)).Methods(http.MethodPost)
-	admin.HandleFunc("/members/{id}", h.change(n.Remove)).Methods(http.MethodDelete)
-	admin.HandleFunc("/leader", h.transfer).Methods(http.MethodPost)
-	admin.HandleFunc("/snapshot", h.snapshot).Methods(http.MethodPost)
-	r.HandleFunc(statusPath, h.status).Methods(http.MethodGet)
-	r.HandleFunc(readIndexPath, h.readIndex).Methods(http.MethodGet)
-	r.HandleFunc(proposePath, h.propose).Methods(http.MethodPost)
+	// The subrouter's routes are relative to its prefix.
+	route := func(path string) string { return strings.TrimPrefix(path, clusterapi.PathCluster) }
+	admin.HandleFunc(route(clusterapi.PathCluster), h.info).Methods(http.MethodGet)
+	admin.HandleFunc(route(clusterapi.PathBootstrap), h.bootstrap).Methods(http.MethodPost)
+	admin.HandleFunc(route(clusterapi.PathMembers), h.add).Methods(http.MethodPost)
+	admin.HandleFunc(route(clusterapi.PathPromote), h.change(n.Promote)).Methods(http.MethodPost)
+	admin.HandleFunc(route(clusterapi.PathDemote), h.change(n.Demote)).Methods(http.MethodPost)
+	admin.HandleFunc(route(clusterapi.PathMember), h.change(n.Remove)).Methods(http.MethodDelete)
+	admin.HandleFunc(route(clusterapi.PathLeader), h.transfer).Methods(http.MethodPost)
+	admin.HandleFunc(route(clusterapi.PathSnapshot), h.snapshot).Methods(http.MethodPost)
+	r.HandleFunc(clusterapi.PathStatus, h.status).Methods(http.MethodGet)
+	r.HandleFunc(clusterapi.PathReadIndex, h.readIndex).Methods(http.MethodGet)
+	r.HandleFunc(clusterapi.PathPropose, h.propose).Methods(http.MethodPost)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
@@ -75,18 +79,11 @@ func (h *handler) bootstrap(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"result": "bootstrapped", "id": h.n.cfg.NodeID})
-}
-
-// AddRequest is the body of POST /v1/cluster/members.
-type AddRequest struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	API     string `json:"api"`
+	writeJSON(w, http.StatusOK, clusterapi.Result{Result: "bootstrapped", ID: h.n.cfg.NodeID})
 }
 
 func (h *handler) add(w http.ResponseWriter, r *http.Request) {
-	var req AddRequest
+	var req clusterapi.AddMemberRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.ID == "" || req.Address == "" {
 		httpError(w, http.StatusBadRequest, `body must be {"id":"...","address":"host:port","api":"https://host:port"} with id and address set`)
 		return
@@ -95,7 +92,7 @@ func (h *handler) add(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"result": "member is a non-voter", "id": req.ID})
+	writeJSON(w, http.StatusOK, clusterapi.Result{Result: "member is a non-voter", ID: req.ID})
 }
 
 func (h *handler) change(op func(context.Context, string) error) http.HandlerFunc {
@@ -105,14 +102,12 @@ func (h *handler) change(op func(context.Context, string) error) http.HandlerFun
 			h.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"result": "ok", "id": id})
+		writeJSON(w, http.StatusOK, clusterapi.Result{Result: "ok", ID: id})
 	}
 }
 
 func (h *handler) transfer(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		ID string `json:"id"`
-	}
+	var req clusterapi.TransferRequest
 	if r.ContentLength != 0 {
 		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
 			httpError(w, http.StatusBadRequest, `body must be {"id":"..."} or empty`)
@@ -124,7 +119,7 @@ func (h *handler) transfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, leader := h.n.raft.LeaderWithID()
-	writeJSON(w, http.StatusOK, map[string]string{"result": "ok", "leader": string(leader)})
+	writeJSON(w, http.StatusOK, clusterapi.Result{Result: "ok", Leader: string(leader)})
 }
 
 func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
@@ -132,7 +127,7 @@ func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"result": "ok"})
+	writeJSON(w, http.StatusOK, clusterapi.Result{Result: "ok"})
 }
 
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
@@ -145,7 +140,7 @@ func (h *handler) readIndex(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]uint64{"index": index})
+	writeJSON(w, http.StatusOK, clusterapi.ReadIndexResponse{Index: index})
 }
 
 func (h *handler) propose(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 )
 
@@ -87,44 +88,10 @@ func (n *Node) recordMetadata() {
 	}
 }
 
-// Member is one server of the configuration with what it reports.
-type Member struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	API     string `json:"api,omitempty"`
-	Role    string `json:"role"` // voter or non-voter
-	Leader  bool   `json:"leader"`
-	Healthy bool   `json:"healthy"`
-	Error   string `json:"error,omitempty"`
-	*Self   `json:"status,omitempty"`
-}
-
-// Self is what a node says about itself.
-type Self struct {
-	ID           string    `json:"id"`
-	State        string    `json:"state"`
-	Term         uint64    `json:"term"`
-	LeaderID     string    `json:"leaderID"`
-	AppliedIndex uint64    `json:"appliedIndex"`
-	CommitIndex  uint64    `json:"commitIndex"`
-	LastIndex    uint64    `json:"lastIndex"`
-	LastContact  time.Time `json:"lastContact,omitzero"`
-	Ready        bool      `json:"ready"`
-	ClusterID    string    `json:"clusterID"`
-}
-
-// Info is the answer of GET /v1/cluster.
-type Info struct {
-	ClusterID   string   `json:"clusterID"`
-	Leader      string   `json:"leader"`
-	CommitIndex uint64   `json:"commitIndex"`
-	Members     []Member `json:"members"`
-}
-
 // LocalStatus reports this node's own view.
-func (n *Node) LocalStatus() Self {
+func (n *Node) LocalStatus() clusterapi.NodeStatus {
 	s := n.Status()
-	self := Self{
+	self := clusterapi.NodeStatus{
 		ID: n.cfg.NodeID, State: s.State, Term: s.Term, LeaderID: s.LeaderID,
 		AppliedIndex: n.store.AppliedIndex(), CommitIndex: s.CommitIndex, LastIndex: s.LastIndex,
 		Ready: n.Ready() == nil, ClusterID: n.store.Meta(metaClusterID),
@@ -140,28 +107,28 @@ func (n *Node) LocalStatus() Self {
 // Info returns the configuration this node knows, each member's own
 // report fetched from its API in parallel (a member that does not answer
 // within a second is unhealthy).
-func (n *Node) Info(ctx context.Context) (Info, error) {
+func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return Info{}, err
+		return clusterapi.Cluster{}, err
 	}
 	_, leader := n.raft.LeaderWithID()
-	info := Info{ClusterID: n.store.Meta(metaClusterID), Leader: string(leader), CommitIndex: n.raft.CommitIndex()}
+	info := clusterapi.Cluster{ClusterID: n.store.Meta(metaClusterID), Leader: string(leader), CommitIndex: n.raft.CommitIndex()}
 	servers := f.Configuration().Servers
-	info.Members = make([]Member, len(servers))
+	info.Members = make([]clusterapi.Member, len(servers))
 	var wg sync.WaitGroup
 	for i, s := range servers {
-		m := Member{ID: string(s.ID), Address: string(s.Address), API: n.store.Meta(metaAPIKey(string(s.ID))), Role: role(s.Suffrage), Leader: s.ID == leader}
+		m := clusterapi.Member{ID: string(s.ID), Address: string(s.Address), API: n.store.Meta(metaAPIKey(string(s.ID))), Role: role(s.Suffrage), Leader: s.ID == leader}
 		info.Members[i] = m
 		wg.Add(1)
-		go func(m *Member) {
+		go func(m *clusterapi.Member) {
 			defer wg.Done()
 			self, err := n.memberStatus(ctx, m.ID, m.API)
 			if err != nil {
 				m.Error = err.Error()
 				return
 			}
-			m.Self, m.Healthy = &self, self.Ready
+			m.Status, m.Healthy = &self, self.Ready
 		}(&info.Members[i])
 	}
 	wg.Wait()
@@ -169,36 +136,37 @@ func (n *Node) Info(ctx context.Context) (Info, error) {
 	return info, nil
 }
 
-func (n *Node) memberStatus(ctx context.Context, id, api string) (Self, error) {
+func (n *Node) memberStatus(ctx context.Context, id, api string) (clusterapi.NodeStatus, error) {
 	if id == n.cfg.NodeID {
 		return n.LocalStatus(), nil
 	}
+	var self clusterapi.NodeStatus
 	if api == "" {
-		return Self{}, errors.New("API address unknown")
+		return self, errors.New("API address unknown")
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+statusPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+clusterapi.PathStatus, nil)
 	if err != nil {
-		return Self{}, err
+		return self, err
 	}
 	resp, err := n.client.Do(req)
 	if err != nil {
-		return Self{}, err
+		return self, err
 	}
 	defer resp.Body.Close()
-	var self Self
 	if resp.StatusCode != http.StatusOK {
-		return Self{}, fmt.Errorf("status %d", resp.StatusCode)
+		return self, fmt.Errorf("status %d", resp.StatusCode)
 	}
-	return self, json.NewDecoder(resp.Body).Decode(&self)
+	err = json.NewDecoder(resp.Body).Decode(&self)
+	return self, err
 }
 
 func role(s raft.ServerSuffrage) string {
 	if s == raft.Voter {
-		return "voter"
+		return clusterapi.RoleVoter
 	}
-	return "non-voter"
+	return clusterapi.RoleNonVoter
 }
 
 func (n *Node) server(id string) (raft.Server, bool, uint64, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/test/harness"
 )
 
@@ -281,7 +283,7 @@ func runFaults(t *testing.T, c *harness.Cluster, seed int64, duration time.Durat
 				t.Fatalf("restart %s: %v", victim.ID, err)
 			}
 		case "transfer leadership":
-			_ = c.AdminDo(ctx, victim, "POST", "/v1/cluster/leader", nil, nil)
+			_ = c.AdminDo(ctx, victim, http.MethodPost, clusterapi.PathLeader, nil, nil)
 		case "partition", "partition leader":
 			victim.Proxy().Cut()
 			for _, o := range members {

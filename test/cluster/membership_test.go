@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/test/harness"
 )
 
@@ -79,9 +81,9 @@ func verify(t *testing.T, c *harness.Cluster, acked map[string]string) {
 	}
 }
 
-func waitVoters(t *testing.T, c *harness.Cluster, want ...string) harness.Info {
+func waitVoters(t *testing.T, c *harness.Cluster, want ...string) clusterapi.Cluster {
 	t.Helper()
-	var info harness.Info
+	var info clusterapi.Cluster
 	err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
 		var err error
 		info, err = c.Info(context.Background())
@@ -219,11 +221,8 @@ func TestLostVolumeDoesNotBootstrapANewCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = harness.Retry(ctx, func() error {
-		var self struct {
-			ClusterID    string `json:"clusterID"`
-			AppliedIndex uint64 `json:"appliedIndex"`
-		}
-		resp, err := c.Client.Get(m.API + "/v1/internal/status")
+		var self clusterapi.NodeStatus
+		resp, err := c.Client.Get(m.API + clusterapi.PathStatus)
 		if err != nil {
 			return err
 		}
@@ -240,7 +239,7 @@ func TestLostVolumeDoesNotBootstrapANewCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	var aerr *harness.AdminError
-	if err := c.AdminDo(ctx, m, "POST", "/v1/cluster/bootstrap", nil, nil); !errors.As(err, &aerr) || aerr.Status != 409 {
+	if err := c.AdminDo(ctx, m, http.MethodPost, clusterapi.PathBootstrap, nil, nil); !errors.As(err, &aerr) || aerr.Status != 409 {
 		t.Fatalf("bootstrap on a member that lost its volume = %v, want 409", err)
 	}
 	// Its copy is complete: stale reads on it see every write.

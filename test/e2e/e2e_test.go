@@ -23,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 var kubectlBin, kubeconfig string
@@ -353,7 +355,7 @@ spec:
 		k := getKVS(t, ns, "auto")
 		nonVoters := 0
 		for _, m := range k.Status.Members {
-			if m.Role == "non-voter" {
+			if m.Role == clusterapi.RoleNonVoter {
 				nonVoters++
 			}
 		}

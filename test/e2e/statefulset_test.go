@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // Without the operator: a StatefulSet of 3 kvnode pods from plain
@@ -78,6 +79,7 @@ spec:
         - {name: KV_PEER_LISTEN, value: "0.0.0.0:8081"}
         - {name: KV_PEER_ADVERTISE, value: "$(KV_NODE_ID).kv-peers.%[1]s.svc:8081"}
         - {name: KV_API_ADVERTISE, value: "https://$(KV_NODE_ID).kv-peers.%[1]s.svc:8080"}
+        - {name: KV_BOOTSTRAP, value: %[2]s}
         - {name: KV_TLS_CERT, value: /tls/tls.crt}
         - {name: KV_TLS_KEY, value: /tls/tls.key}
         - {name: KV_TLS_CA, value: /tls/ca.crt}
@@ -89,7 +91,7 @@ spec:
       volumes:
       - {name: tls, secret: {secretName: kv-tls}}
       - {name: data, emptyDir: {}}
-`, ns)
+`, ns, clusterapi.BootstrapNever)
 	f := filepath.Join(dir, "kv.yaml")
 	os.WriteFile(f, []byte(manifest), 0o644)
 	kubectl(t, "apply", "-n", ns, "-f", f)
@@ -129,13 +131,14 @@ spec:
 		return nil
 	}
 	waitFor(t, 120*time.Second, "kv-0 answers", func() error { return call(0, "GET", "/livez", nil) })
-	waitFor(t, 30*time.Second, "bootstrap kv-0", func() error { return call(0, "POST", "/v1/cluster/bootstrap", nil) })
+	waitFor(t, 30*time.Second, "bootstrap kv-0", func() error { return call(0, "POST", clusterapi.PathBootstrap, nil) })
 	for i := 1; i < 3; i++ {
-		add := map[string]string{"id": fmt.Sprintf("kv-%d", i), "address": fmt.Sprintf("kv-%d.kv-peers.%s.svc:8081", i, ns), "api": fmt.Sprintf("https://kv-%d.kv-peers.%s.svc:8080", i, ns)}
-		waitFor(t, 60*time.Second, "add kv-"+fmt.Sprint(i), func() error { return call(0, "POST", "/v1/cluster/members", add) })
+		id := fmt.Sprintf("kv-%d", i)
+		add := clusterapi.AddMemberRequest{ID: id, Address: fmt.Sprintf("%s.kv-peers.%s.svc:8081", id, ns), API: fmt.Sprintf("https://%s.kv-peers.%s.svc:8080", id, ns)}
+		waitFor(t, 60*time.Second, "add "+id, func() error { return call(0, "POST", clusterapi.PathMembers, add) })
 		// Promotion succeeds only once kv-i replicated through kv-0 dialling its DNS name.
-		waitFor(t, 60*time.Second, "promote kv-"+fmt.Sprint(i), func() error {
-			return call(0, "POST", fmt.Sprintf("/v1/cluster/members/kv-%d/promote", i), nil)
+		waitFor(t, 60*time.Second, "promote "+id, func() error {
+			return call(0, "POST", clusterapi.MemberPath(clusterapi.PathPromote, id), nil)
 		})
 	}
 	kubectl(t, "rollout", "status", "-n", ns, "statefulset/kv", "--timeout=120s")

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // AdminCN is the common name of the admin client certificate.
@@ -220,6 +221,10 @@ func (m *Member) Start() error {
 		"--data-dir", m.DataDir,
 		"--peer-listen", m.peerReal,
 		"--peer-advertise", m.PeerAddr,
+		// A member is added by the cluster's leader (or bootstrapped through
+		// the API); one that lost its data directory must not start a
+		// second cluster.
+		"--bootstrap", clusterapi.BootstrapNever,
 		"--log-level", "warn",
 	}
 	if !m.c.opts.Insecure {
@@ -350,31 +355,6 @@ type AdminError struct {
 
 func (e *AdminError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Message) }
 
-// Info is GET /v1/cluster as a test reads it.
-type Info struct {
-	ClusterID string `json:"clusterID"`
-	Leader    string `json:"leader"`
-	Members   []struct {
-		ID      string `json:"id"`
-		Role    string `json:"role"`
-		Healthy bool   `json:"healthy"`
-		Status  *struct {
-			AppliedIndex uint64 `json:"appliedIndex"`
-		} `json:"status"`
-	} `json:"members"`
-}
-
-// Voters returns the IDs of the voters in info.
-func (i Info) Voters() []string {
-	var v []string
-	for _, m := range i.Members {
-		if m.Role == "voter" {
-			v = append(v, m.ID)
-		}
-	}
-	return v
-}
-
 // Retry calls f until it succeeds or ctx ends, returning the last error.
 func Retry(ctx context.Context, f func() error) error {
 	for {
@@ -393,12 +373,12 @@ func Retry(ctx context.Context, f func() error) error {
 // Bootstrap starts member 0 as a new cluster and waits for it to lead.
 func (c *Cluster) Bootstrap(ctx context.Context) error {
 	m := c.Member(0)
-	if err := c.AdminDo(ctx, m, "POST", "/v1/cluster/bootstrap", nil, nil); err != nil {
+	if err := c.AdminDo(ctx, m, http.MethodPost, clusterapi.PathBootstrap, nil, nil); err != nil {
 		return err
 	}
 	return Retry(ctx, func() error {
-		var info Info
-		if err := c.AdminDo(ctx, m, "GET", "/v1/cluster", nil, &info); err != nil {
+		var info clusterapi.Cluster
+		if err := c.AdminDo(ctx, m, http.MethodGet, clusterapi.PathCluster, nil, &info); err != nil {
 			return err
 		}
 		if info.Leader == "" || info.ClusterID == "" {
@@ -416,14 +396,16 @@ func (c *Cluster) Join(ctx context.Context, m *Member, voter bool) error {
 	if via == nil {
 		return errors.New("no running member to join through")
 	}
-	add := map[string]string{"id": m.ID, "address": m.PeerAddr, "api": m.API}
-	if err := Retry(ctx, func() error { return c.AdminDo(ctx, via, "POST", "/v1/cluster/members", add, nil) }); err != nil {
+	add := clusterapi.AddMemberRequest{ID: m.ID, Address: m.PeerAddr, API: m.API}
+	if err := Retry(ctx, func() error { return c.AdminDo(ctx, via, http.MethodPost, clusterapi.PathMembers, add, nil) }); err != nil {
 		return fmt.Errorf("add %s: %w", m.ID, err)
 	}
 	if !voter {
 		return nil
 	}
-	return Retry(ctx, func() error { return c.AdminDo(ctx, via, "POST", "/v1/cluster/members/"+m.ID+"/promote", nil, nil) })
+	return Retry(ctx, func() error {
+		return c.AdminDo(ctx, via, http.MethodPost, clusterapi.MemberPath(clusterapi.PathPromote, m.ID), nil, nil)
+	})
 }
 
 // Remove takes m out of the cluster through another running member.
@@ -432,17 +414,19 @@ func (c *Cluster) Remove(ctx context.Context, m *Member) error {
 	if via == nil {
 		return errors.New("no running member")
 	}
-	return Retry(ctx, func() error { return c.AdminDo(ctx, via, "DELETE", "/v1/cluster/members/"+m.ID, nil, nil) })
+	return Retry(ctx, func() error {
+		return c.AdminDo(ctx, via, http.MethodDelete, clusterapi.MemberPath(clusterapi.PathMember, m.ID), nil, nil)
+	})
 }
 
 // Info asks any running member for the cluster view.
-func (c *Cluster) Info(ctx context.Context) (Info, error) {
-	var info Info
+func (c *Cluster) Info(ctx context.Context) (clusterapi.Cluster, error) {
+	var info clusterapi.Cluster
 	via := c.anyRunning(nil)
 	if via == nil {
 		return info, errors.New("no running member")
 	}
-	err := c.AdminDo(ctx, via, "GET", "/v1/cluster", nil, &info)
+	err := c.AdminDo(ctx, via, http.MethodGet, clusterapi.PathCluster, nil, &info)
 	return info, err
 }
 

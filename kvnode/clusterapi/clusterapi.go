@@ -1,0 +1,155 @@
+// Package clusterapi owns the contract between a kvnode and whoever
+// manages its membership (the operator, the test harness, a person with
+// curl): the paths of the membership API and of the calls members make to
+// each other, the JSON bodies they carry, the role names, and the
+// --bootstrap modes that say whether a node may start a cluster on its own.
+// The kvnode handler serves these shapes and every client speaks them;
+// nobody declares them again.
+//
+// It imports only the standard library, so that the operator can use it
+// without pulling in Raft.
+package clusterapi
+
+import (
+	"strings"
+	"time"
+)
+
+// The membership API, for the operator. Every call needs the admin client
+// certificate; calls only the leader can make are redirected to it (307).
+const (
+	// PathCluster: GET answers a Cluster.
+	PathCluster = "/v1/cluster"
+	// PathBootstrap: POST starts a new cluster with this node as its only
+	// member; 409 once the node has any cluster state.
+	PathBootstrap = PathCluster + "/bootstrap"
+	// PathMembers: POST with an AddMemberRequest adds a non-voter.
+	PathMembers = PathCluster + "/members"
+	// PathMember: DELETE removes the member.
+	PathMember = PathMembers + "/{id}"
+	// PathPromote: POST makes a caught-up non-voter a voter (409 before).
+	PathPromote = PathMember + "/promote"
+	// PathDemote: POST makes a voter a non-voter.
+	PathDemote = PathMember + "/demote"
+	// PathLeader: POST with a TransferRequest hands leadership over.
+	PathLeader = PathCluster + "/leader"
+	// PathSnapshot: POST takes a snapshot and compacts the log.
+	PathSnapshot = PathCluster + "/snapshot"
+)
+
+// The calls members make to each other, on the same port and with the
+// same TLS as clients. They are not for clients; they change whenever
+// kvnode's replication does.
+const (
+	// PathInternal prefixes them all.
+	PathInternal = "/v1/internal/"
+	// PathStatus: GET answers this node's NodeStatus.
+	PathStatus = PathInternal + "status"
+	// PathReadIndex: GET on the leader answers a ReadIndexResponse.
+	PathReadIndex = PathInternal + "readindex"
+	// PathPropose: POST on the leader applies an encoded event.
+	PathPropose = PathInternal + "propose"
+)
+
+// MemberPath fills the member ID into PathMember, PathPromote or PathDemote.
+func MemberPath(path, id string) string { return strings.Replace(path, "{id}", id, 1) }
+
+// Roles of a member.
+const (
+	RoleVoter    = "voter"
+	RoleNonVoter = "non-voter"
+)
+
+// Cluster is the answer of GET /v1/cluster: the configuration the answering
+// member knows, with each member's own report.
+type Cluster struct {
+	ClusterID   string   `json:"clusterID"`
+	Leader      string   `json:"leader"` // the leader's ID; "" when none is known
+	CommitIndex uint64   `json:"commitIndex"`
+	Members     []Member `json:"members"` // sorted by ID
+}
+
+// Voters returns the IDs of the voting members.
+func (c Cluster) Voters() []string {
+	var v []string
+	for _, m := range c.Members {
+		if m.Role == RoleVoter {
+			v = append(v, m.ID)
+		}
+	}
+	return v
+}
+
+// Member is one server of the configuration.
+type Member struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`       // Raft peer address
+	API     string `json:"api,omitempty"` // API URL, once known
+	Role    string `json:"role"`          // RoleVoter or RoleNonVoter
+	Leader  bool   `json:"leader"`
+	// Healthy: the member answered and is ready.
+	Healthy bool `json:"healthy"`
+	// Error says why the member's status is missing.
+	Error  string      `json:"error,omitempty"`
+	Status *NodeStatus `json:"status,omitempty"`
+}
+
+// NodeStatus is what a node says about itself (GET PathStatus).
+type NodeStatus struct {
+	ID           string    `json:"id"`
+	State        string    `json:"state"`
+	Term         uint64    `json:"term"`
+	LeaderID     string    `json:"leaderID"`
+	AppliedIndex uint64    `json:"appliedIndex"`
+	CommitIndex  uint64    `json:"commitIndex"`
+	LastIndex    uint64    `json:"lastIndex"`
+	LastContact  time.Time `json:"lastContact,omitzero"`
+	Ready        bool      `json:"ready"`
+	ClusterID    string    `json:"clusterID"`
+}
+
+// AddMemberRequest is the body of POST PathMembers. ID and Address are
+// required; API lets followers forward to the member once it leads.
+type AddMemberRequest struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	API     string `json:"api"`
+}
+
+// TransferRequest is the body of POST PathLeader; an empty ID (or no body)
+// lets the leader pick any other voter.
+type TransferRequest struct {
+	ID string `json:"id,omitempty"`
+}
+
+// Result is the answer of a successful change: what was done, and to
+// which member (or which member leads now, after a transfer).
+type Result struct {
+	ID     string `json:"id,omitempty"`
+	Leader string `json:"leader,omitempty"`
+	Result string `json:"result"`
+}
+
+// ReadIndexResponse is the answer of GET PathReadIndex: a commit index the
+// leader confirmed with a quorum.
+type ReadIndexResponse struct {
+	Index uint64 `json:"index"`
+}
+
+// Modes of kvnode's --bootstrap flag (KV_BOOTSTRAP): when a node whose data
+// directory holds no Raft state starts a new one-member cluster by itself.
+// A node with Raft state never does, whatever the mode, and
+// POST PathBootstrap works in every mode.
+const (
+	// BootstrapAuto bootstraps a standalone node: one given none of the
+	// flags through which other members reach it or authenticate it
+	// (--peer-listen, --peer-advertise, --api-advertise, --peer-tls-*).
+	BootstrapAuto = "auto"
+	// BootstrapAlways bootstraps even a node given those flags (the first
+	// member of a cluster set up by hand).
+	BootstrapAlways = "always"
+	// BootstrapNever waits to be added by a cluster's leader (or
+	// bootstrapped through the API): what a member that may have lost its
+	// volume must do, so that it can never start a second cluster.
+	BootstrapNever = "never"
+)
