@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -66,7 +67,6 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 		{"ten replicas", newKVS(ns, "r10", withReplicas(10)), "spec.replicas"},
 		{"max below min", newKVS(ns, "as1", withReplicas(3), withAutoscaling(5, 4)), "autoscaling.maxReplicas may not be below autoscaling.minReplicas"},
 		{"min below replicas", newKVS(ns, "as2", withReplicas(5), withAutoscaling(3, 9)), "autoscaling.minReplicas may not be below replicas"},
-		{"bad size", newKVS(ns, "sz", func(k *kvv1.KeyValueStore) { k.Spec.Storage.Size = "lots" }), "storage.size must be a quantity"},
 		{"bad pull policy", newKVS(ns, "pp", func(k *kvv1.KeyValueStore) { k.Spec.ImagePullPolicy = "Sometimes" }), "spec.imagePullPolicy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,7 +80,7 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 	// Transition rules: storage may not shrink, the class and the TLS
 	// Secret may not change.
 	k := newKVS(ns, "grow", func(k *kvv1.KeyValueStore) {
-		k.Spec.Storage.Size = "2Gi"
+		k.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi"))
 		k.Spec.Storage.StorageClassName = ptr.To("fast")
 		k.Spec.Paused = true
 	})
@@ -91,7 +91,7 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 		change func(*kvv1.KeyValueStore)
 		want   string
 	}{
-		{func(k *kvv1.KeyValueStore) { k.Spec.Storage.Size = "1Gi" }, "storage.size may not decrease"},
+		{func(k *kvv1.KeyValueStore) { k.Spec.Storage.Size = ptr.To(resource.MustParse("1Gi")) }, "storage.size may not decrease"},
 		{func(k *kvv1.KeyValueStore) { k.Spec.Storage.StorageClassName = ptr.To("slow") }, "storage.storageClassName is immutable"},
 		{func(k *kvv1.KeyValueStore) { k.Spec.TLS.SecretName = ptr.To("mine") }, "tls.secretName is immutable"},
 	} {
@@ -106,7 +106,7 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 	}
 	cur := &kvv1.KeyValueStore{}
 	get(t, ns, "grow", cur)
-	cur.Spec.Storage.Size = "3Gi"
+	cur.Spec.Storage.Size = ptr.To(resource.MustParse("3Gi"))
 	if err := k8s.Update(ctx, cur); err != nil {
 		t.Fatalf("growing storage was rejected: %v", err)
 	}
@@ -121,7 +121,7 @@ func TestDefaults(t *testing.T) {
 	got := &kvv1.KeyValueStore{}
 	get(t, ns, "d", got)
 	s := got.Spec
-	if *s.Replicas != 3 || s.Image == "" || s.ImagePullPolicy != "IfNotPresent" || s.Storage.Size != "1Gi" ||
+	if *s.Replicas != 3 || s.Image == "" || s.ImagePullPolicy != "IfNotPresent" || s.Storage.Size == nil || s.Storage.Size.Cmp(resource.MustParse("1Gi")) != 0 ||
 		s.Storage.RetentionPolicy.WhenScaled != "Delete" || s.Storage.RetentionPolicy.WhenDeleted != "Retain" ||
 		s.Limits.MaxKeyBytes != 1024 || s.TLS.RenewAtPercent != 67 || s.TLS.CertificateLifetime == nil || s.TLS.CertificateLifetime.Duration != 2160*time.Hour {
 		t.Fatalf("defaults not applied: %+v", s)

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -10,9 +11,10 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || !has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas >= self.replicas",message="autoscaling.minReplicas may not be below replicas: the voters are always there"
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || self.autoscaling.maxReplicas >= self.replicas",message="autoscaling.maxReplicas may not be below replicas"
 type KeyValueStoreSpec struct {
-	// Replicas is the number of voting members. A cluster of 2n+1 voters
-	// survives the loss of n; odd numbers are recommended, 1 is for
-	// development.
+	// Replicas is the number of voting members, 1 to 9. A cluster of 2n+1
+	// voters survives the loss of n; odd numbers are recommended, 1 is for
+	// development. Every write waits for a majority of the voters, so
+	// read capacity grows with autoscaling's non-voters instead.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=9
@@ -80,15 +82,25 @@ type KeyValueStoreSpec struct {
 
 // StorageSpec is the persistent volume of each member.
 //
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.size) || !has(self.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",message="storage.size may not decrease"
 // +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable"
 type StorageSpec struct {
-	// Size of each member's volume, a quantity such as 1Gi. It may grow
-	// (if the storage class allows expansion) but never shrink.
+	// The rules on Size see the value as it was sent, an integer or a
+	// string, hence string(self) before quantity(). isQuantity says in
+	// words what the schema's pattern checks; the other rules pass what it
+	// rejects, so that a malformed size gets that message rather than an
+	// evaluation error. A size of zero or below is rejected at apply time
+	// because no volume can be provisioned for it: the store would stay
+	// Creating with nothing saying why.
+
+	// Size of each member's volume, a positive quantity such as 1Gi or
+	// 500Mi (a plain integer counts bytes). It may grow (if the storage
+	// class allows expansion) but never shrink.
 	// +kubebuilder:default="1Gi"
-	// +kubebuilder:validation:XValidation:rule="isQuantity(self)",message="storage.size must be a quantity such as 1Gi"
+	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self))",message="storage.size must be a quantity such as 1Gi"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).isGreaterThan(quantity('0'))",message="storage.size must be greater than zero"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || !isQuantity(string(oldSelf)) || quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0",message="storage.size may not decrease"
 	// +optional
-	Size string `json:"size,omitempty"`
+	Size *resource.Quantity `json:"size,omitempty"`
 
 	// StorageClassName of the volumes; empty means the cluster default.
 	// Immutable.
@@ -102,20 +114,33 @@ type StorageSpec struct {
 	RetentionPolicy RetentionPolicy `json:"retentionPolicy,omitempty"`
 }
 
+// RetentionPolicyType says whether a member's volume outlives it; the
+// values are those of the StatefulSet's PVC retention policy, which the
+// operator passes them to.
+//
+// +kubebuilder:validation:Enum=Retain;Delete
+type RetentionPolicyType string
+
+const (
+	// RetentionPolicyRetain keeps the volume, and its data, after the
+	// member is gone.
+	RetentionPolicyRetain RetentionPolicyType = "Retain"
+	// RetentionPolicyDelete deletes the volume with the member.
+	RetentionPolicyDelete RetentionPolicyType = "Delete"
+)
+
 // RetentionPolicy maps to the StatefulSet's PVC retention policy.
 type RetentionPolicy struct {
 	// WhenScaled: Retain or Delete the volume of a member removed by a
 	// scale-down.
 	// +kubebuilder:default=Delete
-	// +kubebuilder:validation:Enum=Retain;Delete
 	// +optional
-	WhenScaled string `json:"whenScaled,omitempty"`
+	WhenScaled RetentionPolicyType `json:"whenScaled,omitempty"`
 	// WhenDeleted: Retain or Delete the volumes when the KeyValueStore is
 	// deleted.
 	// +kubebuilder:default=Retain
-	// +kubebuilder:validation:Enum=Retain;Delete
 	// +optional
-	WhenDeleted string `json:"whenDeleted,omitempty"`
+	WhenDeleted RetentionPolicyType `json:"whenDeleted,omitempty"`
 }
 
 // TLSSpec configures certificates. By default the operator issues a CA and

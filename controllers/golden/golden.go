@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -57,7 +58,7 @@ func NewKVS(name string, opts ...Option) *kvv1.KeyValueStore {
 			Replicas:        ptr.To[int32](3),
 			Image:           "kvstore.dev/kvnode:dev",
 			ImagePullPolicy: "IfNotPresent",
-			Storage:         kvv1.StorageSpec{Size: "1Gi", RetentionPolicy: kvv1.RetentionPolicy{WhenScaled: "Delete", WhenDeleted: "Retain"}},
+			Storage:         kvv1.StorageSpec{Size: ptr.To(resource.MustParse("1Gi")), RetentionPolicy: kvv1.RetentionPolicy{WhenScaled: kvv1.RetentionPolicyDelete, WhenDeleted: kvv1.RetentionPolicyRetain}},
 			TLS:             kvv1.TLSSpec{CertificateLifetime: &metav1.Duration{Duration: 2160 * 3600e9}, RenewAtPercent: 67},
 			Limits:          kvv1.LimitsSpec{MaxKeyBytes: 1024, MaxValueBytes: 1048576, MaxInFlight: 1024},
 		},

@@ -82,12 +82,12 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 			}},
 		}}
 	}
-	size, err := resource.ParseQuantity(kvs.Spec.Storage.Size)
-	if err != nil {
-		size = resource.MustParse("1Gi") // the CRD validates the field; this is the schema default
+	size := resource.MustParse("1Gi") // the schema's default: the API server sets it on every object it stores
+	if kvs.Spec.Storage.Size != nil {
+		size = kvs.Spec.Storage.Size.DeepCopy()
 	}
-	retention := func(s string) appsv1.PersistentVolumeClaimRetentionPolicyType {
-		if s == "Delete" {
+	retention := func(p kvv1.RetentionPolicyType) appsv1.PersistentVolumeClaimRetentionPolicyType {
+		if p == kvv1.RetentionPolicyDelete {
 			return appsv1.DeletePersistentVolumeClaimRetentionPolicyType
 		}
 		return appsv1.RetainPersistentVolumeClaimRetentionPolicyType

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
@@ -14,7 +15,7 @@ func TestBuild(t *testing.T) {
 	golden.Assert(t, "default", Build(golden.NewKVS("demo"), ptr.To[int32](3)))
 	golden.Assert(t, "autoscaled-scheduling", Build(golden.NewKVS("demo", golden.WithAutoscaling(3, 7), func(k *kvv1.KeyValueStore) {
 		k.Spec.Storage.StorageClassName = ptr.To("fast")
-		k.Spec.Storage.Size = "10Gi"
+		k.Spec.Storage.Size = ptr.To(resource.MustParse("10Gi"))
 		k.Spec.NodeSelector = map[string]string{"disk": "ssd"}
 		k.Spec.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "kv", Effect: corev1.TaintEffectNoSchedule}}
 		k.Spec.PodLabels = map[string]string{"team": "storage", "app.kubernetes.io/name": "ignored"}
