@@ -13,8 +13,9 @@ import (
 type KeyValueStoreSpec struct {
 	// Replicas is the number of voting members, 1 to 9. A cluster of 2n+1
 	// voters survives the loss of n; odd numbers are recommended, 1 is for
-	// development. Every write waits for a majority of the voters, so
-	// read capacity grows with autoscaling's non-voters instead.
+	// development. Every write waits for a majority of the voters, so more
+	// voters make writes slower; autoscaling adds read capacity with
+	// non-voters instead.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=9
@@ -90,7 +91,9 @@ type StorageSpec struct {
 	// rejects, so that a malformed size gets that message rather than an
 	// evaluation error. A size of zero or below is rejected at apply time
 	// because no volume can be provisioned for it: the store would stay
-	// Creating with nothing saying why.
+	// Creating with nothing saying why. Size is a pointer because a zero
+	// Quantity marshals as "0": a Go client that leaves it unset must send
+	// nothing, and get the default, rather than a size that is rejected.
 
 	// Size of each member's volume, a positive quantity such as 1Gi or
 	// 500Mi (a plain integer counts bytes). It may grow (if the storage
