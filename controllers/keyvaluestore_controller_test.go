@@ -15,10 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 var nsCounter int
@@ -33,21 +35,18 @@ func namespace(t *testing.T) string {
 	return name
 }
 
-type opt func(*kvv1.KeyValueStore)
-
-func newKVS(ns, name string, opts ...opt) *kvv1.KeyValueStore {
-	k := &kvv1.KeyValueStore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	for _, o := range opts {
-		o(k)
-	}
-	return k
-}
-
-func withReplicas(n int32) opt { return func(k *kvv1.KeyValueStore) { k.Spec.Replicas = ptr.To(n) } }
-func withAutoscaling(lo, hi int32) opt {
-	return func(k *kvv1.KeyValueStore) {
-		k.Spec.Autoscaling = &kvv1.AutoscalingSpec{Enabled: true, MinReplicas: ptr.To(lo), MaxReplicas: hi}
-	}
+// update reads the store, changes it and writes it back, again when the
+// reconciler wrote in between (a conflict is not what a test is about).
+func update(t *testing.T, ns, name string, change func(*kvv1.KeyValueStore)) error {
+	t.Helper()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		k := &kvv1.KeyValueStore{}
+		if err := get(t, ns, name, k); err != nil {
+			return err
+		}
+		change(k)
+		return k8s.Update(context.Background(), k)
+	})
 }
 
 func get(t *testing.T, ns, name string, obj client.Object) error {
@@ -63,11 +62,11 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 		kvs  *kvv1.KeyValueStore
 		want string
 	}{
-		{"no replicas", newKVS(ns, "r0", withReplicas(0)), "spec.replicas"},
-		{"ten replicas", newKVS(ns, "r10", withReplicas(10)), "spec.replicas"},
-		{"max below min", newKVS(ns, "as1", withReplicas(3), withAutoscaling(5, 4)), "autoscaling.maxReplicas may not be below autoscaling.minReplicas"},
-		{"min below replicas", newKVS(ns, "as2", withReplicas(5), withAutoscaling(3, 9)), "autoscaling.minReplicas may not be below replicas"},
-		{"bad pull policy", newKVS(ns, "pp", func(k *kvv1.KeyValueStore) { k.Spec.ImagePullPolicy = "Sometimes" }), "spec.imagePullPolicy"},
+		{"no replicas", testutil.NewKVS("r0", testutil.InNamespace(ns), testutil.WithReplicas(0)), "spec.replicas"},
+		{"ten replicas", testutil.NewKVS("r10", testutil.InNamespace(ns), testutil.WithReplicas(10)), "spec.replicas"},
+		{"max below min", testutil.NewKVS("as1", testutil.InNamespace(ns), testutil.WithReplicas(3), testutil.WithAutoscaling(5, 4)), "autoscaling.maxReplicas may not be below autoscaling.minReplicas"},
+		{"min below replicas", testutil.NewKVS("as2", testutil.InNamespace(ns), testutil.WithReplicas(5), testutil.WithAutoscaling(3, 9)), "autoscaling.minReplicas may not be below replicas"},
+		{"bad pull policy", testutil.NewKVS("pp", testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) { k.Spec.ImagePullPolicy = "Sometimes" }), "spec.imagePullPolicy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := k8s.Create(ctx, tc.kvs)
@@ -79,7 +78,7 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 
 	// Transition rules: storage may not shrink, the class and the TLS
 	// Secret may not change.
-	k := newKVS(ns, "grow", func(k *kvv1.KeyValueStore) {
+	k := testutil.NewKVS("grow", testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) {
 		k.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi"))
 		k.Spec.Storage.StorageClassName = ptr.To("fast")
 		k.Spec.Paused = true
@@ -95,26 +94,18 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 		{func(k *kvv1.KeyValueStore) { k.Spec.Storage.StorageClassName = ptr.To("slow") }, "storage.storageClassName is immutable"},
 		{func(k *kvv1.KeyValueStore) { k.Spec.TLS.SecretName = ptr.To("mine") }, "tls.secretName is immutable"},
 	} {
-		cur := &kvv1.KeyValueStore{}
-		if err := get(t, ns, "grow", cur); err != nil {
-			t.Fatal(err)
-		}
-		tc.change(cur)
-		if err := k8s.Update(ctx, cur); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := update(t, ns, "grow", tc.change); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("Update = %v, want %q", err, tc.want)
 		}
 	}
-	cur := &kvv1.KeyValueStore{}
-	get(t, ns, "grow", cur)
-	cur.Spec.Storage.Size = ptr.To(resource.MustParse("3Gi"))
-	if err := k8s.Update(ctx, cur); err != nil {
+	if err := update(t, ns, "grow", func(k *kvv1.KeyValueStore) { k.Spec.Storage.Size = ptr.To(resource.MustParse("3Gi")) }); err != nil {
 		t.Fatalf("growing storage was rejected: %v", err)
 	}
 }
 
 func TestDefaults(t *testing.T) {
 	ns := namespace(t)
-	k := newKVS(ns, "d", func(k *kvv1.KeyValueStore) { k.Spec.Paused = true })
+	k := testutil.NewKVS("d", testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) { k.Spec.Paused = true })
 	if err := k8s.Create(context.Background(), k); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +121,7 @@ func TestDefaults(t *testing.T) {
 
 func TestReconcileCreatesChildrenWithOwnerReferences(t *testing.T) {
 	ns := namespace(t)
-	k := newKVS(ns, "demo")
+	k := testutil.NewKVS("demo", testutil.InNamespace(ns))
 	if err := k8s.Create(context.Background(), k); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +135,7 @@ func TestReconcileCreatesChildrenWithOwnerReferences(t *testing.T) {
 		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "demo"}},
 	}
 	for _, c := range children {
-		eventually(t, 20*time.Second, func() error {
+		testutil.Eventually(t, 20*time.Second, "a condition", func() error {
 			if err := get(t, ns, c.GetName(), c); err != nil {
 				return fmt.Errorf("%T %s: %w", c, c.GetName(), err)
 			}
@@ -165,7 +156,7 @@ func TestReconcileCreatesChildrenWithOwnerReferences(t *testing.T) {
 	if len(hpaList.Items) != 0 {
 		t.Fatal("an HPA without autoscaling")
 	}
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error {
 		got := &kvv1.KeyValueStore{}
 		get(t, ns, "demo", got)
 		st := got.Status
@@ -205,7 +196,7 @@ func runPods(t *testing.T, ns, name string, n int) {
 		ords = append(ords, i)
 	}
 	fakeKV.setRunning(ns+"/"+name, ords...)
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, "a condition", func() error {
 		sts := &appsv1.StatefulSet{}
 		if err := get(t, ns, name, sts); err != nil {
 			return err
@@ -217,7 +208,7 @@ func runPods(t *testing.T, ns, name string, n int) {
 
 func waitStatus(t *testing.T, ns, name string, check func(kvv1.KeyValueStoreStatus) error) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, "a condition", func() error {
 		got := &kvv1.KeyValueStore{}
 		if err := get(t, ns, name, got); err != nil {
 			return err
@@ -229,7 +220,7 @@ func waitStatus(t *testing.T, ns, name string, check func(kvv1.KeyValueStoreStat
 func TestMembershipBringsTheClusterToReadyAndScales(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
-	if err := k8s.Create(ctx, newKVS(ns, "demo")); err != nil {
+	if err := k8s.Create(ctx, testutil.NewKVS("demo", testutil.InNamespace(ns))); err != nil {
 		t.Fatal(err)
 	}
 	runPods(t, ns, "demo", 3)
@@ -249,7 +240,7 @@ func TestMembershipBringsTheClusterToReadyAndScales(t *testing.T) {
 
 	// Scale to 5 (kubectl scale uses the scale subresource).
 	scale(t, ns, "demo", 5)
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error {
 		sts := &appsv1.StatefulSet{}
 		get(t, ns, "demo", sts)
 		if *sts.Spec.Replicas != 5 {
@@ -272,7 +263,7 @@ func TestMembershipBringsTheClusterToReadyAndScales(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error {
 		sts := &appsv1.StatefulSet{}
 		get(t, ns, "demo", sts)
 		if *sts.Spec.Replicas != 3 {
@@ -298,15 +289,11 @@ func scale(t *testing.T, ns, name string, n int32) {
 func TestPauseStopsChangesButKeepsStatusFresh(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
-	if err := k8s.Create(ctx, newKVS(ns, "p")); err != nil {
+	if err := k8s.Create(ctx, testutil.NewKVS("p", testutil.InNamespace(ns))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error { return get(t, ns, "p", &appsv1.StatefulSet{}) })
-	k := &kvv1.KeyValueStore{}
-	get(t, ns, "p", k)
-	k.Spec.Paused = true
-	k.Spec.Image = "kvstore.dev/kvnode:v2"
-	if err := k8s.Update(ctx, k); err != nil {
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error { return get(t, ns, "p", &appsv1.StatefulSet{}) })
+	if err := update(t, ns, "p", func(k *kvv1.KeyValueStore) { k.Spec.Paused, k.Spec.Image = true, "kvstore.dev/kvnode:v2" }); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, ns, "p", func(st kvv1.KeyValueStoreStatus) error {
@@ -321,12 +308,10 @@ func TestPauseStopsChangesButKeepsStatusFresh(t *testing.T) {
 	if img := sts.Spec.Template.Spec.Containers[0].Image; img != "kvstore.dev/kvnode:dev" {
 		t.Fatalf("paused, yet the image changed to %s", img)
 	}
-	get(t, ns, "p", k)
-	k.Spec.Paused = false
-	if err := k8s.Update(ctx, k); err != nil {
+	if err := update(t, ns, "p", func(k *kvv1.KeyValueStore) { k.Spec.Paused = false }); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error {
 		get(t, ns, "p", sts)
 		if img := sts.Spec.Template.Spec.Containers[0].Image; img != "kvstore.dev/kvnode:v2" {
 			return fmt.Errorf("image %s after unpausing", img)
@@ -338,17 +323,17 @@ func TestPauseStopsChangesButKeepsStatusFresh(t *testing.T) {
 func TestAutoscalingAddsNonVotersOnly(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
-	if err := k8s.Create(ctx, newKVS(ns, "as", withReplicas(3), withAutoscaling(3, 7))); err != nil {
+	if err := k8s.Create(ctx, testutil.NewKVS("as", testutil.InNamespace(ns), testutil.WithReplicas(3), testutil.WithAutoscaling(3, 7))); err != nil {
 		t.Fatal(err)
 	}
 	h := &autoscalingv2.HorizontalPodAutoscaler{}
-	eventually(t, 20*time.Second, func() error { return get(t, ns, "as", h) })
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error { return get(t, ns, "as", h) })
 	if *h.Spec.MinReplicas != 3 || h.Spec.MaxReplicas != 7 || *h.Spec.Metrics[0].Resource.Target.AverageUtilization != 70 || h.Spec.ScaleTargetRef.Name != "as" {
 		t.Fatalf("HPA %+v", h.Spec)
 	}
 	// The operator does not own the StatefulSet's replicas: the HPA does.
 	sts := &appsv1.StatefulSet{}
-	eventually(t, 20*time.Second, func() error { return get(t, ns, "as", sts) })
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error { return get(t, ns, "as", sts) })
 	for _, mf := range sts.ManagedFields {
 		if mf.Manager == FieldOwner && strings.Contains(string(mf.FieldsV1.Raw), `"f:replicas"`) {
 			t.Fatal("the operator owns spec.replicas of an autoscaled StatefulSet")
@@ -384,11 +369,11 @@ func TestAutoscalingAddsNonVotersOnly(t *testing.T) {
 func TestCertificateRenewal(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
-	if err := k8s.Create(ctx, newKVS(ns, "c")); err != nil {
+	if err := k8s.Create(ctx, testutil.NewKVS("c", testutil.InNamespace(ns))); err != nil {
 		t.Fatal(err)
 	}
 	before := &corev1.Secret{}
-	eventually(t, 20*time.Second, func() error { return get(t, ns, "c-tls", before) })
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error { return get(t, ns, "c-tls", before) })
 	var notAfter time.Time
 	waitStatus(t, ns, "c", func(st kvv1.KeyValueStoreStatus) error {
 		if st.CertificateNotAfter == nil {
@@ -398,13 +383,11 @@ func TestCertificateRenewal(t *testing.T) {
 		return nil
 	})
 	clock.Advance(61 * 24 * time.Hour) // past 67% of 90 days
-	k := &kvv1.KeyValueStore{}
-	get(t, ns, "c", k)
-	k.Annotations = map[string]string{"test/poke": "1"} // a change, so that it reconciles now
-	if err := k8s.Update(ctx, k); err != nil {
+	// A change, so that it reconciles now.
+	if err := update(t, ns, "c", func(k *kvv1.KeyValueStore) { k.Annotations = map[string]string{"test/poke": "1"} }); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error {
 		after := &corev1.Secret{}
 		get(t, ns, "c-tls", after)
 		if string(after.Data["tls.crt"]) == string(before.Data["tls.crt"]) {
@@ -428,13 +411,11 @@ func TestCertificateRenewal(t *testing.T) {
 	// Renewal on request, once per annotation value.
 	var renewed corev1.Secret
 	get(t, ns, "c-tls", &renewed)
-	get(t, ns, "c", k)
-	k.Annotations[kvv1.AnnotationRenewCertificates] = "2026-11-27T00:00:00Z"
-	if err := k8s.Update(ctx, k); err != nil {
+	if err := update(t, ns, "c", func(k *kvv1.KeyValueStore) { k.Annotations[kvv1.AnnotationRenewCertificates] = "2026-11-27T00:00:00Z" }); err != nil {
 		t.Fatal(err)
 	}
 	var forced corev1.Secret
-	eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, "a condition", func() error {
 		get(t, ns, "c-tls", &forced)
 		if string(forced.Data["tls.crt"]) == string(renewed.Data["tls.crt"]) {
 			return fmt.Errorf("not renewed on request")

@@ -8,8 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
-	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 func TestSetStatus(t *testing.T) {
@@ -36,7 +36,7 @@ func TestSetStatus(t *testing.T) {
 		{"paused", true, true, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true}, kvv1.PhasePaused, "True", kvv1.ReasonAvailable, "False", "False"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			kvs := golden.NewKVS("demo")
+			kvs := testutil.StoredKVS("demo")
 			kvs.Generation = 4
 			kvs.Status.Bootstrapped = tc.bootstrapped
 			kvs.Spec.Paused = tc.paused

@@ -123,17 +123,3 @@ func (e *eventLog) has(prefix string) bool {
 	}
 	return false
 }
-
-// eventually polls f until it returns nil, or fails the test.
-func eventually(t *testing.T, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("after %v: %v", d, err)
-}

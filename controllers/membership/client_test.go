@@ -9,8 +9,8 @@ import (
 	"time"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
-	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
 	"github.com/kvstore-operator/kvstore-operator/test/harness"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 // reconcile runs Plan and Execute as the controller does, until there is
@@ -65,7 +65,7 @@ func TestMembershipLoopWithRealKvnodes(t *testing.T) {
 		}
 	}()
 	admin, key, _ := h.CA.Issue(harness.AdminLeaf(), time.Now())
-	kvs := golden.NewKVS("kv") // pods kv-0, kv-1, ... as the harness names members
+	kvs := testutil.StoredKVS("kv") // pods kv-0, kv-1, ... as the harness names members
 	c, err := NewClient(kvs, h.CA.CertPEM, admin, key)
 	if err != nil {
 		t.Fatal(err)

@@ -3,13 +3,13 @@ package services
 import (
 	"testing"
 
-	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 func TestBuild(t *testing.T) {
-	kvs := golden.NewKVS("demo")
-	golden.Assert(t, "headless", BuildHeadless(kvs))
-	golden.Assert(t, "client", BuildClient(kvs))
+	kvs := testutil.StoredKVS("demo")
+	testutil.Golden(t, "headless", BuildHeadless(kvs))
+	testutil.Golden(t, "client", BuildClient(kvs))
 	if !BuildHeadless(kvs).Spec.PublishNotReadyAddresses {
 		t.Fatal("members must resolve each other before they are ready")
 	}

@@ -8,12 +8,12 @@ import (
 	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
-	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 func TestBuild(t *testing.T) {
-	golden.Assert(t, "default", Build(golden.NewKVS("demo"), ptr.To[int32](3)))
-	golden.Assert(t, "autoscaled-scheduling", Build(golden.NewKVS("demo", golden.WithAutoscaling(3, 7), func(k *kvv1.KeyValueStore) {
+	testutil.Golden(t, "default", Build(testutil.StoredKVS("demo"), ptr.To[int32](3)))
+	testutil.Golden(t, "autoscaled-scheduling", Build(testutil.StoredKVS("demo", testutil.WithAutoscaling(3, 7), func(k *kvv1.KeyValueStore) {
 		k.Spec.Storage.StorageClassName = ptr.To("fast")
 		k.Spec.Storage.Size = ptr.To(resource.MustParse("10Gi"))
 		k.Spec.NodeSelector = map[string]string{"disk": "ssd"}
@@ -24,7 +24,7 @@ func TestBuild(t *testing.T) {
 }
 
 func TestBuildSecurity(t *testing.T) {
-	sts := Build(golden.NewKVS("demo"), ptr.To[int32](3))
+	sts := Build(testutil.StoredKVS("demo"), ptr.To[int32](3))
 	pod := sts.Spec.Template.Spec
 	c := pod.Containers[0]
 	if !*pod.SecurityContext.RunAsNonRoot || !*c.SecurityContext.ReadOnlyRootFilesystem || *c.SecurityContext.AllowPrivilegeEscalation {

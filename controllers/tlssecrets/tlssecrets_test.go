@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore-operator/kvstore-operator/controllers/golden"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 func TestIssueAndRenew(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	kvs := golden.NewKVS("demo")
+	kvs := testutil.StoredKVS("demo")
 	caSecret, ca, err := BuildCA(kvs, nil, now)
 	if err != nil {
 		t.Fatal(err)

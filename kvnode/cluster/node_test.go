@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 func openNode(t *testing.T, dir string, bootstrap bool) (*Node, *core.Service) {
@@ -24,18 +25,15 @@ func openNode(t *testing.T, dir string, bootstrap bool) (*Node, *core.Service) {
 
 func waitLeader(t *testing.T, svc *core.Service) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
+	testutil.Eventually(t, 10*time.Second, "a leader", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := svc.Get(ctx, "probe", core.Linearizable)
-		if err == nil || errors.Is(err, core.ErrNoSuchKey) {
-			return
+		if errors.Is(err, core.ErrNoSuchKey) {
+			return nil
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("no leader: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 func TestSingleNodeSurvivesRestartAndCompacts(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/test/harness"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 // writer PUTs distinct keys through rotating members until stopped and
@@ -84,7 +86,7 @@ func verify(t *testing.T, c *harness.Cluster, acked map[string]string) {
 func waitVoters(t *testing.T, c *harness.Cluster, want ...string) clusterapi.Cluster {
 	t.Helper()
 	var info clusterapi.Cluster
-	err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
+	testutil.Eventually(t, 30*time.Second, "voters "+strings.Join(want, ","), func() error {
 		var err error
 		info, err = c.Info(context.Background())
 		if err != nil {
@@ -98,9 +100,6 @@ func waitVoters(t *testing.T, c *harness.Cluster, want ...string) clusterapi.Clu
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return info
 }
 

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore-operator/kvstore-operator/test/harness"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 // A non-voter replicates and serves reads (stale locally, linearizable
@@ -50,16 +50,13 @@ func TestNonVoterServesReadsButDoesNotVote(t *testing.T) {
 		t.Fatalf("write without a quorum of voters = %d, want 503", code)
 	}
 	// The replica still serves its copy.
-	err = harness.Retry(ctxFor(t, 10*time.Second), func() error {
+	testutil.Eventually(t, 10*time.Second, "a stale read on the non-voter", func() error {
 		code, body, err := kv(c, replica, "GET", "via-replica", "", "consistency=stale")
 		if err != nil || code != 200 || body != "x" {
 			return fmt.Errorf("stale read on the non-voter: %d %q %v", code, body, err)
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if code, _, _ := kv(c, replica, "GET", "via-replica", "", ""); code != 503 {
 		t.Fatalf("linearizable read without a quorum = %d, want 503", code)
 	}

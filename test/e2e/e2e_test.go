@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 var kubectlBin, kubeconfig string
@@ -84,19 +85,6 @@ func freshNamespace(t *testing.T, ns string) string {
 	return ns
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatalf("%s: not after %v: %v", what, d, err)
-}
-
 // client returns an HTTPS client that trusts the store's CA, read from its Secret.
 func client(t *testing.T, ns, name string) *http.Client {
 	t.Helper()
@@ -147,7 +135,7 @@ func session(t *testing.T, c *http.Client, base string, steps []step) {
 	for _, s := range steps {
 		var code int
 		var body string
-		waitFor(t, 20*time.Second, s.method+" "+s.path, func() error {
+		testutil.Eventually(t, 20*time.Second, s.method+" "+s.path, func() error {
 			var err error
 			code, body, err = do(c, s.method, base+s.path, s.body)
 			return err
@@ -223,14 +211,14 @@ func TestSampleStore(t *testing.T) {
 		}
 	}()
 	kubectl(t, "scale", "-n", ns, "kvs/demo", "--replicas=5")
-	waitFor(t, 180*time.Second, "5 voters", func() error {
+	testutil.Eventually(t, 180*time.Second, "5 voters", func() error {
 		if k := getKVS(t, ns, "demo"); k.Status.Voters != 5 || k.Status.Phase != "Running" {
 			return fmt.Errorf("%+v", k.Status)
 		}
 		return nil
 	})
 	kubectl(t, "scale", "-n", ns, "kvs/demo", "--replicas=3")
-	waitFor(t, 180*time.Second, "back to 3 voters", func() error {
+	testutil.Eventually(t, 180*time.Second, "back to 3 voters", func() error {
 		k := getKVS(t, ns, "demo")
 		if k.Status.Voters != 3 || len(k.Status.Members) != 3 || k.Status.Phase != "Running" {
 			return fmt.Errorf("%+v", k.Status)
@@ -253,7 +241,7 @@ func TestSampleStore(t *testing.T) {
 	leader := getKVS(t, ns, "demo").Status.Leader
 	kubectl(t, "delete", "pod", "-n", ns, leader, "--wait=false")
 	t0 := time.Now()
-	waitFor(t, 60*time.Second, "a write after the leader pod was deleted", func() error {
+	testutil.Eventually(t, 60*time.Second, "a write after the leader pod was deleted", func() error {
 		code, _, err := do(c, "PUT", base+"/v1/key/after-leader-loss", "x")
 		if err != nil || code != 201 {
 			return fmt.Errorf("%d %v", code, err)
@@ -274,7 +262,7 @@ func serial(t *testing.T, ns, name string) string {
 	t.Helper()
 	c := client(t, ns, name)
 	var s string
-	waitFor(t, 20*time.Second, "a TLS connection", func() error {
+	testutil.Eventually(t, 20*time.Second, "a TLS connection", func() error {
 		resp, err := c.Get("https://" + name + "." + ns + ".svc:8080/livez")
 		if err != nil {
 			return err
@@ -304,7 +292,7 @@ func TestCertificateRenewalWithoutRestarts(t *testing.T) {
 	start := time.Now()
 	// The kubelet refreshes Secret volumes on its own schedule (up to about
 	// a minute), then kvnode re-reads the files within 10 s.
-	waitFor(t, 150*time.Second, "every member serving the new certificate", func() error {
+	testutil.Eventually(t, 150*time.Second, "every member serving the new certificate", func() error {
 		if code, _, err := do(c, "PUT", base+"/v1/key/during-renewal", "x"); err != nil || code != 201 {
 			return fmt.Errorf("write during renewal: %d %v", code, err)
 		}
@@ -351,7 +339,7 @@ spec:
 		t.Fatalf("HPA: %s", hpa)
 	}
 	kubectl(t, "scale", "-n", ns, "statefulset/auto", "--replicas=5")
-	waitFor(t, 180*time.Second, "two read replicas", func() error {
+	testutil.Eventually(t, 180*time.Second, "two read replicas", func() error {
 		k := getKVS(t, ns, "auto")
 		nonVoters := 0
 		for _, m := range k.Status.Members {
@@ -370,7 +358,7 @@ spec:
 		t.Fatalf("PUT: %d %v", code, err)
 	}
 	kubectl(t, "scale", "-n", ns, "statefulset/auto", "--replicas=3")
-	waitFor(t, 180*time.Second, "replicas removed", func() error {
+	testutil.Eventually(t, 180*time.Second, "replicas removed", func() error {
 		k := getKVS(t, ns, "auto")
 		if len(k.Status.Members) != 3 || k.Status.Voters != 3 || k.Status.Phase != "Running" {
 			return fmt.Errorf("%+v", k.Status)
@@ -384,7 +372,7 @@ spec:
 	// Deleting the store deletes its children; the volumes stay
 	// (storage.retentionPolicy.whenDeleted defaults to Retain).
 	kubectl(t, "delete", "-n", ns, "kvs/auto", "--wait=true", "--timeout=120s")
-	waitFor(t, 120*time.Second, "children deleted", func() error {
+	testutil.Eventually(t, 120*time.Second, "children deleted", func() error {
 		out := kubectl(t, "get", "statefulsets,services,secrets,pdb,hpa,pods", "-n", ns, "-l", "app.kubernetes.io/instance=auto", "-o", "name")
 		if strings.TrimSpace(out) != "" {
 			return fmt.Errorf("left: %s", out)

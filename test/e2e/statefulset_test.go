@@ -20,6 +20,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 // Without the operator: a StatefulSet of 3 kvnode pods from plain
@@ -130,14 +131,14 @@ spec:
 		}
 		return nil
 	}
-	waitFor(t, 120*time.Second, "kv-0 answers", func() error { return call(0, "GET", "/livez", nil) })
-	waitFor(t, 30*time.Second, "bootstrap kv-0", func() error { return call(0, "POST", clusterapi.PathBootstrap, nil) })
+	testutil.Eventually(t, 120*time.Second, "kv-0 answers", func() error { return call(0, "GET", "/livez", nil) })
+	testutil.Eventually(t, 30*time.Second, "bootstrap kv-0", func() error { return call(0, "POST", clusterapi.PathBootstrap, nil) })
 	for i := 1; i < 3; i++ {
 		id := fmt.Sprintf("kv-%d", i)
 		add := clusterapi.AddMemberRequest{ID: id, Address: fmt.Sprintf("%s.kv-peers.%s.svc:8081", id, ns), API: fmt.Sprintf("https://%s.kv-peers.%s.svc:8080", id, ns)}
-		waitFor(t, 60*time.Second, "add "+id, func() error { return call(0, "POST", clusterapi.PathMembers, add) })
+		testutil.Eventually(t, 60*time.Second, "add "+id, func() error { return call(0, "POST", clusterapi.PathMembers, add) })
 		// Promotion succeeds only once kv-i replicated through kv-0 dialling its DNS name.
-		waitFor(t, 60*time.Second, "promote "+id, func() error {
+		testutil.Eventually(t, 60*time.Second, "promote "+id, func() error {
 			return call(0, "POST", clusterapi.MemberPath(clusterapi.PathPromote, id), nil)
 		})
 	}

@@ -1,7 +1,8 @@
-// Package golden compares objects built by the controllers' pure Build
-// functions with YAML files under testdata/; `go test ./controllers/...
-// -update` rewrites them after an intended change.
-package golden
+// Package testutil is what the tests of every package share: KeyValueStore
+// fixtures built with options, golden files for the controllers' pure
+// Build functions (`go test ./controllers/... -update` rewrites them after
+// an intended change), and polling until a condition holds.
+package testutil
 
 import (
 	"flag"
@@ -20,8 +21,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-// Assert compares obj, as YAML, with testdata/<name>.golden.yaml.
-func Assert(t *testing.T, name string, obj any) {
+// Golden compares obj, as YAML, with testdata/<name>.golden.yaml.
+func Golden(t *testing.T, name string, obj any) {
 	t.Helper()
 	got, err := yaml.Marshal(obj)
 	if err != nil {
@@ -49,9 +50,19 @@ func Assert(t *testing.T, name string, obj any) {
 // Option changes a fixture.
 type Option func(*kvv1.KeyValueStore)
 
-// NewKVS returns a KeyValueStore with the schema's defaults applied, as
-// the API server would store it.
+// NewKVS returns a KeyValueStore as a user would write it: only what opts
+// set, in the namespace "default"; the API server applies the defaults.
 func NewKVS(name string, opts ...Option) *kvv1.KeyValueStore {
+	kvs := &kvv1.KeyValueStore{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+	for _, o := range opts {
+		o(kvs)
+	}
+	return kvs
+}
+
+// StoredKVS returns a KeyValueStore with the schema's defaults applied and
+// a UID, as the API server would store it: the input of pure builders.
+func StoredKVS(name string, opts ...Option) *kvv1.KeyValueStore {
 	kvs := &kvv1.KeyValueStore{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("00000000-0000-0000-0000-000000000001")},
 		Spec: kvv1.KeyValueStoreSpec{
@@ -68,6 +79,9 @@ func NewKVS(name string, opts ...Option) *kvv1.KeyValueStore {
 	}
 	return kvs
 }
+
+// InNamespace puts the store in namespace ns.
+func InNamespace(ns string) Option { return func(k *kvv1.KeyValueStore) { k.Namespace = ns } }
 
 // WithReplicas sets spec.replicas.
 func WithReplicas(n int32) Option { return func(k *kvv1.KeyValueStore) { k.Spec.Replicas = ptr.To(n) } }
