@@ -54,6 +54,13 @@ func get(t *testing.T, ns, name string, obj client.Object) error {
 	return k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, obj)
 }
 
+func mustGet(t *testing.T, ns, name string, obj client.Object) {
+	t.Helper()
+	if err := get(t, ns, name, obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCRDRejectsBadManifests(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
@@ -105,7 +112,7 @@ func TestCRDRejectsBadManifests(t *testing.T) {
 		}
 	}
 	cur := &kvv1.KeyValueStore{}
-	get(t, ns, "grow", cur)
+	mustGet(t, ns, "grow", cur)
 	cur.Spec.Storage.Size = "3Gi"
 	if err := k8s.Update(ctx, cur); err != nil {
 		t.Fatalf("growing storage was rejected: %v", err)
@@ -119,7 +126,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := &kvv1.KeyValueStore{}
-	get(t, ns, "d", got)
+	mustGet(t, ns, "d", got)
 	s := got.Spec
 	if *s.Replicas != 3 || s.Image == "" || s.ImagePullPolicy != "IfNotPresent" || s.Storage.Size != "1Gi" ||
 		s.Storage.RetentionPolicy.WhenScaled != "Delete" || s.Storage.RetentionPolicy.WhenDeleted != "Retain" ||
@@ -156,18 +163,22 @@ func TestReconcileCreatesChildrenWithOwnerReferences(t *testing.T) {
 		})
 	}
 	sts := &appsv1.StatefulSet{}
-	get(t, ns, "demo", sts)
+	mustGet(t, ns, "demo", sts)
 	if *sts.Spec.Replicas != 3 || sts.Spec.ServiceName != "demo-peers" {
 		t.Fatalf("StatefulSet replicas %d service %s", *sts.Spec.Replicas, sts.Spec.ServiceName)
 	}
 	hpaList := &autoscalingv2.HorizontalPodAutoscalerList{}
-	k8s.List(context.Background(), hpaList, client.InNamespace(ns))
+	if err := k8s.List(context.Background(), hpaList, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
 	if len(hpaList.Items) != 0 {
 		t.Fatal("an HPA without autoscaling")
 	}
 	eventually(t, 20*time.Second, func() error {
 		got := &kvv1.KeyValueStore{}
-		get(t, ns, "demo", got)
+		if err := get(t, ns, "demo", got); err != nil {
+			return err
+		}
 		st := got.Status
 		ready := meta.FindStatusCondition(st.Conditions, kvv1.ConditionReady)
 		if st.Phase != kvv1.PhaseCreating || ready == nil || ready.Reason != kvv1.ReasonCreating || st.ObservedGeneration != got.Generation ||
@@ -194,7 +205,7 @@ func runPods(t *testing.T, ns, name string, n int) {
 		if err := k8s.Create(ctx, p); err != nil && !strings.Contains(err.Error(), "already exists") {
 			t.Fatal(err)
 		}
-		get(t, ns, p.Name, p)
+		mustGet(t, ns, p.Name, p)
 		p.Status.Phase = corev1.PodRunning
 		if err := k8s.Status().Update(ctx, p); err != nil {
 			t.Fatal(err)
@@ -251,7 +262,9 @@ func TestMembershipBringsTheClusterToReadyAndScales(t *testing.T) {
 	scale(t, ns, "demo", 5)
 	eventually(t, 20*time.Second, func() error {
 		sts := &appsv1.StatefulSet{}
-		get(t, ns, "demo", sts)
+		if err := get(t, ns, "demo", sts); err != nil {
+			return err
+		}
 		if *sts.Spec.Replicas != 5 {
 			return fmt.Errorf("StatefulSet replicas %d", *sts.Spec.Replicas)
 		}
@@ -274,7 +287,9 @@ func TestMembershipBringsTheClusterToReadyAndScales(t *testing.T) {
 	})
 	eventually(t, 20*time.Second, func() error {
 		sts := &appsv1.StatefulSet{}
-		get(t, ns, "demo", sts)
+		if err := get(t, ns, "demo", sts); err != nil {
+			return err
+		}
 		if *sts.Spec.Replicas != 3 {
 			return fmt.Errorf("StatefulSet replicas %d", *sts.Spec.Replicas)
 		}
@@ -303,7 +318,7 @@ func TestPauseStopsChangesButKeepsStatusFresh(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, func() error { return get(t, ns, "p", &appsv1.StatefulSet{}) })
 	k := &kvv1.KeyValueStore{}
-	get(t, ns, "p", k)
+	mustGet(t, ns, "p", k)
 	k.Spec.Paused = true
 	k.Spec.Image = "kvstore.dev/kvnode:v2"
 	if err := k8s.Update(ctx, k); err != nil {
@@ -317,17 +332,19 @@ func TestPauseStopsChangesButKeepsStatusFresh(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 	sts := &appsv1.StatefulSet{}
-	get(t, ns, "p", sts)
+	mustGet(t, ns, "p", sts)
 	if img := sts.Spec.Template.Spec.Containers[0].Image; img != "kvstore.dev/kvnode:dev" {
 		t.Fatalf("paused, yet the image changed to %s", img)
 	}
-	get(t, ns, "p", k)
+	mustGet(t, ns, "p", k)
 	k.Spec.Paused = false
 	if err := k8s.Update(ctx, k); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, func() error {
-		get(t, ns, "p", sts)
+		if err := get(t, ns, "p", sts); err != nil {
+			return err
+		}
 		if img := sts.Spec.Template.Spec.Containers[0].Image; img != "kvstore.dev/kvnode:v2" {
 			return fmt.Errorf("image %s after unpausing", img)
 		}
@@ -350,7 +367,7 @@ func TestAutoscalingAddsNonVotersOnly(t *testing.T) {
 	sts := &appsv1.StatefulSet{}
 	eventually(t, 20*time.Second, func() error { return get(t, ns, "as", sts) })
 	for _, mf := range sts.ManagedFields {
-		if mf.Manager == FieldOwner && strings.Contains(string(mf.FieldsV1.Raw), `"f:replicas"`) {
+		if mf.Manager == FieldOwner && strings.Contains(mf.FieldsV1.GetRawString(), `"f:replicas"`) {
 			t.Fatal("the operator owns spec.replicas of an autoscaled StatefulSet")
 		}
 	}
@@ -362,7 +379,7 @@ func TestAutoscalingAddsNonVotersOnly(t *testing.T) {
 		return nil
 	})
 	// The autoscaler scales the StatefulSet to 5.
-	get(t, ns, "as", sts)
+	mustGet(t, ns, "as", sts)
 	sts.Spec.Replicas = ptr.To[int32](5)
 	sts.ManagedFields = nil
 	if err := k8s.Update(ctx, sts, client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
@@ -375,7 +392,7 @@ func TestAutoscalingAddsNonVotersOnly(t *testing.T) {
 		}
 		return nil
 	})
-	get(t, ns, "as", sts)
+	mustGet(t, ns, "as", sts)
 	if *sts.Spec.Replicas != 5 {
 		t.Fatalf("the operator reset the autoscaler's replicas to %d", *sts.Spec.Replicas)
 	}
@@ -399,14 +416,16 @@ func TestCertificateRenewal(t *testing.T) {
 	})
 	clock.Advance(61 * 24 * time.Hour) // past 67% of 90 days
 	k := &kvv1.KeyValueStore{}
-	get(t, ns, "c", k)
+	mustGet(t, ns, "c", k)
 	k.Annotations = map[string]string{"test/poke": "1"} // a change, so that it reconciles now
 	if err := k8s.Update(ctx, k); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, func() error {
 		after := &corev1.Secret{}
-		get(t, ns, "c-tls", after)
+		if err := get(t, ns, "c-tls", after); err != nil {
+			return err
+		}
 		if string(after.Data["tls.crt"]) == string(before.Data["tls.crt"]) {
 			return fmt.Errorf("certificate not renewed")
 		}
@@ -416,7 +435,7 @@ func TestCertificateRenewal(t *testing.T) {
 		return nil
 	})
 	waitStatus(t, ns, "c", func(st kvv1.KeyValueStoreStatus) error {
-		if !st.CertificateNotAfter.Time.After(notAfter) {
+		if !st.CertificateNotAfter.After(notAfter) {
 			return fmt.Errorf("expiry in status did not move")
 		}
 		return nil
@@ -427,15 +446,17 @@ func TestCertificateRenewal(t *testing.T) {
 
 	// Renewal on request, once per annotation value.
 	var renewed corev1.Secret
-	get(t, ns, "c-tls", &renewed)
-	get(t, ns, "c", k)
+	mustGet(t, ns, "c-tls", &renewed)
+	mustGet(t, ns, "c", k)
 	k.Annotations[kvv1.AnnotationRenewCertificates] = "2026-11-27T00:00:00Z"
 	if err := k8s.Update(ctx, k); err != nil {
 		t.Fatal(err)
 	}
 	var forced corev1.Secret
 	eventually(t, 20*time.Second, func() error {
-		get(t, ns, "c-tls", &forced)
+		if err := get(t, ns, "c-tls", &forced); err != nil {
+			return err
+		}
 		if string(forced.Data["tls.crt"]) == string(renewed.Data["tls.crt"]) {
 			return fmt.Errorf("not renewed on request")
 		}
@@ -449,7 +470,7 @@ func TestCertificateRenewal(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second) // later reconciles must not renew again for the same value
 	var later corev1.Secret
-	get(t, ns, "c-tls", &later)
+	mustGet(t, ns, "c-tls", &later)
 	if string(later.Data["tls.crt"]) != string(forced.Data["tls.crt"]) {
 		t.Fatal("renewed again for the same annotation value")
 	}
