@@ -162,7 +162,7 @@ func (r *Reloader) ServerConfig() *tls.Config {
 }
 
 // ClientConfig is for calls to other members' HTTPS APIs: the server's
-// certificate must chain to the current CA and name the host dialed. The
+// certificate must chain to the current CA and name the host dialled. The
 // client presents no certificate: the calls members make to each other
 // (forwarded writes, read indexes, status) need none, and a server
 // certificate offered as a client one would be refused for its usage.
