@@ -7,6 +7,8 @@ DIST := $(CURDIR)/dist
 KVNODE_IMAGE ?= kvstore.dev/kvnode:dev
 OPERATOR_IMAGE ?= kvstore.dev/operator:dev
 CONTROLLER_GEN := $(BIN)/controller-gen
+# golangci-lint, pinned in hack/tools/lint/go.mod and built from the Go module proxy.
+GOLANGCI_LINT := $(BIN)/golangci-lint
 # etcd and kube-apiserver for the controller tests, built from the Go module
 # proxy into a cache keyed on the Kubernetes version (hack/k8s-binaries.sh).
 ENVTEST_ASSETS = $$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1)
@@ -60,6 +62,14 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd) and the RBAC role 
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
 
+$(GOLANGCI_LINT): hack/tools/lint/go.mod
+	cd hack/tools/lint && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) over the main module and the submodules.
+	$(GOLANGCI_LINT) run ./...
+	for m in $(SUBMODULES); do (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
+
 envtest-assets: ## Build etcd and kube-apiserver for the controller tests (cold: minutes; cached after).
 	hack/k8s-binaries.sh etcd kube-apiserver
 
@@ -67,6 +77,7 @@ verify: generate manifests ## Check formatting, vet, tidy modules, no tracked bu
 	hack/verify-tree.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
+	$(MAKE) lint
 	$(GO) mod tidy -diff
 	for m in $(SUBMODULES); do (cd $$m && $(GO) mod tidy -diff); done
 	git diff --exit-code

@@ -105,7 +105,7 @@ func launch(t *testing.T, env []string, args ...string) *proc {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
-			<-p.done
+			<-p.done //nolint:errcheck // killed: the error only says so
 		}
 		if t.Failed() {
 			t.Logf("kvnode output:\n%s", p.output())
@@ -152,7 +152,7 @@ func (p *proc) signal(s os.Signal) { p.cmd.Process.Signal(s) }
 func (p *proc) wait(timeout time.Duration) int {
 	p.t.Helper()
 	select {
-	case <-p.done:
+	case <-p.done: //nolint:errcheck // a non-zero exit; the exit code says which
 		return p.cmd.ProcessState.ExitCode()
 	case <-time.After(timeout):
 		p.t.Fatalf("kvnode still running after %v", timeout)
@@ -344,14 +344,18 @@ func TestGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		got <- resp.StatusCode
 	}()
-	pw.Write([]byte("hello"))
+	if _, err := pw.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(200 * time.Millisecond)
 	p.signal(syscall.SIGTERM)
 	time.Sleep(300 * time.Millisecond)
 	if code, _ := request(t, http.DefaultClient, "GET", p.url("/readyz"), ""); code != 503 {
 		t.Fatalf("/readyz while draining = %d, want 503", code)
 	}
-	pw.Write([]byte("world"))
+	if _, err := pw.Write([]byte("world")); err != nil {
+		t.Fatal(err)
+	}
 	pw.Close()
 	if code := <-got; code != 201 {
 		t.Fatalf("in-flight PUT = %d, want 201", code)
@@ -372,8 +376,12 @@ func TestGracefulShutdown(t *testing.T) {
 	defer pw2.Close()
 	req2, _ := http.NewRequest("PUT", p.url("/v1/key/stuck"), pr2)
 	req2.ContentLength = 10
-	go http.DefaultClient.Do(req2)
-	pw2.Write([]byte("x"))
+	go func() {
+		if resp, err := http.DefaultClient.Do(req2); err == nil { // the process exits before it answers
+			resp.Body.Close()
+		}
+	}()
+	_, _ = pw2.Write([]byte("x"))
 	time.Sleep(200 * time.Millisecond)
 	p.signal(syscall.SIGTERM)
 	time.Sleep(200 * time.Millisecond)
@@ -469,7 +477,10 @@ func startTLS(t *testing.T, certDir string, c *http.Client) *proc {
 	}
 	p := &proc{t: t, cmd: cmd, done: make(chan error, 1), logs: out, logMu: mu}
 	go func() { p.done <- cmd.Wait(); pw.Close() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done //nolint:errcheck // killed: the error only says so
+	})
 	sc := bufio.NewScanner(pr)
 	for sc.Scan() {
 		var rec struct{ Msg, Addr, Scheme string }
@@ -478,7 +489,7 @@ func startTLS(t *testing.T, certDir string, c *http.Client) *proc {
 			break
 		}
 	}
-	go io.Copy(io.Discard, pr)
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
 	if p.scheme != "https" {
 		t.Fatalf("scheme %q, want https", p.scheme)
 	}

@@ -44,31 +44,39 @@ func main() {
 	if *etcdBin == "" {
 		log.Fatal("-etcd is required")
 	}
+	// log.Fatal skips deferred calls: benchmark returns, so that the stores stop.
+	if err := benchmark(*kvnode, *etcdBin, *clients, *valueSize, *keys, *duration); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration time.Duration) error {
 	dir, err := os.MkdirTemp("", "clusterbench")
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	defer os.RemoveAll(dir)
 
 	ceilAddr := freeAddr("127.0.0.1")
 	ceil := exec.Command(os.Args[0], "-serve-ceiling", ceilAddr)
 	if err := ceil.Start(); err != nil {
-		log.Fatal(err)
+		return err
 	}
 	defer ceil.Process.Kill()
 
-	etcdURLs, stopEtcd := startEtcd(*etcdBin, dir)
+	etcdURLs, stopEtcd := startEtcd(etcdBin, dir)
 	defer stopEtcd()
 
-	kv, err := harness.New(harness.Options{Binary: *kvnode, Dir: filepath.Join(dir, "kvnode"), Insecure: true, NoProxies: true, ExtraArgs: []string{"--max-in-flight", "0"}})
+	kv, err := harness.New(harness.Options{Binary: kvnode, Dir: filepath.Join(dir, "kvnode"), Insecure: true, NoProxies: true, ExtraArgs: []string{"--max-in-flight", "0"}})
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	defer kv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	if err := kv.StartN(ctx, 3); err != nil {
+		cancel()
 		kv.DumpLogs(os.Stderr)
-		log.Fatal(err)
+		return err
 	}
 	cancel()
 	var kvURLs []string
@@ -77,11 +85,11 @@ func main() {
 	}
 	waitOK("http://" + ceilAddr + "/")
 
-	value := bytes.Repeat([]byte("v"), *valueSize)
+	value := bytes.Repeat([]byte("v"), valueSize)
 	run := func(build func(c, i int) *http.Request) loadgen.Result {
-		return loadgen.Run(loadgen.Config{Clients: *clients, Duration: *duration, NewRequest: build})
+		return loadgen.Run(loadgen.Config{Clients: clients, Duration: duration, NewRequest: build})
 	}
-	key := func(c, i int) int { return (c + i**clients) % *keys }
+	key := func(c, i int) int { return (c + i*clients) % keys }
 	kvReq := func(method, query string) func(c, i int) *http.Request {
 		return func(c, i int) *http.Request {
 			var body io.Reader
@@ -113,9 +121,9 @@ func main() {
 	}
 
 	// Fill both stores so that reads find values.
-	fill := *duration / 2
-	loadgen.Run(loadgen.Config{Clients: *clients, Duration: fill, NewRequest: kvReq("PUT", "")})
-	loadgen.Run(loadgen.Config{Clients: *clients, Duration: fill, NewRequest: etcdReq("/v3/kv/put", false)})
+	fill := duration / 2
+	loadgen.Run(loadgen.Config{Clients: clients, Duration: fill, NewRequest: kvReq("PUT", "")})
+	loadgen.Run(loadgen.Config{Clients: clients, Duration: fill, NewRequest: etcdReq("/v3/kv/put", false)})
 
 	type row struct {
 		name   string
@@ -127,7 +135,7 @@ func main() {
 		{"stale (serializable) reads", run(kvReq("GET", "?consistency=stale")), run(etcdReq("/v3/kv/range", true))},
 	}
 	ceiling := run(ceilReq)
-	fmt.Printf("3 members each, %d clients spread over the members, %d-byte values, %d keys, %v per measurement, fsync on\n\n", *clients, *valueSize, *keys, *duration)
+	fmt.Printf("3 members each, %d clients spread over the members, %d-byte values, %d keys, %v per measurement, fsync on\n\n", clients, valueSize, keys, duration)
 	fmt.Println("| workload | kvnode req/s | kvnode p50 / p99 | etcd req/s | etcd p50 / p99 | kvnode / etcd | kvnode / ceiling |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
@@ -137,6 +145,7 @@ func main() {
 		}
 	}
 	fmt.Printf("| ceiling (constant handler, GET) | %.0f | %v / %v | | | | 100%% |\n", ceiling.Rate, ceiling.P50, ceiling.P99)
+	return nil
 }
 
 // startEtcd runs a 3-member etcd cluster on loopback (127.0.0.2x) and

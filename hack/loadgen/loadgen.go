@@ -68,7 +68,7 @@ func Run(cfg Config) Result {
 					}
 					continue
 				}
-				io.Copy(io.Discard, resp.Body)
+				_, _ = io.Copy(io.Discard, resp.Body) // drained for the connection's reuse
 				resp.Body.Close()
 				if !ok(resp.StatusCode) {
 					errs.Add(1)
@@ -99,8 +99,8 @@ func Run(cfg Config) Result {
 func ServeConstant(addr string) error {
 	body := []byte("constant")
 	return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Write(body)
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write(body)
 	}))
 }
 

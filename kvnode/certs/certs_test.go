@@ -15,8 +15,15 @@ func writePair(t *testing.T, dir, name string, ca *CA, leaf Leaf) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, name+".crt"), c, 0o600)
-	os.WriteFile(filepath.Join(dir, name+".key"), k, 0o600)
+	writeFile(t, filepath.Join(dir, name+".crt"), c)
+	writeFile(t, filepath.Join(dir, name+".key"), k)
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func reloader(t *testing.T, dir, name string) *Reloader {
@@ -44,7 +51,7 @@ func handshake(client, server *tls.Config) (error, error) {
 			return
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		errs <- tls.Server(c, server).Handshake()
 	}()
 	conn, err := net.Dial("tcp", ln.Addr().String())
@@ -52,14 +59,14 @@ func handshake(client, server *tls.Config) (error, error) {
 		return err, err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	tc := tls.Client(conn, client)
 	cerr := tc.Handshake()
 	if cerr == nil {
 		// In TLS 1.3 the server judges the client's certificate after the
 		// client is done: read once to learn the verdict.
-		tc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		tc.Read(make([]byte, 1))
+		_ = tc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, _ = tc.Read(make([]byte, 1))
 	}
 	return cerr, <-errs
 }
@@ -68,8 +75,8 @@ func TestMutualTLSRequiresAPeerCertificateFromTheCA(t *testing.T) {
 	dir, other := t.TempDir(), t.TempDir()
 	ca, _ := NewCA("cluster", time.Hour, time.Now())
 	rogue, _ := NewCA("rogue", time.Hour, time.Now())
-	os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600)
-	os.WriteFile(filepath.Join(other, "ca.crt"), ca.CertPEM, 0o600) // trusts the cluster CA...
+	writeFile(t, filepath.Join(dir, "ca.crt"), ca.CertPEM)
+	writeFile(t, filepath.Join(other, "ca.crt"), ca.CertPEM) // trusts the cluster CA...
 	peer := Leaf{CommonName: "kv-0", Server: true, Client: true, Lifetime: time.Hour}
 	writePair(t, dir, "a", ca, peer)
 	writePair(t, dir, "b", ca, peer)
@@ -94,11 +101,11 @@ func TestMutualTLSRequiresAPeerCertificateFromTheCA(t *testing.T) {
 func TestReloaderKeepsTheOldCertificateOnABadUpdate(t *testing.T) {
 	dir := t.TempDir()
 	ca, _ := NewCA("cluster", time.Hour, time.Now())
-	os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600)
+	writeFile(t, filepath.Join(dir, "ca.crt"), ca.CertPEM)
 	writePair(t, dir, "s", ca, Leaf{CommonName: "s", Server: true, Lifetime: time.Hour})
 	r := reloader(t, dir, "s")
 	before := r.Certificate().Leaf.SerialNumber
-	os.WriteFile(filepath.Join(dir, "s.crt"), []byte("half-written"), 0o600)
+	writeFile(t, filepath.Join(dir, "s.crt"), []byte("half-written"))
 	if changed, err := r.reload(); err == nil || changed {
 		t.Fatalf("reload of a broken file: changed=%v err=%v", changed, err)
 	}

@@ -105,12 +105,12 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, cfg.Logger.Named("snapshots"))
 	if err != nil {
-		log.Close()
+		_ = log.Close()
 		return nil, err
 	}
 	trans, err := newTransport(cfg.PeerBind, cfg.PeerAdvertise, cfg.PeerTLS, cfg.Logger.Named("transport"))
 	if err != nil {
-		log.Close()
+		_ = log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
 	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, trans: trans, ready: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient}
@@ -150,17 +150,17 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 
 	hasState, err := raft.HasExistingState(log, log, snaps)
 	if err != nil {
-		n.closeStorage()
+		_ = n.closeStorage()
 		return nil, err
 	}
 	cache, err := raft.NewLogCache(4096, log)
 	if err != nil {
-		n.closeStorage()
+		_ = n.closeStorage()
 		return nil, err
 	}
 	r, err := raft.NewRaft(rc, &fsm{store: store}, cache, log, snaps, trans)
 	if err != nil {
-		n.closeStorage()
+		_ = n.closeStorage()
 		return nil, err
 	}
 	n.raft = r
@@ -168,7 +168,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	n.remote = newBatcher(n.leaderReadIndex)
 	if cfg.Bootstrap && !hasState {
 		if err := n.bootstrap(); err != nil {
-			n.Shutdown()
+			_ = n.Shutdown()
 			return nil, err
 		}
 	}

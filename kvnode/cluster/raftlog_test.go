@@ -22,8 +22,12 @@ func TestSlogLoggerWritesOneSchema(t *testing.T) {
 		t.Fatalf("lines: %q", lines)
 	}
 	var first, second map[string]any
-	json.Unmarshal([]byte(lines[0]), &first)
-	json.Unmarshal([]byte(lines[2]), &second)
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(lines[2]), &second); err != nil {
+		t.Fatal(err)
+	}
 	if first["level"] != "WARN" || first["msg"] != "failed to contact" || first["module"] != "raft.transport" || first["peer"] != "kv-1" || first["error"] != "refused" {
 		t.Fatalf("first line %v", first)
 	}

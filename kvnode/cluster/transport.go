@@ -55,7 +55,7 @@ func newTransport(bind, advertise string, peerTLS *tls.Config, logger raftLogger
 	}
 	if adv == nil {
 		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-			ln.Close()
+			_ = ln.Close()
 			return nil, errors.New("cluster: the peer address binds all interfaces; set an advertised address")
 		}
 	}

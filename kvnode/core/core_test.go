@@ -210,8 +210,8 @@ func TestWaitApplied(t *testing.T) {
 	st.Apply(1, Event{Type: EventPut, Key: "a", Value: nil})
 	st.MarkApplied(2)
 	select {
-	case <-done:
-		t.Fatal("returned before index 3 was applied")
+	case err := <-done:
+		t.Fatalf("returned before index 3 was applied (%v)", err)
 	case <-time.After(20 * time.Millisecond):
 	}
 	st.MarkApplied(3)

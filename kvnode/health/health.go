@@ -82,7 +82,7 @@ func writable(dir string) error {
 		return fmt.Errorf("data directory not writable: %w", err)
 	}
 	name := f.Name()
-	f.Close()
+	_ = f.Close() // empty, and removed next
 	if err := os.Remove(name); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}

@@ -18,7 +18,7 @@ func TestInstrumentAndExport(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 			return
 		}
-		w.Write([]byte("ok")) // implicit 200
+		_, _ = w.Write([]byte("ok")) // implicit 200
 	}))
 	for _, method := range []string{"PUT", "GET", "GET", "BREW"} {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, "/v1/key/secret-key", nil))

@@ -190,7 +190,11 @@ func TestShedRefusesOverTheBound(t *testing.T) {
 	})
 	srv := httptest.NewServer(rest.Shed(1, 2*time.Second, slow))
 	defer srv.Close()
-	go srv.Client().Get(srv.URL)
+	go func() {
+		if resp, err := srv.Client().Get(srv.URL); err == nil {
+			resp.Body.Close()
+		}
+	}()
 	<-entered
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {

@@ -214,17 +214,17 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 	if last && off < int64(len(data)) && !allZero(data[off:]) {
 		// Zero the torn bytes so the next append starts on clean ground.
 		if err := seg.f.Truncate(off); err != nil {
-			seg.f.Close()
+			_ = seg.f.Close()
 			return nil, fmt.Errorf("txlog: truncate torn tail of %s: %w", path, err)
 		}
 		if err := seg.f.Sync(); err != nil {
-			seg.f.Close()
+			_ = seg.f.Close()
 			return nil, fmt.Errorf("txlog: %w", err)
 		}
 	}
 	if last {
 		if err := preallocate(seg.f, l.opts.SegmentBytes); err != nil {
-			seg.f.Close()
+			_ = seg.f.Close()
 			return nil, fmt.Errorf("txlog: preallocate %s: %w", path, err)
 		}
 	}
@@ -476,7 +476,7 @@ func (l *Log) createSegment(base uint64) (*segment, error) {
 		err = syncDir(l.dir)
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("txlog: create %s: %w", path, err)
 	}
 	return &segment{base: base, path: path, f: f, end: segmentHeader}, nil
@@ -639,7 +639,7 @@ func (l *Log) removeSegments(segs []*segment) error {
 	}
 	l.fileMu.Lock()
 	for _, s := range segs {
-		s.f.Close()
+		_ = s.f.Close() // removed next
 	}
 	l.fileMu.Unlock()
 	for _, s := range segs {
@@ -686,7 +686,7 @@ func (l *Log) closeFiles() {
 	defer l.fileMu.Unlock()
 	for _, s := range l.segs {
 		if s.f != nil {
-			s.f.Close()
+			_ = s.f.Close()
 		}
 	}
 }

@@ -188,7 +188,7 @@ func TestFailedLogRefusesWrites(t *testing.T) {
 	l := openFile(t, t.TempDir(), Options{})
 	appendRange(t, l, 1, 3)
 	l.mu.Lock()
-	l.fail(fmt.Errorf("simulated EIO"))
+	_ = l.fail(fmt.Errorf("simulated EIO"))
 	l.mu.Unlock()
 	if err := l.StoreLog(entry(4)); err == nil {
 		t.Fatal("append accepted after a failure")

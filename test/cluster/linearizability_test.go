@@ -230,7 +230,9 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	case porcupine.Illegal:
 		path := fmt.Sprintf("%s/linearizability-%d.html", os.TempDir(), seed)
 		if f, err := os.Create(path); err == nil {
-			porcupine.Visualize(kvModel, info, f)
+			if err := porcupine.Visualize(kvModel, info, f); err != nil {
+				t.Logf("visualization: %v", err)
+			}
 			f.Close()
 		}
 		t.Fatalf("history is NOT linearizable (seed %d); visualization in %s", seed, path)

@@ -80,7 +80,7 @@ func dump(t *testing.T, ns string) {
 // freshNamespace deletes ns if a previous run left it, and creates it.
 func freshNamespace(t *testing.T, ns string) string {
 	t.Helper()
-	kubectlErr("delete", "namespace", ns, "--wait=true", "--timeout=120s")
+	_, _ = kubectlErr("delete", "namespace", ns, "--wait=true", "--timeout=120s") // fails when there is none
 	kubectl(t, "create", "namespace", ns)
 	return ns
 }
@@ -162,7 +162,9 @@ type kvsStatus struct {
 func getKVS(t *testing.T, ns, name string) kvsStatus {
 	var k kvsStatus
 	out := kubectl(t, "get", "kvs", "-n", ns, name, "-o", "json")
-	json.Unmarshal([]byte(out), &k)
+	if err := json.Unmarshal([]byte(out), &k); err != nil {
+		t.Fatalf("kvs %s: %v", name, err)
+	}
 	return k
 }
 
@@ -331,7 +333,9 @@ spec:
     targetCPUUtilizationPercentage: 60
 `
 	f := filepath.Join(t.TempDir(), "auto.yaml")
-	os.WriteFile(f, []byte(manifest), 0o644)
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	kubectl(t, "apply", "-n", ns, "-f", f)
 	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/auto", "--timeout=180s")
 	hpa := kubectl(t, "get", "hpa", "-n", ns, "auto", "-o", "jsonpath={.spec.minReplicas} {.spec.maxReplicas} {.spec.metrics[0].resource.target.averageUtilization} {.spec.scaleTargetRef.kind}/{.spec.scaleTargetRef.name}")

@@ -41,7 +41,9 @@ func TestPlainStatefulSet(t *testing.T) {
 	adminCert, adminKey, _ := ca.Issue(certs.Leaf{CommonName: "kvstore-admin", Client: true, Lifetime: time.Hour}, time.Now())
 	dir := t.TempDir()
 	for name, b := range map[string][]byte{"ca.crt": ca.CertPEM, "tls.crt": srvCert, "tls.key": srvKey, "peer.crt": peerCert, "peer.key": peerKey} {
-		os.WriteFile(filepath.Join(dir, name), b, 0o600)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	kubectl(t, "create", "secret", "generic", "-n", ns, "kv-tls", "--from-file="+dir)
 	manifest := fmt.Sprintf(`apiVersion: v1
@@ -94,7 +96,9 @@ spec:
       - {name: data, emptyDir: {}}
 `, ns, clusterapi.BootstrapNever)
 	f := filepath.Join(dir, "kv.yaml")
-	os.WriteFile(f, []byte(manifest), 0o644)
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	kubectl(t, "apply", "-n", ns, "-f", f)
 
 	pool := x509.NewCertPool()
@@ -109,7 +113,9 @@ spec:
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			host, port, _ := net.SplitHostPort(addr)
 			var i int
-			fmt.Sscanf(host, "kv-%d.", &i)
+			if _, err := fmt.Sscanf(host, "kv-%d.", &i); err != nil {
+				return nil, fmt.Errorf("not a member's name: %s", host)
+			}
 			return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(podIP(i), port))
 		},
 	}}
