@@ -325,7 +325,3 @@ type KeyValueStoreList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []KeyValueStore `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&KeyValueStore{}, &KeyValueStoreList{})
-}

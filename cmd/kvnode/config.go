@@ -116,7 +116,8 @@ Flags:
 			c.ClusterFlags = append(c.ClusterFlags, "--"+f.Name)
 		}
 	})
-	return c, c.validate()
+	err = c.validate()
+	return c, err
 }
 
 // clusterFlags are the flags through which other members reach this node

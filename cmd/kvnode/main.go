@@ -90,7 +90,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		Logger:            cluster.SlogLogger(logger, "raft"),
 	}, store)
 	if err != nil {
-		ln.Close()
+		_ = ln.Close() // nothing was served on it
 		return fmt.Errorf("open the store in %s: %w", cfg.DataDir, err)
 	}
 	svc := core.NewService(store, node, core.Limits{MaxKeyBytes: cfg.MaxKeyBytes, MaxValueBytes: cfg.MaxValueBytes})
@@ -125,8 +125,8 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 
 	select {
 	case err := <-served:
-		node.Shutdown()
-		return err
+		// The serve error is what the caller needs; a shutdown error too.
+		return errors.Join(err, node.Shutdown())
 	case s := <-sigs:
 		logger.Info("shutting down: draining in-flight requests", "signal", s.String())
 	}

@@ -72,11 +72,8 @@ func Plan(o Observed) (Step, int) {
 
 	// 1. Scale-down: members beyond the pod count leave, highest first; the
 	// leader hands over before it leaves.
-	for i := len(members) - 1; i >= 0; i-- {
-		m := members[i]
-		if m.Ordinal < o.Pods {
-			break
-		}
+	if len(members) > 0 && members[len(members)-1].Ordinal >= o.Pods {
+		m := members[len(members)-1]
 		if m.Ordinal == o.Leader {
 			return Step{Action: kvv1.ActionTransfer, Ordinal: m.Ordinal}, keep
 		}

@@ -254,7 +254,7 @@ func (m *Member) Start() error {
 			m.logs.WriteString(line)
 			m.mu.Unlock()
 			if m.c.opts.Output != nil {
-				io.WriteString(m.c.opts.Output, line)
+				_, _ = io.WriteString(m.c.opts.Output, line)
 			}
 		}
 	}()
@@ -473,7 +473,7 @@ func (c *Cluster) Close() {
 // DumpLogs writes every member's output to w.
 func (c *Cluster) DumpLogs(w io.Writer) {
 	for _, m := range c.Members() {
-		io.WriteString(w, m.Logs())
+		_, _ = io.WriteString(w, m.Logs())
 	}
 }
 

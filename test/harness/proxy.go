@@ -100,8 +100,8 @@ func (p *Proxy) pipe(in net.Conn, src int) {
 	p.conns[in], p.conns[out] = src, src
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(out, in); done <- struct{}{} }()
-	go func() { io.Copy(in, out); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
 	<-done
 	in.Close()
 	out.Close()
