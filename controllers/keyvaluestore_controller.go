@@ -301,7 +301,8 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 			st.plan.Bootstrapped = kvs.Status.Bootstrapped
 		}
 	}
-	st.step, st.keep = membership.Plan(st.plan)
+	d := membership.Plan(st.plan)
+	st.step, st.keep = d.Step, d.Keep
 	if st.step.Action != "" {
 		st.obs.step = fmt.Sprintf("%s %s", st.step.Action, kvv1.PodName(kvs, st.step.Ordinal))
 	} else {

@@ -21,7 +21,8 @@ func reconcile(t *testing.T, c *Client, voters, pods int, bootstrapped *bool) in
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		o := c.Observe(ctx, pods+2, 1000)
-		step, keep := Plan(Observed{Voters: voters, Pods: pods, Bootstrapped: *bootstrapped, Running: o.Running, Members: o.Members, Leader: o.Leader})
+		d := Plan(Observed{Voters: voters, Pods: pods, Current: pods, Bootstrapped: *bootstrapped, Running: o.Running, Members: o.Members, Leader: o.Leader})
+		step, keep := d.Step, d.Keep
 		if step.Action == "" {
 			if *bootstrapped && len(o.Members) > 0 && keep == pods {
 				return keep

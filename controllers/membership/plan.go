@@ -27,6 +27,9 @@ type Observed struct {
 	// Voters is spec.replicas; Pods is how many pods should exist
 	// (spec.replicas, or the autoscaler's count).
 	Voters, Pods int
+	// Current is how many pods the StatefulSet has now (its
+	// spec.replicas; 0 before it exists).
+	Current int
 	// Bootstrapped: status says the cluster was bootstrapped once.
 	Bootstrapped bool
 	// Running are the ordinals of pods whose kvnode answers.
@@ -43,10 +46,26 @@ type Step struct {
 	Ordinal int
 }
 
+// Decision is what Plan decided.
+type Decision struct {
+	Step Step
+	// Keep is how many pods the StatefulSet may have now: during a
+	// scale-down the pods of members that are still in the configuration
+	// are kept until they are removed.
+	Keep int
+	// Blocked says why a change the spec asks for is not made now ("" when
+	// nothing waits).
+	Blocked string
+}
+
 // Plan returns the next step and how many pods the StatefulSet may have
-// now: during a scale-down the pods of members that are still in the
-// configuration are kept until they are removed.
-func Plan(o Observed) (Step, int) {
+// now.
+func Plan(o Observed) Decision {
+	step, keep := plan(o)
+	return Decision{Step: step, Keep: keep}
+}
+
+func plan(o Observed) (Step, int) {
 	running := map[int]bool{}
 	for _, r := range o.Running {
 		running[r] = true

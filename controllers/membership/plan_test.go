@@ -63,7 +63,8 @@ func TestPlan(t *testing.T) {
 			Observed{Voters: 1, Pods: 1, Bootstrapped: true, Running: ords(2), Members: voters(1), Leader: 0}, Step{}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, pods := Plan(tc.o)
+			d := Plan(tc.o)
+			got, pods := d.Step, d.Keep
 			if got != tc.want || pods != tc.wantPods {
 				t.Fatalf("Plan = %+v, %d pods; want %+v, %d", got, pods, tc.want, tc.wantPods)
 			}
