@@ -5,9 +5,41 @@
 // shrink. Plan is a pure function of what was observed, so that an
 // operator that crashed mid-step simply plans again and repeats the step
 // (every step is idempotent on the kvnodes).
+//
+// # Safety
+//
+// The operator never acts on a partial view (DESIGN §6). What Plan may do
+// rests on three assumptions:
+//
+//   - The leader's configuration is authoritative. Observe reads the
+//     member list from the member that reports itself as the leader, and
+//     only then gives Plan a leader (Observed.Leader >= 0). Any other
+//     member may lag behind a change that already committed, or not know
+//     one that is still being made. A kvnode answers a membership call
+//     only once the change has committed, and the next change is planned
+//     on a later observation.
+//   - Health is what the leader reports: a member is healthy when it
+//     answered the leader's status request within a second and says it is
+//     ready (it knows a leader and has caught up). A member the leader
+//     cannot reach is counted as down, whatever it says to the operator.
+//   - One change at a time: each reconcile makes at most one step, so each
+//     step is judged against the configuration it changes.
+//
+// From these, Plan keeps two rules. The StatefulSet shrinks only on the
+// leader's word that the pods to delete are no longer members: Keep never
+// drops below the highest member's ordinal + 1, and without the leader's
+// view (no leader, nobody answered, the leader did not answer) it never
+// drops below the StatefulSet's current size. And a change to the voters
+// is made only when, after it, the healthy voters are still a majority of
+// the voters, so the new configuration can commit and serve; among the
+// members that have to go, unhealthy ones go first, because removing a
+// member that is down can only make that majority easier to reach.
+// Otherwise Plan waits and says why (Decision.Blocked), which status
+// reports as Degraded.
 package membership
 
 import (
+	"fmt"
 	"sort"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
@@ -17,6 +49,7 @@ import (
 type Member struct {
 	Ordinal int
 	Voter   bool
+	// Healthy: the leader reached the member and it is ready.
 	Healthy bool
 	// CaughtUp: applied within the promotion lag of the leader's commit.
 	CaughtUp bool
@@ -34,9 +67,11 @@ type Observed struct {
 	Bootstrapped bool
 	// Running are the ordinals of pods whose kvnode answers.
 	Running []int
-	// Members is the Raft configuration (nil when no member answered).
+	// Members is the Raft configuration as the leader reports it.
 	Members []Member
-	// Leader is the ordinal of the leader, -1 when none is known.
+	// Leader is the ordinal of the leader that reported Members; -1 when
+	// the configuration did not come from the leader (no leader, nobody
+	// answered), and then Plan trusts no member list.
 	Leader int
 }
 
@@ -61,23 +96,25 @@ type Decision struct {
 // Plan returns the next step and how many pods the StatefulSet may have
 // now.
 func Plan(o Observed) Decision {
-	step, keep := plan(o)
-	return Decision{Step: step, Keep: keep}
-}
-
-func plan(o Observed) (Step, int) {
 	running := map[int]bool{}
 	for _, r := range o.Running {
 		running[r] = true
 	}
+	// Without the leader's configuration nothing says which pods hold
+	// members, so none may go.
+	hold := max(o.Current, o.Pods)
 	if !o.Bootstrapped {
 		if running[0] {
-			return Step{Action: kvv1.ActionBootstrap, Ordinal: 0}, o.Pods
+			return Decision{Step: Step{Action: kvv1.ActionBootstrap, Ordinal: 0}, Keep: hold}
 		}
-		return Step{}, o.Pods // wait for pod 0
+		return Decision{Keep: hold} // wait for pod 0
 	}
-	if o.Members == nil {
-		return Step{}, o.Pods // nobody answered: nothing is safe to change
+	if o.Leader < 0 || len(o.Members) == 0 {
+		d := Decision{Keep: hold}
+		if o.Current > o.Pods {
+			d.Blocked = fmt.Sprintf("the scale-down to %d pods waits for a leader: only the leader's configuration says which pods are no longer members", o.Pods)
+		}
+		return d
 	}
 	members := append([]Member(nil), o.Members...)
 	sort.Slice(members, func(i, j int) bool { return members[i].Ordinal < members[j].Ordinal })
@@ -89,37 +126,104 @@ func plan(o Observed) (Step, int) {
 	}
 	keep := max(o.Pods, highest+1)
 
-	// 1. Scale-down: members beyond the pod count leave, highest first; the
-	// leader hands over before it leaves.
-	if len(members) > 0 && members[len(members)-1].Ordinal >= o.Pods {
-		m := members[len(members)-1]
-		if m.Ordinal == o.Leader {
-			return Step{Action: kvv1.ActionTransfer, Ordinal: m.Ordinal}, keep
+	// 1. Scale-down: members beyond the pod count leave; the leader hands
+	// over before it leaves.
+	var leaving []Member
+	for _, m := range members {
+		if m.Ordinal >= o.Pods {
+			leaving = append(leaving, m)
 		}
-		return Step{Action: kvv1.ActionRemove, Ordinal: m.Ordinal}, keep
+	}
+	if len(leaving) > 0 {
+		return leave(o, members, leaving, kvv1.ActionRemove, keep)
 	}
 	// 2. New pods join as non-voters, lowest first.
 	for i := 0; i < o.Pods; i++ {
 		if _, ok := isMember[i]; !ok && running[i] {
-			return Step{Action: kvv1.ActionAddNonVoter, Ordinal: i}, keep
+			return Decision{Step: Step{Action: kvv1.ActionAddNonVoter, Ordinal: i}, Keep: keep}
 		}
 	}
 	// 3. Members that should vote are promoted once caught up.
 	for _, m := range members {
-		if m.Ordinal < o.Voters && !m.Voter && m.CaughtUp {
-			return Step{Action: kvv1.ActionPromote, Ordinal: m.Ordinal}, keep
+		if m.Ordinal < o.Voters && !m.Voter && m.CaughtUp && m.Healthy {
+			promoted := m
+			promoted.Voter = true
+			if why := unsafe(members, m, &promoted); why != "" {
+				return Decision{Keep: keep, Blocked: fmt.Sprintf("%s of member %d waits: %s", kvv1.ActionPromote, m.Ordinal, why)}
+			}
+			return Decision{Step: Step{Action: kvv1.ActionPromote, Ordinal: m.Ordinal}, Keep: keep}
 		}
 	}
 	// 4. Voters beyond spec.replicas (fewer voters, pods kept as replicas)
 	// become non-voters; the leader hands over first.
-	for i := len(members) - 1; i >= 0; i-- {
-		m := members[i]
+	var demoted []Member
+	for _, m := range members {
 		if m.Ordinal >= o.Voters && m.Voter {
-			if m.Ordinal == o.Leader {
-				return Step{Action: kvv1.ActionTransfer, Ordinal: m.Ordinal}, keep
-			}
-			return Step{Action: kvv1.ActionDemote, Ordinal: m.Ordinal}, keep
+			demoted = append(demoted, m)
 		}
 	}
-	return Step{}, keep
+	if len(demoted) > 0 {
+		return leave(o, members, demoted, kvv1.ActionDemote, keep)
+	}
+	return Decision{Keep: keep}
+}
+
+// leave plans the next of candidates to lose its vote (action is Remove
+// or Demote): unhealthy members first, then the highest ordinal, and only
+// one whose departure leaves a healthy majority of voters.
+func leave(o Observed, members, candidates []Member, action string, keep int) Decision {
+	sort.SliceStable(candidates, func(i, j int) bool {
+		a, b := candidates[i], candidates[j]
+		if a.Healthy != b.Healthy {
+			return !a.Healthy
+		}
+		return a.Ordinal > b.Ordinal
+	})
+	blocked := ""
+	for _, m := range candidates {
+		var after *Member // removed
+		if action == kvv1.ActionDemote {
+			after = &Member{Ordinal: m.Ordinal, Healthy: m.Healthy, CaughtUp: m.CaughtUp}
+		}
+		if why := unsafe(members, m, after); why != "" {
+			if blocked == "" {
+				blocked = fmt.Sprintf("%s of member %d waits: %s", action, m.Ordinal, why)
+			}
+			continue
+		}
+		if m.Ordinal == o.Leader {
+			return Decision{Step: Step{Action: kvv1.ActionTransfer, Ordinal: m.Ordinal}, Keep: keep}
+		}
+		return Decision{Step: Step{Action: action, Ordinal: m.Ordinal}, Keep: keep}
+	}
+	return Decision{Keep: keep, Blocked: blocked}
+}
+
+// unsafe says why the configuration with m replaced by after (nil: m
+// removed) could not commit with the members that are healthy now; ""
+// when the healthy voters would still be a majority, or when the voters
+// do not change (a non-voter comes or goes).
+func unsafe(members []Member, m Member, after *Member) string {
+	if !m.Voter && (after == nil || !after.Voter) {
+		return ""
+	}
+	voters, healthy := 0, 0
+	for _, x := range members {
+		if x.Ordinal == m.Ordinal {
+			if after == nil {
+				continue
+			}
+			x = *after
+		}
+		if x.Voter {
+			voters++
+			if x.Healthy {
+				healthy++
+			}
+		}
+	}
+	if majority := voters/2 + 1; healthy < majority {
+		return fmt.Sprintf("it would leave %d healthy of %d voters, and a majority is %d", healthy, voters, majority)
+	}
+	return ""
 }

@@ -56,7 +56,6 @@ func TestPlan(t *testing.T) {
 			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: append(voters(3), Member{3, false, false, false}), Leader: 0}, Step{kvv1.ActionRemove, 3}, 4},
 		{"fewer voters, pods kept as replicas: demote",
 			Observed{Voters: 3, Pods: 5, Bootstrapped: true, Running: ords(5), Members: voters(5), Leader: 0}, Step{kvv1.ActionDemote, 4}, 5},
-		{"no member answers: change nothing", Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: nil, Members: nil, Leader: -1}, Step{}, 3},
 		{"crash after AddNonVoter, before promote: plan resumes with promote",
 			Observed{Voters: 2, Pods: 2, Bootstrapped: true, Running: ords(2), Members: []Member{{0, true, true, true}, {1, false, true, true}}, Leader: 0}, Step{kvv1.ActionPromote, 1}, 2},
 		{"crash after Remove, before shrink: plan lets the StatefulSet shrink",
@@ -65,8 +64,87 @@ func TestPlan(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Plan(tc.o)
 			got, pods := d.Step, d.Keep
-			if got != tc.want || pods != tc.wantPods {
-				t.Fatalf("Plan = %+v, %d pods; want %+v, %d", got, pods, tc.want, tc.wantPods)
+			if got != tc.want || pods != tc.wantPods || d.Blocked != "" {
+				t.Fatalf("Plan = %+v, %d pods, blocked %q; want %+v, %d", got, pods, d.Blocked, tc.want, tc.wantPods)
+			}
+		})
+	}
+}
+
+// down marks the members with the given ordinals unhealthy.
+func down(m []Member, ords ...int) []Member {
+	for _, o := range ords {
+		m[o].Healthy = false
+	}
+	return m
+}
+
+// The plan never acts on a partial view: the StatefulSet shrinks only on
+// the leader's word that the pods to delete are out of the configuration,
+// and no voter leaves unless a healthy majority of the voters remains.
+func TestPlanSafety(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		o       Observed
+		want    Step
+		keep    int
+		blocked bool
+	}{
+		// No leader's view.
+		{name: "no member answers during 5→3: keep every pod",
+			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Leader: -1},
+			keep: 5, blocked: true},
+		{name: "no member answers, nothing to shrink: wait quietly",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Leader: -1},
+			keep: 3},
+		{name: "no leader during 5→3: a member's configuration is not enough to remove",
+			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Running: ords(5), Members: voters(5), Leader: -1},
+			keep: 5, blocked: true},
+		{name: "no leader, a lagging member says 3 and 4 are gone: keep their pods",
+			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Running: ords(5), Members: voters(3), Leader: -1},
+			keep: 5, blocked: true},
+		{name: "no leader while scaling up: add nothing",
+			o:    Observed{Voters: 5, Pods: 5, Current: 5, Bootstrapped: true, Running: ords(5), Members: voters(3), Leader: -1},
+			keep: 5},
+
+		// One unhealthy member.
+		{name: "3→1 with member 1 down: remove 1 first",
+			o:    Observed{Voters: 1, Pods: 1, Current: 3, Bootstrapped: true, Running: []int{0, 2}, Members: down(voters(3), 1), Leader: 0},
+			want: Step{kvv1.ActionRemove, 1}, keep: 3},
+		{name: "3→1, member 1 removed: now 2",
+			o:    Observed{Voters: 1, Pods: 1, Current: 3, Bootstrapped: true, Running: []int{0, 2}, Members: []Member{{0, true, true, true}, {2, true, true, true}}, Leader: 0},
+			want: Step{kvv1.ActionRemove, 2}, keep: 3},
+		{name: "3 voters, demote to 2 with member 1 down: demote nothing that breaks the majority",
+			o:    Observed{Voters: 2, Pods: 3, Current: 3, Bootstrapped: true, Running: []int{0, 2}, Members: down(voters(3), 1), Leader: 0},
+			keep: 3, blocked: true},
+		{name: "5 voters to 3, pods kept, member 3 down: demote 3 first",
+			o:    Observed{Voters: 3, Pods: 5, Current: 5, Bootstrapped: true, Running: []int{0, 1, 2, 4}, Members: down(voters(5), 3), Leader: 0},
+			want: Step{kvv1.ActionDemote, 3}, keep: 5},
+		{name: "a non-voter goes even when voters are down",
+			o:    Observed{Voters: 3, Pods: 3, Current: 4, Bootstrapped: true, Running: []int{0, 3}, Members: append(down(voters(3), 1, 2), Member{3, false, true, true}), Leader: 0},
+			want: Step{kvv1.ActionRemove, 3}, keep: 4},
+
+		// Two of five down.
+		{name: "5→3 with 1 and 2 down: removing 4 leaves 2 healthy of 4, wait",
+			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Running: []int{0, 3, 4}, Members: down(voters(5), 1, 2), Leader: 0},
+			keep: 5, blocked: true},
+		{name: "5→3 with 1 and 2 down and 4 leading: no hand-over for a removal that must wait",
+			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Running: []int{0, 3, 4}, Members: down(voters(5), 1, 2), Leader: 4},
+			keep: 5, blocked: true},
+		{name: "5→3 with 2 and 3 down: remove the unhealthy 3 before 4",
+			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Running: []int{0, 1, 4}, Members: down(voters(5), 2, 3), Leader: 0},
+			want: Step{kvv1.ActionRemove, 3}, keep: 5},
+		{name: "5→3 with 3 and 4 down: remove them",
+			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Running: ords(3), Members: down(voters(5), 3, 4), Leader: 0},
+			want: Step{kvv1.ActionRemove, 4}, keep: 5},
+		{name: "5 voters to 3, pods kept, 0 and 1 down: demoting would leave 2 healthy of 4, wait",
+			o:    Observed{Voters: 3, Pods: 5, Current: 5, Bootstrapped: true, Running: []int{2, 3, 4}, Members: down(voters(5), 0, 1), Leader: 2},
+			keep: 5, blocked: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Plan(tc.o)
+			if d.Step != tc.want || d.Keep != tc.keep || (d.Blocked != "") != tc.blocked {
+				t.Fatalf("Plan = %+v, keep %d, blocked %q; want %+v, keep %d, blocked %v", d.Step, d.Keep, d.Blocked, tc.want, tc.keep, tc.blocked)
 			}
 		})
 	}
