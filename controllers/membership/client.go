@@ -50,17 +50,22 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 type Observation struct {
 	// Running are the ordinals of the pods whose kvnode answers.
 	Running []int
-	// View is GET /v1/cluster from the first running member that knows a
-	// leader; nil when none does.
+	// View is GET /v1/cluster from the leader when it answered, else from
+	// the first running member that did (for status only); nil when none
+	// did.
 	View *clusterapi.Cluster
-	// Members are the members of View that are pods of the store.
+	// FromLeader: View was answered by the leader itself.
+	FromLeader bool
+	// Members are the members of View that are pods of the store, and
+	// Leader is the leader's ordinal; both only when FromLeader (nil and
+	// -1 otherwise), because another member's configuration may lag.
 	Members []Member
-	// Leader is the leader's ordinal, -1 when none is known.
-	Leader int
+	Leader  int
 }
 
 // Observe probes pods 0..pods-1 (and any member beyond) and reads the
-// configuration from a member that answers.
+// configuration from the leader: from a running member that says it
+// leads, or from the leader another member names.
 func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation {
 	o := Observation{Leader: -1}
 	alive := make([]bool, pods)
@@ -78,15 +83,41 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation 
 			o.Running = append(o.Running, i)
 		}
 	}
-	for _, i := range o.Running {
+	asked := map[int]bool{}
+	// ask reads pod i's view and reports whether pod i leads.
+	ask := func(i int) (*clusterapi.Cluster, bool) {
+		asked[i] = true
 		var v clusterapi.Cluster
-		if err := c.get(ctx, i, clusterapi.PathCluster, &v); err != nil || v.Leader == "" {
+		if err := c.get(ctx, i, clusterapi.PathCluster, &v); err != nil {
+			return nil, false
+		}
+		return &v, v.Leader != "" && v.Leader == kvv1.PodName(c.kvs, i)
+	}
+	for _, i := range o.Running {
+		if asked[i] {
 			continue
 		}
-		o.View = &v
-		break
+		v, leads := ask(i)
+		if v == nil {
+			continue
+		}
+		if o.View == nil {
+			o.View = v
+		}
+		if leads {
+			o.View, o.FromLeader = v, true
+			break
+		}
+		// Follow the leader this member names: its own answer is the one
+		// that counts, and it may not be among the pods probed.
+		if l, ok := kvv1.PodOrdinal(c.kvs, v.Leader); ok && !asked[l] {
+			if lv, leads := ask(l); leads {
+				o.View, o.FromLeader = lv, true
+				break
+			}
+		}
 	}
-	if o.View == nil {
+	if !o.FromLeader {
 		return o
 	}
 	for _, m := range o.View.Members {

@@ -1,0 +1,84 @@
+package membership
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
+)
+
+// fakeNodes serves /livez and /v1/cluster for pods kv-0, kv-1, ... with
+// the views given; a nil view is a pod that does not answer.
+func fakeNodes(t *testing.T, views []*clusterapi.Cluster) *Client {
+	t.Helper()
+	urls := make([]string, len(views))
+	for i, v := range views {
+		if v == nil {
+			urls[i] = "http://127.0.0.1:1" // nothing listens there
+			continue
+		}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == clusterapi.PathCluster {
+				if err := json.NewEncoder(w).Encode(v); err != nil {
+					t.Error(err)
+				}
+			}
+		}))
+		t.Cleanup(srv.Close)
+		urls[i] = srv.URL
+	}
+	return &Client{kvs: testutil.StoredKVS("kv"), http: &http.Client{}, URL: func(i int) string {
+		if i < len(urls) {
+			return urls[i]
+		}
+		return "http://127.0.0.1:1"
+	}}
+}
+
+func voter(id string, healthy bool) clusterapi.Member {
+	return clusterapi.Member{ID: id, Role: clusterapi.RoleVoter, Healthy: healthy, Status: &clusterapi.NodeStatus{}}
+}
+
+// A member that lags may still list members the leader has removed, or
+// miss one it added: the configuration is read from the leader itself.
+func TestObserveReadsTheLeader(t *testing.T) {
+	lagging := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true), voter("kv-3", true)}}
+	leader := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", false), voter("kv-2", true)}}
+
+	o := fakeNodes(t, []*clusterapi.Cluster{lagging, lagging, leader}).Observe(t.Context(), 3, 0)
+	if !o.FromLeader || o.Leader != 2 || len(o.Members) != 3 || o.Members[1].Healthy {
+		t.Fatalf("from leader %v, leader %d, members %+v", o.FromLeader, o.Leader, o.Members)
+	}
+
+	// The leader is beyond the pods probed (kv-3 of a store scaled to 3):
+	// the member's answer leads Observe to it.
+	leader3 := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-3", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true), voter("kv-3", true)}}
+	lagging3 := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-3", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true)}}
+	o = fakeNodes(t, []*clusterapi.Cluster{lagging3, lagging3, lagging3, leader3}).Observe(t.Context(), 3, 0)
+	if !o.FromLeader || o.Leader != 3 || len(o.Members) != 4 {
+		t.Fatalf("from leader %v, leader %d, members %+v", o.FromLeader, o.Leader, o.Members)
+	}
+}
+
+func TestObserveWithoutTheLeaderGivesPlanNoMembers(t *testing.T) {
+	noLeader := &clusterapi.Cluster{ClusterID: "c", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true)}}
+	namesKv2 := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", Members: noLeader.Members}
+	for name, views := range map[string][]*clusterapi.Cluster{
+		"no member knows a leader":     {noLeader, noLeader, noLeader},
+		"the leader named is not seen": {namesKv2, namesKv2, nil},
+		"nobody answers":               {nil, nil, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := fakeNodes(t, views).Observe(t.Context(), 3, 0)
+			if o.FromLeader || o.Leader != -1 || o.Members != nil {
+				t.Fatalf("from leader %v, leader %d, members %+v", o.FromLeader, o.Leader, o.Members)
+			}
+			if (views[0] != nil) != (o.View != nil) {
+				t.Fatalf("view %+v: status should still see what a member answered", o.View)
+			}
+		})
+	}
+}
