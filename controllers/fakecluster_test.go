@@ -52,6 +52,15 @@ func (f *fakeCluster) setRunning(name string, ords ...int) {
 	}
 }
 
+// setLeader makes pod ord the leader; -1 is an election in progress, in
+// which the members answer but none leads.
+func (f *fakeCluster) setLeader(name string, ord int) {
+	r := f.raft(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r.leader = ord
+}
+
 func (f *fakeCluster) calls(name string) []string {
 	r := f.raft(name)
 	f.mu.Lock()
@@ -83,7 +92,10 @@ func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) membership.O
 	if !r.bootstrapped {
 		return o
 	}
-	o.View = &clusterapi.Cluster{ClusterID: "fake-" + c.kvs.Name, Leader: kvv1.PodName(c.kvs, r.leader)}
+	o.View = &clusterapi.Cluster{ClusterID: "fake-" + c.kvs.Name}
+	if r.leader >= 0 {
+		o.View.Leader = kvv1.PodName(c.kvs, r.leader)
+	}
 	for ord, v := range r.voters {
 		role := clusterapi.RoleNonVoter
 		if v {
@@ -93,7 +105,13 @@ func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) membership.O
 		o.Members = append(o.Members, membership.Member{Ordinal: ord, Voter: v, Healthy: r.running[ord], CaughtUp: r.running[ord]})
 	}
 	sort.Slice(o.View.Members, func(i, j int) bool { return o.View.Members[i].ID < o.View.Members[j].ID })
-	o.Leader = r.leader
+	if r.leader < 0 {
+		// As the real client: without the leader's answer, a view for
+		// status but no configuration to plan on.
+		o.Members = nil
+		return o
+	}
+	o.FromLeader, o.Leader = true, r.leader
 	return o
 }
 

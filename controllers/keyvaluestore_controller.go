@@ -132,7 +132,7 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		// The next membership step is usually possible at once (a member
 		// added can be promoted as soon as it has caught up).
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
-	case obs.step != "" || obs.waiting != "":
+	case obs.step != "" || obs.waiting != "" || obs.blocked != "":
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
@@ -268,6 +268,10 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 	st.plan.Pods = st.pods
 	if live != nil {
 		st.obs.pods, st.obs.readyPods = live.Status.Replicas, live.Status.ReadyReplicas
+		if live.Spec.Replicas != nil {
+			// The plan may shrink below this only on the leader's view.
+			st.plan.Current = int(*live.Spec.Replicas)
+		}
 	}
 
 	running, err := r.runningPods(ctx, kvs)
@@ -284,6 +288,7 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 			highest = max(highest, o+1)
 		}
 		seen := st.mc.Observe(ctx, highest, 1000)
+		// Members and Leader are set only when the leader itself answered.
 		st.plan.Running, st.plan.Members, st.plan.Leader = seen.Running, seen.Members, seen.Leader
 		if view := seen.View; view != nil {
 			st.obs.reachable = true
@@ -302,7 +307,7 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		}
 	}
 	d := membership.Plan(st.plan)
-	st.step, st.keep = d.Step, d.Keep
+	st.step, st.keep, st.obs.blocked = d.Step, d.Keep, d.Blocked
 	if st.step.Action != "" {
 		st.obs.step = fmt.Sprintf("%s %s", st.step.Action, kvv1.PodName(kvs, st.step.Ordinal))
 	} else {

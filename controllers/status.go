@@ -19,6 +19,7 @@ type observation struct {
 	reachable       bool   // a member answered the membership API
 	step            string // the membership step made or awaited, "" when settled
 	stepDone        bool   // the step was made: the next one can follow at once
+	blocked         string // why the membership change the spec asks for waits
 	waiting         string // what the reconcile waits for, "" when nothing
 	immutable       string // a spec change that cannot be applied
 	err             error  // the first real error of the reconcile
@@ -79,6 +80,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonReconcileFailed, obs.err.Error())
 	case obs.immutable != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonImmutableField, obs.immutable)
+	case obs.blocked != "":
+		cond(kvv1.ConditionDegraded, true, kvv1.ReasonUnsafeMembershipChange, obs.blocked)
 	case st.Bootstrapped && !ready && !progressing:
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonMembersUnhealthy, "the cluster serves with fewer healthy members than specified")
 	default:

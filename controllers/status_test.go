@@ -54,3 +54,16 @@ func TestSetStatus(t *testing.T) {
 		})
 	}
 }
+
+// A change the plan will not make is Degraded with the plan's reason,
+// even while the cluster serves.
+func TestSetStatusUnsafeMembershipChange(t *testing.T) {
+	kvs := testutil.StoredKVS("demo")
+	kvs.Status.Bootstrapped = true
+	why := "the scale-down to 3 pods waits for a leader"
+	setStatus(kvs, observation{pods: 5, readyPods: 5, voters: 5, reachable: true, blocked: why})
+	d := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded)
+	if kvs.Status.Phase != kvv1.PhaseDegraded || d.Status != metav1.ConditionTrue || d.Reason != kvv1.ReasonUnsafeMembershipChange || d.Message != why {
+		t.Fatalf("phase %s, Degraded %+v", kvs.Status.Phase, d)
+	}
+}

@@ -33,6 +33,11 @@ const (
 	ReasonImmutableField     = "ImmutableField"
 	ReasonStable             = "Stable"
 	ReasonHealthy            = "Healthy"
+	// ReasonUnsafeMembershipChange: a membership change or a shrink of the
+	// StatefulSet the spec asks for waits, because it would be made on a
+	// view that is not the leader's or would leave fewer healthy voters
+	// than a majority; the message says which.
+	ReasonUnsafeMembershipChange = "UnsafeMembershipChange"
 )
 
 // Phases shown by kubectl get.
