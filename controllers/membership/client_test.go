@@ -24,7 +24,8 @@ func reconcile(t *testing.T, c *Client, voters, pods int, bootstrapped *bool) in
 		d := Plan(Observed{Voters: voters, Pods: pods, Current: pods, Bootstrapped: *bootstrapped, Running: o.Running, Members: o.Members, Leader: o.Leader})
 		step, keep := d.Step, d.Keep
 		if step.Action == "" {
-			if *bootstrapped && len(o.Members) > 0 && keep == pods {
+			// Blocked: a change waits (a member not ready yet), it is not done.
+			if *bootstrapped && len(o.Members) > 0 && keep == pods && d.Blocked == "" {
 				return keep
 			}
 			time.Sleep(100 * time.Millisecond)

@@ -145,7 +145,7 @@ func Plan(o Observed) Decision {
 	}
 	// 3. Members that should vote are promoted once caught up.
 	for _, m := range members {
-		if m.Ordinal < o.Voters && !m.Voter && m.CaughtUp && m.Healthy {
+		if m.Ordinal < o.Voters && !m.Voter && m.CaughtUp {
 			promoted := m
 			promoted.Voter = true
 			if why := unsafe(members, m, &promoted); why != "" {
