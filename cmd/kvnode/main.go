@@ -74,7 +74,9 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		apiAdvertise = tlsSetup.scheme + "://" + ln.Addr().String()
 	}
 	bootstrap, why := cfg.bootstrap()
+	limits := core.Limits{MaxKeyBytes: cfg.MaxKeyBytes, MaxValueBytes: cfg.MaxValueBytes}
 	node, err := cluster.Open(cluster.Config{
+		Limits:            limits,
 		APIAdvertise:      apiAdvertise,
 		APIClient:         tlsSetup.apiClient,
 		PeerTLS:           tlsSetup.peer,
@@ -93,14 +95,21 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		_ = ln.Close() // nothing was served on it
 		return fmt.Errorf("open the store in %s: %w", cfg.DataDir, err)
 	}
-	svc := core.NewService(store, node, core.Limits{MaxKeyBytes: cfg.MaxKeyBytes, MaxValueBytes: cfg.MaxValueBytes})
+	svc := core.NewService(store, node, limits)
 	m.WatchNode(node.Status, store.Len)
 	checker := &health.Checker{DataDir: cfg.DataDir, Cluster: node, Reader: prober{svc}}
 
-	api := m.Instrument(rest.Shed(cfg.MaxInFlight, time.Second, rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger))))
-	members := m.Instrument(rest.Deadline(cfg.RequestTimeout, cluster.Handler(node, tlsSetup.authorizeAdmin)))
+	// One bound for the client API and the internal calls: a flood of
+	// either is load on the same node. The membership API stays outside,
+	// so that the operator can still act on an overloaded node, and so do
+	// the probes.
+	shed := rest.Shedder(cfg.MaxInFlight, time.Second)
+	api := m.Instrument(shed(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger))))
+	clusterAPI := rest.Deadline(cfg.RequestTimeout, cluster.Handler(node, cluster.Authorizers{Admin: tlsSetup.authorizeAdmin, Peer: tlsSetup.authorizePeer}))
+	members := m.Instrument(clusterAPI)
+	internal := m.Instrument(shed(clusterAPI))
 	srv := &http.Server{
-		Handler:           routes(api, members, checker, m.Handler()),
+		Handler:           routes(api, members, internal, checker, m.Handler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -151,9 +160,10 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 }
 
 // routes serves the probes and metrics outside of load shedding, and the
-// API under /v1/. It is not an http.ServeMux because ServeMux rewrites
+// APIs under /v1/: internal is the calls members make to each other,
+// members the membership API, api the client API. It is not an http.ServeMux because ServeMux rewrites
 // paths with "//" or "." segments, which are legal in keys.
-func routes(api, members http.Handler, c *health.Checker, metrics http.Handler) http.Handler {
+func routes(api, members, internal http.Handler, c *health.Checker, metrics http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch p := r.URL.Path; {
 		case p == "/livez":
@@ -164,7 +174,9 @@ func routes(api, members http.Handler, c *health.Checker, metrics http.Handler) 
 			c.Healthz(w, r)
 		case p == "/metrics":
 			metrics.ServeHTTP(w, r)
-		case p == clusterapi.PathCluster || strings.HasPrefix(p, clusterapi.PathCluster+"/") || strings.HasPrefix(p, clusterapi.PathInternal):
+		case strings.HasPrefix(p, clusterapi.PathInternal):
+			internal.ServeHTTP(w, r)
+		case p == clusterapi.PathCluster || strings.HasPrefix(p, clusterapi.PathCluster+"/"):
 			members.ServeHTTP(w, r)
 		case strings.HasPrefix(p, "/v1/"):
 			api.ServeHTTP(w, r)

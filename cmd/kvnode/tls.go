@@ -2,11 +2,13 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
@@ -14,41 +16,51 @@ import (
 
 // tlsSetup is the node's TLS material: the API's server configuration, the
 // client that calls other members' APIs, the peer (Raft) configuration,
-// and who may use the membership API.
+// and who may use the membership API and the internal calls.
 type tlsSetup struct {
 	scheme    string
 	server    *tls.Config
 	apiClient *http.Client
 	peer      *tls.Config
 	adminCN   string
-	closers   []func()
+	// apiCerts holds --tls-cert and --tls-ca, peerCerts the --peer-tls-*
+	// files; nil when not given.
+	apiCerts, peerCerts *certs.Reloader
+	closers             []func()
 }
 
 func setupTLS(cfg *config, logger *slog.Logger) (*tlsSetup, error) {
 	s := &tlsSetup{scheme: "http", adminCN: cfg.AdminCN}
 	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true}
 	s.apiClient = &http.Client{Transport: transport, Timeout: 30 * time.Second}
-	if cfg.TLSCert != "" {
-		r, err := certs.NewReloader(cfg.TLSCert, cfg.TLSKey, cfg.TLSCA, cfg.TLSReload, logger)
-		if err != nil {
-			return nil, fmt.Errorf("TLS: %w", err)
-		}
-		s.closers = append(s.closers, r.Close)
-		s.server, s.scheme = r.ServerConfig(), "https"
-		if cfg.TLSCA != "" {
-			transport.TLSClientConfig = r.ClientConfig()
-		}
-	}
 	if cfg.PeerCert != "" {
 		r, err := certs.NewReloader(cfg.PeerCert, cfg.PeerKey, cfg.PeerCA, cfg.TLSReload, logger)
 		if err != nil {
-			s.close()
 			return nil, fmt.Errorf("peer TLS: %w", err)
 		}
 		s.closers = append(s.closers, r.Close)
 		if s.peer, err = r.MutualConfig(""); err != nil {
 			s.close()
 			return nil, err
+		}
+		s.peerCerts = r
+	}
+	if cfg.TLSCert != "" {
+		r, err := certs.NewReloader(cfg.TLSCert, cfg.TLSKey, cfg.TLSCA, cfg.TLSReload, logger)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		s.closers = append(s.closers, r.Close)
+		s.apiCerts = r
+		// Client certificates chained to either CA pass the handshake: the
+		// admin's to --tls-ca, the members' to --peer-tls-ca. Each API then
+		// checks the CA and the identity it requires.
+		s.server, s.scheme = r.ServerConfig(s.peerCerts), "https"
+		if cfg.TLSCA != "" {
+			// Members call each other's internal API with their peer
+			// certificate, the identity that API requires.
+			transport.TLSClientConfig = r.ClientConfig(s.peerCerts)
 		}
 	}
 	return s, nil
@@ -60,23 +72,87 @@ func (s *tlsSetup) close() {
 	}
 }
 
+// fromLoopback reports whether r comes from this host.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
+}
+
+// verifiedClient returns the client certificate of r when it chains to
+// the current CA of ca for client authentication.
+func verifiedClient(r *http.Request, ca *certs.Reloader) (*x509.Certificate, error) {
+	if len(r.TLS.PeerCertificates) == 0 {
+		return nil, errors.New("no client certificate")
+	}
+	if ca == nil || ca.Pool() == nil {
+		return nil, errors.New("this node has no CA to verify client certificates against")
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	opts := x509.VerifyOptions{Roots: ca.Pool(), Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		return nil, err
+	}
+	return leaf, nil
+}
+
 // authorizeAdmin lets a request use the membership API when it presents a
-// client certificate, verified against the cluster CA, whose common name
-// is the admin's. A node without TLS (development) accepts only loopback
-// callers.
+// client certificate, verified against the cluster CA (--tls-ca), whose
+// common name is the admin's. A node without TLS (development) accepts
+// only loopback callers.
 func (s *tlsSetup) authorizeAdmin(r *http.Request) error {
 	if r.TLS == nil {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsLoopback() {
+		if fromLoopback(r) {
 			return nil
 		}
 		return errors.New("the membership API needs TLS with an admin client certificate (plain HTTP: loopback only)")
 	}
-	if len(r.TLS.VerifiedChains) == 0 {
-		return errors.New("the membership API needs a client certificate signed by the cluster CA")
+	// Verified here, not only in the handshake: the handshake also accepts
+	// certificates from the peer CA, which may be another one.
+	leaf, err := verifiedClient(r, s.apiCerts)
+	if err != nil {
+		return fmt.Errorf("the membership API needs a client certificate signed by the cluster CA: %v", err)
 	}
-	if cn := r.TLS.VerifiedChains[0][0].Subject.CommonName; cn != s.adminCN {
+	if cn := leaf.Subject.CommonName; cn != s.adminCN {
 		return fmt.Errorf("client certificate %q is not the admin's", cn)
 	}
 	return nil
+}
+
+// authorizePeer lets a request make the calls members make to each other
+// (clusterapi.PathInternal: propose, read index, status) only when it
+// comes from a member. A member is recognised by its peer certificate,
+// the one it presents on the Raft port: a client certificate that chains
+// to --peer-tls-ca and is a server certificate too (a peer certificate
+// serves the Raft port as well as dialling it; the admin's certificate and
+// any other client-only certificate from the same CA is not one), and is
+// not the admin's. A node without a peer identity to check, plain HTTP or
+// no --peer-tls-* (development), accepts only loopback callers.
+func (s *tlsSetup) authorizePeer(r *http.Request) error {
+	if r.TLS == nil || s.peerCerts == nil {
+		if fromLoopback(r) {
+			return nil
+		}
+		return errors.New("the internal API is for cluster members: without TLS and a peer certificate it serves loopback callers only")
+	}
+	leaf, err := verifiedClient(r, s.peerCerts)
+	if err != nil {
+		return fmt.Errorf("the internal API is for cluster members: it needs the peer certificate: %v", err)
+	}
+	if !serverUsage(leaf) {
+		return fmt.Errorf("the internal API is for cluster members: client certificate %q is not a peer certificate (not a server certificate too)", leaf.Subject.CommonName)
+	}
+	if leaf.Subject.CommonName == s.adminCN {
+		return errors.New("the internal API is for cluster members, not the admin")
+	}
+	return nil
+}
+
+// serverUsage reports whether c may serve TLS (no extended key usage at
+// all means any usage, as crypto/x509 treats it).
+func serverUsage(c *x509.Certificate) bool {
+	return len(c.ExtKeyUsage) == 0 || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny)
 }

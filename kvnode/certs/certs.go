@@ -137,10 +137,14 @@ func (r *Reloader) Pool() *x509.CertPool {
 }
 
 // ServerConfig is a TLS server configuration that always presents the
-// current certificate and offers HTTP/2. With a CA file it also asks for
-// client certificates and verifies those it is given against the current
-// CA (the admin API requires one; the client API does not).
-func (r *Reloader) ServerConfig() *tls.Config {
+// current certificate and offers HTTP/2. With a CA file, or other
+// reloaders in clientCAs, it also asks for client certificates and
+// verifies those it is given against the current CAs of all of them (the
+// admin API requires one chained to r's CA, the calls members make to
+// each other one chained to the peer CA; the client API requires none).
+// The handshake only checks the chain; which CA and which identity an API
+// accepts is for the API to decide.
+func (r *Reloader) ServerConfig(clientCAs ...*Reloader) *tls.Config {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
@@ -148,26 +152,49 @@ func (r *Reloader) ServerConfig() *tls.Config {
 			return r.Certificate(), nil
 		},
 	}
-	if r.caFile == "" {
+	var sources []*Reloader
+	for _, c := range append([]*Reloader{r}, clientCAs...) {
+		if c != nil && c.caFile != "" {
+			sources = append(sources, c)
+		}
+	}
+	if len(sources) == 0 {
 		return base
 	}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		c := base.Clone()
 		c.GetConfigForClient = nil
 		c.ClientAuth = tls.VerifyClientCertIfGiven
-		c.ClientCAs = r.Pool()
+		c.ClientCAs = clientPool(sources)
 		return c, nil
 	}
 	return base
 }
 
+// clientPool is the union of the current CAs of sources.
+func clientPool(sources []*Reloader) *x509.CertPool {
+	if len(sources) == 1 {
+		return sources[0].Pool()
+	}
+	pool := x509.NewCertPool()
+	for _, s := range sources {
+		s.mu.RLock()
+		caPEM := s.raw[2]
+		s.mu.RUnlock()
+		pool.AppendCertsFromPEM(caPEM) // parsed once already by reload: it is valid
+	}
+	return pool
+}
+
 // ClientConfig is for calls to other members' HTTPS APIs: the server's
 // certificate must chain to the current CA and name the host dialled. The
-// client presents no certificate: the calls members make to each other
-// (forwarded writes, read indexes, status) need none, and a server
-// certificate offered as a client one would be refused for its usage.
-func (r *Reloader) ClientConfig() *tls.Config {
-	return &tls.Config{
+// client presents present's current certificate, when present is not nil:
+// the calls members make to each other (forwarded writes, read indexes,
+// status) are served to other members only, and a member proves it is one
+// with its peer certificate. The API's own certificate would not do: it is
+// a server certificate, refused as a client one for its usage.
+func (r *Reloader) ClientConfig(present *Reloader) *tls.Config {
+	c := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // verified below against the live CA, hostname included
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -182,6 +209,12 @@ func (r *Reloader) ClientConfig() *tls.Config {
 			return err
 		},
 	}
+	if present != nil {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return present.Certificate(), nil
+		}
+	}
+	return c
 }
 
 // MutualConfig is for peer traffic: both sides present the current

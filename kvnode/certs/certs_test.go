@@ -120,3 +120,37 @@ func TestReloaderKeepsTheOldCertificateOnABadUpdate(t *testing.T) {
 		t.Fatal("NotAfter does not follow the new certificate")
 	}
 }
+
+// When the peer CA is not the API's, a member's peer certificate must still
+// pass the API's handshake (the internal calls require it there), and the
+// member's API client must present it.
+func TestAPIServerAcceptsPeerCertificatesFromThePeerCA(t *testing.T) {
+	apiDir, peerDir, rogueDir := t.TempDir(), t.TempDir(), t.TempDir()
+	apiCA, _ := NewCA("api", time.Hour, time.Now())
+	peerCA, _ := NewCA("peers", time.Hour, time.Now())
+	rogue, _ := NewCA("rogue", time.Hour, time.Now())
+	writeFile(t, filepath.Join(apiDir, "ca.crt"), apiCA.CertPEM)
+	writeFile(t, filepath.Join(peerDir, "ca.crt"), peerCA.CertPEM)
+	writeFile(t, filepath.Join(rogueDir, "ca.crt"), peerCA.CertPEM)
+	writePair(t, apiDir, "srv", apiCA, Leaf{CommonName: "kv", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Lifetime: time.Hour})
+	peer := Leaf{CommonName: "kv-0", Server: true, Client: true, Lifetime: time.Hour}
+	writePair(t, peerDir, "a", peerCA, peer)
+	writePair(t, peerDir, "b", peerCA, peer)
+	writePair(t, rogueDir, "x", rogue, peer)
+	api, a, b, x := reloader(t, apiDir, "srv"), reloader(t, peerDir, "a"), reloader(t, peerDir, "b"), reloader(t, rogueDir, "x")
+
+	server := api.ServerConfig(a)
+	client := api.ClientConfig(b)
+	if client.GetClientCertificate == nil {
+		t.Fatal("the member's API client presents no certificate")
+	}
+	if cerr, serr := handshake(client, server); cerr != nil || serr != nil {
+		t.Fatalf("a member calling with its peer certificate: client %v, server %v", cerr, serr)
+	}
+	if cerr, serr := handshake(api.ClientConfig(nil), server); cerr != nil || serr != nil {
+		t.Fatalf("a client without a certificate: client %v, server %v", cerr, serr)
+	}
+	if _, serr := handshake(api.ClientConfig(x), server); serr == nil {
+		t.Fatal("a certificate from neither CA passed the handshake")
+	}
+}

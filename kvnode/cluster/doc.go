@@ -7,6 +7,17 @@
 // a read index). It serves the membership API (Handler), whose paths and
 // bodies are declared in package clusterapi.
 //
+// Followers reach the leader through the internal calls
+// (clusterapi.PathInternal: propose, read index, status), on the API port.
+// Those are for members only, as the Raft port is: a proposal goes
+// straight into the log every replica stores, so one accepted from anyone
+// would let anyone write past the API's checks into every replica. Handler
+// answers them only to callers Authorizers.Peer accepts; kvnode accepts
+// the peer certificate (which Config.APIClient presents), or on a node
+// without one, loopback callers. The leader holds a forwarded event to
+// Config.Limits, as the API holds a client's, and reads no more of a
+// proposal's body than the largest event within them.
+//
 // A single node is a one-member Raft cluster: adding members later is a
 // membership change, not a different code path.
 package cluster

@@ -19,8 +19,9 @@ import (
 )
 
 // Followers reach the leader over its HTTP API (the same port as clients,
-// the same TLS): POST clusterapi.PathPropose carries an encoded event, GET
-// clusterapi.PathReadIndex returns a confirmed commit index. Header
+// the same server certificate; the follower presents its peer certificate,
+// through Config.APIClient): POST clusterapi.PathPropose carries an encoded
+// event, GET clusterapi.PathReadIndex returns a confirmed commit index. Header
 // outcomeHeader tells a forwarding node whether a failed write may have
 // been applied.
 const (
@@ -99,8 +100,15 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 	if resp.Header.Get(outcomeHeader) == "unknown" {
 		return fmt.Errorf("%w: leader: %s", core.ErrIndeterminate, msg)
 	}
-	if resp.StatusCode == http.StatusServiceUnavailable {
+	switch resp.StatusCode {
+	case http.StatusServiceUnavailable:
 		return fmt.Errorf("%w: leader: %s", core.ErrUnavailable, msg)
+	// The leader's limits refused the event (they differ from this node's
+	// while a change of limits rolls out): the client gets the API's answer.
+	case http.StatusRequestEntityTooLarge:
+		return fmt.Errorf("%w: leader: %s", core.ErrValueTooLarge, msg)
+	case http.StatusRequestURITooLong:
+		return fmt.Errorf("%w: leader: %s", core.ErrKeyTooLarge, msg)
 	}
 	return fmt.Errorf("leader answered %d: %s", resp.StatusCode, msg)
 }

@@ -31,19 +31,14 @@ import (
 //
 // Every call is idempotent. Changes are made by the leader: another node
 // answers 307 with the leader's URL, which HTTP clients follow.
-func Handler(n *Node, authorize func(*http.Request) error) http.Handler {
+//
+// The membership API answers only callers auth.Admin accepts, the internal
+// calls only those auth.Peer accepts; others get 403.
+func Handler(n *Node, auth Authorizers) http.Handler {
 	h := &handler{n: n}
 	r := mux.NewRouter()
 	admin := r.PathPrefix(clusterapi.PathCluster).Subrouter()
-	admin.Use(func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := authorize(r); err != nil {
-				httpError(w, http.StatusForbidden, err.Error())
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	})
+	admin.Use(authorized(auth.Admin))
 	// The subrouter's routes are relative to its prefix.
 	route := func(path string) string { return strings.TrimPrefix(path, clusterapi.PathCluster) }
 	admin.HandleFunc(route(clusterapi.PathCluster), h.info).Methods(http.MethodGet)
@@ -54,13 +49,41 @@ func Handler(n *Node, authorize func(*http.Request) error) http.Handler {
 	admin.HandleFunc(route(clusterapi.PathMember), h.change(n.Remove)).Methods(http.MethodDelete)
 	admin.HandleFunc(route(clusterapi.PathLeader), h.transfer).Methods(http.MethodPost)
 	admin.HandleFunc(route(clusterapi.PathSnapshot), h.snapshot).Methods(http.MethodPost)
-	r.HandleFunc(clusterapi.PathStatus, h.status).Methods(http.MethodGet)
-	r.HandleFunc(clusterapi.PathReadIndex, h.readIndex).Methods(http.MethodGet)
-	r.HandleFunc(clusterapi.PathPropose, h.propose).Methods(http.MethodPost)
+	// mux joins a subrouter's prefix and its routes with one slash.
+	internalPrefix := strings.TrimSuffix(clusterapi.PathInternal, "/")
+	internal := r.PathPrefix(internalPrefix).Subrouter()
+	internal.Use(authorized(auth.Peer))
+	iroute := func(path string) string { return strings.TrimPrefix(path, internalPrefix) }
+	internal.HandleFunc(iroute(clusterapi.PathStatus), h.status).Methods(http.MethodGet)
+	internal.HandleFunc(iroute(clusterapi.PathReadIndex), h.readIndex).Methods(http.MethodGet)
+	internal.HandleFunc(iroute(clusterapi.PathPropose), h.propose).Methods(http.MethodPost)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	return r
+}
+
+// Authorizers decide who may call the two APIs Handler serves; each
+// returns why a request is refused, or nil.
+type Authorizers struct {
+	// Admin guards the membership API (the operator's admin certificate).
+	Admin func(*http.Request) error
+	// Peer guards the internal calls: only other members may propose
+	// events, confirm read indexes or read a node's status, since a
+	// proposal goes straight into the log every replica stores.
+	Peer func(*http.Request) error
+}
+
+func authorized(authorize func(*http.Request) error) mux.MiddlewareFunc {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := authorize(r); err != nil {
+				httpError(w, http.StatusForbidden, err.Error())
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 type handler struct{ n *Node }
@@ -144,8 +167,20 @@ func (h *handler) readIndex(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
-	cmd, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	// No valid event is larger than this; refusing a larger body before
+	// reading it keeps a sender from making the leader buffer it.
+	limit := int64(h.n.cfg.Limits.MaxEventBytes())
+	if r.ContentLength > limit {
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%v: the body is %d bytes; no event within the limits is over %d", core.ErrValueTooLarge, r.ContentLength, limit))
+		return
+	}
+	cmd, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%v: no event within the limits is over %d bytes", core.ErrValueTooLarge, limit))
+			return
+		}
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -153,7 +188,12 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		w.WriteHeader(http.StatusNoContent)
-	case errors.Is(err, core.ErrCorruptEvent):
+	// The limits answer as the public API does (rest.statusFor).
+	case errors.Is(err, core.ErrKeyTooLarge):
+		httpError(w, http.StatusRequestURITooLong, err.Error())
+	case errors.Is(err, core.ErrValueTooLarge):
+		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
+	case errors.Is(err, core.ErrCorruptEvent), errors.Is(err, core.ErrEmptyKey):
 		httpError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, core.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		w.Header().Set(outcomeHeader, "unknown")

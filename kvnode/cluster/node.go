@@ -50,8 +50,13 @@ type Config struct {
 	// linearizable reads to the leader there.
 	APIAdvertise string
 	// APIClient makes those calls; it must trust the members' server
-	// certificates. nil means http.DefaultClient.
+	// certificates and present this member's peer certificate, the
+	// identity the internal calls require. nil means http.DefaultClient.
 	APIClient *http.Client
+	// Limits are the API's key and value limits. Writes forwarded by
+	// followers are held to them here, on the leader, before they enter
+	// the log that every replica stores. Zero fields take core.DefaultLimits.
+	Limits core.Limits
 	// CatchUpLag is how many entries a non-voter may trail the leader's
 	// commit index and still be promoted.
 	CatchUpLag uint64
@@ -117,6 +122,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
+	n.cfg.Limits = n.cfg.Limits.WithDefaults()
 	if n.cfg.CatchUpLag == 0 {
 		n.cfg.CatchUpLag = 1000
 	}
@@ -247,7 +253,10 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 }
 
 // ProposeLocal applies an encoded event on this node, which must lead. It
-// serves writes forwarded by followers.
+// serves writes forwarded by followers, and holds them to the same limits
+// as a client's write (core.ErrEmptyKey, core.ErrKeyTooLarge,
+// core.ErrValueTooLarge): whatever enters the log is stored by every
+// replica and must be readable back by each of them.
 func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
 	e, err := core.UnmarshalEvent(cmd)
 	if err != nil {
@@ -255,6 +264,9 @@ func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
 	}
 	if e.Type != core.EventPut && e.Type != core.EventDelete {
 		return fmt.Errorf("%w: only PUT and DELETE may be forwarded", core.ErrCorruptEvent)
+	}
+	if err := n.cfg.Limits.CheckEvent(e); err != nil {
+		return err
 	}
 	return n.apply(ctx, cmd)
 }

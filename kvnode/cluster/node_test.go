@@ -91,3 +91,38 @@ func TestNodeWithoutBootstrapWaitsToBeAdded(t *testing.T) {
 		t.Fatalf("write on an unbootstrapped node = %v, want ErrUnavailable", err)
 	}
 }
+
+// A forwarded event is held to the API's limits on the leader: it goes
+// into the log every replica stores.
+func TestProposeLocalEnforcesTheLimits(t *testing.T) {
+	st := core.NewStore()
+	n, err := Open(Config{NodeID: "node-0", DataDir: t.TempDir(), PeerBind: "127.0.0.1:0", Bootstrap: true, Fast: true, Limits: core.Limits{MaxKeyBytes: 5, MaxValueBytes: 8}}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	// waitLeader's probe key is five bytes.
+	waitLeader(t, core.NewService(st, n, core.Limits{MaxKeyBytes: 5, MaxValueBytes: 8}))
+	ctx := context.Background()
+	for _, c := range []struct {
+		e    core.Event
+		want error
+	}{
+		{core.Event{Type: core.EventPut, Key: "kkkkk", Value: []byte("12345678")}, nil},
+		{core.Event{Type: core.EventPut, Key: "kkkkkk", Value: []byte("v")}, core.ErrKeyTooLarge},
+		{core.Event{Type: core.EventPut, Key: "k", Value: []byte("123456789")}, core.ErrValueTooLarge},
+		{core.Event{Type: core.EventDelete, Key: "kkkkkk"}, core.ErrKeyTooLarge},
+		{core.Event{Type: core.EventPut, Key: "", Value: []byte("v")}, core.ErrEmptyKey},
+	} {
+		cmd, err := c.e.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.ProposeLocal(ctx, cmd); !errors.Is(err, c.want) || (c.want == nil && err != nil) {
+			t.Errorf("ProposeLocal(%s %q, %d bytes) = %v, want %v", c.e.Type, c.e.Key, len(c.e.Value), err, c.want)
+		}
+	}
+	if st.Len() != 1 {
+		t.Fatalf("%d keys stored, want only the one within the limits", st.Len())
+	}
+}

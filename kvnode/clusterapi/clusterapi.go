@@ -38,8 +38,10 @@ const (
 )
 
 // The calls members make to each other, on the same port and with the
-// same TLS as clients. They are not for clients; they change whenever
-// kvnode's replication does.
+// same server certificate as clients. They are not for clients, and are
+// refused to them (403): a member calls with its peer certificate (on a
+// node without TLS, only loopback callers are let in). They change
+// whenever kvnode's replication does.
 const (
 	// PathInternal prefixes them all.
 	PathInternal = "/v1/internal/"

@@ -224,3 +224,21 @@ func TestWaitApplied(t *testing.T) {
 		t.Fatalf("WaitApplied past the end = %v", err)
 	}
 }
+
+// MaxEventBytes bounds the body that carries a forwarded event: the largest
+// event within the limits must fit, with any key length's varint.
+func TestMaxEventBytesHoldsTheLargestEvent(t *testing.T) {
+	for _, l := range []Limits{{MaxKeyBytes: 1, MaxValueBytes: 0}, {MaxKeyBytes: 200, MaxValueBytes: 5}, DefaultLimits, {MaxKeyBytes: 1 << 21, MaxValueBytes: 1}} {
+		b, err := Event{Type: EventPut, Key: strings.Repeat("k", l.MaxKeyBytes), Value: make([]byte, l.MaxValueBytes)}.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > l.MaxEventBytes() {
+			t.Errorf("%+v: largest event is %d bytes, MaxEventBytes %d", l, len(b), l.MaxEventBytes())
+		}
+		e, err := UnmarshalEvent(b)
+		if err != nil || l.CheckEvent(e) != nil {
+			t.Errorf("%+v: largest event refused: %v %v", l, err, l.CheckEvent(e))
+		}
+	}
+}

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 )
 
@@ -38,6 +39,51 @@ type Limits struct {
 // DefaultLimits are the limits of a node that was given none.
 var DefaultLimits = Limits{MaxKeyBytes: 1024, MaxValueBytes: 1 << 20}
 
+// WithDefaults fills the limits that are not set from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxKeyBytes <= 0 {
+		l.MaxKeyBytes = DefaultLimits.MaxKeyBytes
+	}
+	if l.MaxValueBytes <= 0 {
+		l.MaxValueBytes = DefaultLimits.MaxValueBytes
+	}
+	return l
+}
+
+// CheckKey reports whether key is acceptable.
+func (l Limits) CheckKey(key string) error {
+	if key == "" {
+		return ErrEmptyKey
+	}
+	if len(key) > l.MaxKeyBytes {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrKeyTooLarge, len(key), l.MaxKeyBytes)
+	}
+	return nil
+}
+
+// CheckValue reports whether value is acceptable.
+func (l Limits) CheckValue(value []byte) error {
+	if len(value) > l.MaxValueBytes {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrValueTooLarge, len(value), l.MaxValueBytes)
+	}
+	return nil
+}
+
+// CheckEvent holds an event that arrives already encoded (a write a
+// follower forwards) to the limits a client's write is held to.
+func (l Limits) CheckEvent(e Event) error {
+	if err := l.CheckKey(e.Key); err != nil {
+		return err
+	}
+	return l.CheckValue(e.Value)
+}
+
+// MaxEventBytes is the encoded size of the largest event within the
+// limits: the bound on a body that carries one.
+func (l Limits) MaxEventBytes() int {
+	return 1 + binary.MaxVarintLen64 + l.MaxKeyBytes + l.MaxValueBytes
+}
+
 // Service is the store's application service: validation, then
 // replication for writes and a read barrier for linearizable reads.
 type Service struct {
@@ -48,39 +94,23 @@ type Service struct {
 
 // NewService wires the store to its replicator.
 func NewService(store *Store, repl Replicator, limits Limits) *Service {
-	if limits.MaxKeyBytes <= 0 {
-		limits.MaxKeyBytes = DefaultLimits.MaxKeyBytes
-	}
-	if limits.MaxValueBytes <= 0 {
-		limits.MaxValueBytes = DefaultLimits.MaxValueBytes
-	}
-	return &Service{store: store, repl: repl, limits: limits}
+	return &Service{store: store, repl: repl, limits: limits.WithDefaults()}
 }
 
 // Limits returns the limits in force.
 func (s *Service) Limits() Limits { return s.limits }
 
 // CheckKey reports whether key is acceptable.
-func (s *Service) CheckKey(key string) error {
-	if key == "" {
-		return ErrEmptyKey
-	}
-	if len(key) > s.limits.MaxKeyBytes {
-		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrKeyTooLarge, len(key), s.limits.MaxKeyBytes)
-	}
-	return nil
-}
+func (s *Service) CheckKey(key string) error { return s.limits.CheckKey(key) }
 
 // Put sets key to value. It returns once the write is durable on a quorum
 // and applied here. Putting the same value twice has the effect of once.
 func (s *Service) Put(ctx context.Context, key string, value []byte) error {
-	if err := s.CheckKey(key); err != nil {
+	e := Event{Type: EventPut, Key: key, Value: value}
+	if err := s.limits.CheckEvent(e); err != nil {
 		return err
 	}
-	if len(value) > s.limits.MaxValueBytes {
-		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrValueTooLarge, len(value), s.limits.MaxValueBytes)
-	}
-	return s.repl.Propose(ctx, Event{Type: EventPut, Key: key, Value: value})
+	return s.repl.Propose(ctx, e)
 }
 
 // Delete removes key. Deleting a missing key succeeds (idempotent).

@@ -25,6 +25,11 @@ const firstIndexKey = "txlog.first"
 // ErrClosed is returned by every call after Close.
 var ErrClosed = errors.New("txlog: closed")
 
+// ErrRecordTooLarge is returned by an append whose entry would encode to a
+// record longer than the reader accepts. Nothing of the batch is written:
+// a record the log cannot read back would make every later Open fail.
+var ErrRecordTooLarge = errors.New("txlog: record too large")
+
 // Observer receives timings for metrics. Its methods are called on the hot
 // path and must not block.
 type Observer interface {
@@ -363,6 +368,13 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	for i := 1; i < len(logs); i++ {
 		if logs[i].Index != logs[i-1].Index+1 {
 			return 0, fmt.Errorf("txlog: batch is not contiguous at index %d", logs[i].Index)
+		}
+	}
+	for _, log := range logs {
+		// Checked for the whole batch before any byte is written, and not
+		// sticky: the log is intact, only this append is refused.
+		if n := recordBodyBytes(log); n > maxRecordBytes {
+			return 0, fmt.Errorf("%w: entry %d would be a %d-byte record; the limit is %d", ErrRecordTooLarge, log.Index, n, maxRecordBytes)
 		}
 	}
 	seg, err := l.activeFor(logs[0].Index)

@@ -15,7 +15,7 @@ const (
 	segmentHeader  = 16
 	recordHeader   = 8
 	bodyFixed      = 8 + 8 + 1 + 8
-	maxRecordBytes = 64 << 20 // far above any value the node accepts; a larger length is a torn or corrupt header
+	maxRecordBytes = 64 << 20 // far above any value the node accepts; a larger length is a torn or corrupt header, and the writer refuses it (ErrRecordTooLarge)
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -45,6 +45,14 @@ func appendRecord(b []byte, l *raft.Log) []byte {
 	crc = crc32.Update(crc, castagnoli, b[start+recordHeader:])
 	binary.LittleEndian.PutUint32(b[start+4:], crc)
 	return b
+}
+
+// recordBodyBytes is the length appendRecord writes into l's header: the
+// bound decodeRecord checks, so the writer can refuse what the reader would.
+func recordBodyBytes(l *raft.Log) uint64 {
+	n := uint64(len(l.Data))
+	var varint [binary.MaxVarintLen64]byte
+	return bodyFixed + uint64(binary.PutUvarint(varint[:], n)) + n + uint64(len(l.Extensions))
 }
 
 // decodeRecord decodes the record at the start of b into l and returns its

@@ -2,6 +2,7 @@ package txlog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -217,4 +218,33 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("round trip differs:\n% x\n% x", again, b[:n])
 		}
 	})
+}
+
+// A record longer than the reader accepts would be written, acknowledged
+// and then refuse every later open ("corrupt record"): the writer must
+// refuse it instead, write nothing of its batch, and stay usable.
+func TestOversizedRecordIsRefusedBeforeWriting(t *testing.T) {
+	for _, e := range []*raft.Log{entry(7), {Index: 1}, {Index: 2, Data: make([]byte, 300)}} {
+		if got, want := recordBodyBytes(e), len(appendRecord(nil, e))-recordHeader; got != uint64(want) {
+			t.Fatalf("recordBodyBytes = %d, appendRecord wrote %d", got, want)
+		}
+	}
+	dir := t.TempDir()
+	l := openFile(t, dir, Options{})
+	appendRange(t, l, 1, 3)
+	huge := entry(5)
+	huge.Data = make([]byte, maxRecordBytes)
+	err := l.StoreLogs([]*raft.Log{entry(4), huge})
+	if !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("oversized append = %v, want ErrRecordTooLarge", err)
+	}
+	if l.Err() != nil {
+		t.Fatalf("the refusal made the log fail: %v", l.Err())
+	}
+	assertRange(t, l, 1, 3)
+	appendRange(t, l, 4, 5)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertRange(t, openFile(t, dir, Options{}), 1, 5)
 }

@@ -221,7 +221,7 @@ func TestLostVolumeDoesNotBootstrapANewCluster(t *testing.T) {
 	}
 	err = harness.Retry(ctx, func() error {
 		var self clusterapi.NodeStatus
-		resp, err := c.Client.Get(m.API + clusterapi.PathStatus)
+		resp, err := c.Peer.Get(m.API + clusterapi.PathStatus)
 		if err != nil {
 			return err
 		}

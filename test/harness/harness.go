@@ -58,10 +58,13 @@ type Options struct {
 
 // Cluster is a set of kvnode processes and their proxies.
 type Cluster struct {
-	opts    Options
-	CA      *certs.CA
-	Client  *http.Client // trusts the CA
-	Admin   *http.Client // presents the admin certificate
+	opts   Options
+	CA     *certs.CA
+	Client *http.Client // trusts the CA
+	Admin  *http.Client // presents the admin certificate
+	// Peer presents a peer certificate of the cluster, the identity the
+	// members' internal API (clusterapi.PathInternal) requires.
+	Peer    *http.Client
 	mu      sync.Mutex
 	members []*Member
 }
@@ -105,9 +108,18 @@ func New(opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c.Admin = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	peerCert, peerKey, err := ca.Issue(certs.Leaf{CommonName: "harness-peer", Server: true, Client: true, Lifetime: 24 * time.Hour}, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if pair, err = tls.X509KeyPair(peerCert, peerKey); err != nil {
+		return nil, err
+	}
+	c.Peer = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
 	if opts.Insecure {
 		c.Client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 		c.Admin = c.Client
+		c.Peer = c.Client
 	}
 	return c, nil
 }
