@@ -12,6 +12,9 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 ENVTEST_ASSETS = $$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1)
 # Modules besides the main one: each keeps its own dependencies out of the product.
 SUBMODULES := hack/image hack/bench
+# Modules that only pin the tools hack/ builds (Kubernetes, containerd,
+# CoreDNS, controller-gen): no packages of their own, so only kept tidy.
+TOOL_MODULES := $(wildcard hack/tools/*)
 
 .DEFAULT_GOAL := help
 
@@ -63,12 +66,15 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd) and the RBAC role 
 envtest-assets: ## Build etcd and kube-apiserver for the controller tests (cold: minutes; cached after).
 	hack/k8s-binaries.sh etcd kube-apiserver
 
-verify: generate manifests ## Check formatting, vet, tidy modules, no tracked build outputs, and that generated code is committed.
+verify: generate manifests ## Check formatting, vet, tidy modules, shell scripts, one Kubernetes version, no tracked build outputs, and that generated code is committed.
 	hack/verify-tree.sh
+	hack/verify-versions.sh
+	hack/deps.sh verify
+	hack/shellcheck.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
-	for m in $(SUBMODULES); do (cd $$m && $(GO) mod tidy -diff); done
+	for m in $(SUBMODULES) $(TOOL_MODULES); do (cd $$m && $(GO) mod tidy -diff); done
 	git diff --exit-code
 
 ##@ Local cluster (a real single-node Kubernetes in the network namespace kvtest)
@@ -102,10 +108,14 @@ cluster-status: ## Show the node, the pods and the KeyValueStores.
 cluster-load-images: image ## Import the kvnode and operator images into the cluster's containerd.
 	for i in kvnode operator; do $(K8S_BIN)/ctr --address $(CLUSTER_DIR)/containerd/containerd.sock -n k8s.io images import $(DIST)/$$i.tar; done
 
+# The image tag stays :dev, so a Deployment that already existed must be
+# restarted to run the image just imported; a new one starts with it anyway.
 deploy: cluster-load-images ## Install the CRD, RBAC and the operator (config/default) into the local cluster.
-	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl apply -k config/default
-	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl -n kvstore-system rollout restart deployment/kvstore-controller-manager
-	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl -n kvstore-system rollout status deployment/kvstore-controller-manager --timeout=120s
+	export KV_CLUSTER_DIR=$(CLUSTER_DIR); \
+	existed=$$(hack/kubectl -n kvstore-system get deployment/kvstore-controller-manager -o name --ignore-not-found); \
+	hack/kubectl apply -k config/default; \
+	if [ -n "$$existed" ]; then hack/kubectl -n kvstore-system rollout restart deployment/kvstore-controller-manager; fi; \
+	hack/kubectl -n kvstore-system rollout status deployment/kvstore-controller-manager --timeout=120s
 
 test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first).
 	$(GO) test -c -tags e2e -o $(BIN)/e2e.test ./test/e2e
@@ -113,8 +123,9 @@ test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first
 
 ##@ Images
 image: build ## Pack bin/kvnode and bin/manager into dist/*.tar without Docker (the Dockerfile's images).
-	cd hack/image && $(GO) run . -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
-	cd hack/image && $(GO) run . -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8080/tcp,8081/tcp
+	hack/build-helpers.sh image-packer
+	$(BIN)/image-packer -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
+	$(BIN)/image-packer -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8080/tcp,8081/tcp
 
 docker-build: ## Build the images with Docker, for users who have it.
 	docker build --target kvnode -t $(KVNODE_IMAGE) .
