@@ -47,7 +47,9 @@ done
 echo "building ${missing[*]} ($K8S_VERSION, etcd $ETCD_VERSION) into $dir" >&2
 echo "cold: 15–35 minutes on 2 cores for all of them (etcd + kube-apiserver alone: 5–15); later runs reuse the binaries" >&2
 tmp=$(mktemp -d "$dir/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+beat=
+# A failed build must not leave its heartbeat printing forever.
+trap 'if [ -n "$beat" ]; then kill "$beat" 2>/dev/null; fi; rm -rf "$tmp"' EXIT
 start=$(date +%s)
 # --version says what was built (else v0.0.0-master); major and minor come
 # from the one version in hack/versions.sh.
