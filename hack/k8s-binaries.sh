@@ -49,7 +49,10 @@ echo "cold: 15–35 minutes on 2 cores for all of them (etcd + kube-apiserver al
 tmp=$(mktemp -d "$dir/.build.XXXXXX")
 beat=
 # A failed build must not leave its heartbeat printing forever.
+# An interrupted one must not leave its half-built directory (bash runs the
+# EXIT trap on a signal only when that signal is trapped).
 trap 'if [ -n "$beat" ]; then kill "$beat" 2>/dev/null; fi; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM HUP
 start=$(date +%s)
 # --version says what was built (else v0.0.0-master); major and minor come
 # from the one version in hack/versions.sh.
