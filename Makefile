@@ -82,7 +82,7 @@ CLUSTER_DIR ?= /var/tmp/kvstore-cluster
 # The directory hack/k8s-binaries.sh builds into (hack/versions.sh names the version).
 K8S_BIN = $$(source hack/versions.sh && echo $$BINDIR)
 
-cluster-up: ## Start the local cluster (builds the Kubernetes binaries the first time).
+cluster-up: ## Start the local cluster (installs missing Debian packages; builds the Kubernetes binaries the first time: 15–35 minutes on 2 cores).
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/up.sh
 
 test-cluster-guards: ## Prove the cluster scripts refuse a wrong network namespace (root; leaves the host unchanged).
@@ -95,6 +95,7 @@ demo: cluster-up deploy ## The whole product locally: a cluster, the operator an
 	@echo
 	@echo "The store answers on https://demo.default.svc:8080 inside the cluster. Try:"
 	@echo "  hack/kubectl get kvs,pods"
+	@echo "  hack/kubectl get kvs -w      # watch (Ctrl-C stops watching)"
 	@echo "  hack/kv-curl -X PUT -d 'Hello, key-value store!' https://demo.default.svc:8080/v1/key-a"
 	@echo "  hack/kv-curl https://demo.default.svc:8080/v1/key-a"
 	@echo "  make cluster-down      # stop everything; the host is checked to be as before"
