@@ -40,7 +40,7 @@ for round in $(seq 50); do
   [ -n "$pids" ] || break
   if [ "$round" = 1 ]; then
     say "killing $(wc -w <<<"$pids") processes left by the cluster"
-    for p in $pids; do say "  $(describe "$p")"; done
+    for p in $pids; do if [ -e "/proc/$p" ]; then say "  $(describe "$p")"; fi; done
   fi
   # shellcheck disable=SC2086 # a list of PIDs
   kill -9 $pids 2>/dev/null || true

@@ -77,18 +77,20 @@ kubepods_cgroups() {
   done
 }
 
-# cgroup_pids prints every process (v1: and thread) in the pods' cgroups.
+# cgroup_pids prints every process in the pods' cgroups. cgroup.procs is
+# enough: it lists each process with any of its threads in the cgroup
+# (v1 `tasks` would add only the threads, which die with their process).
 cgroup_pids() {
   local root
   for root in $(kubepods_cgroups); do
-    find "$root" \( -name cgroup.procs -o -name tasks \) -exec cat {} + 2>/dev/null || true
+    find "$root" -name cgroup.procs -exec cat {} + 2>/dev/null || true
   done | sort -un
 }
 
 # describe PID prints "PID (command line)".
 describe() {
   local cmd
-  cmd=$(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null) || true
+  cmd=$({ tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null) || true
   echo "$1 (${cmd% })"
 }
 
