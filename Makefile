@@ -80,7 +80,7 @@ verify: generate manifests ## Check formatting, vet, tidy modules, shell scripts
 ##@ Local cluster (a real single-node Kubernetes in the network namespace kvtest)
 CLUSTER_DIR ?= /var/tmp/kvstore-cluster
 # The directory hack/k8s-binaries.sh builds into (hack/versions.sh names the version).
-K8S_BIN = $$(source hack/versions.sh && echo $$BINDIR)
+K8S_BIN = $$(source $(CURDIR)/hack/versions.sh && echo $$BINDIR)
 
 cluster-up: ## Start the local cluster (installs missing Debian packages; builds the Kubernetes binaries the first time: 15–35 minutes on 2 cores).
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/up.sh
