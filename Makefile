@@ -63,7 +63,7 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd) and the RBAC role 
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
 
-envtest-assets: ## Build etcd and kube-apiserver for the controller tests (cold: minutes; cached after).
+envtest-assets: ## Build etcd and kube-apiserver for the controller tests (5–15 minutes on 2 cores (cold); cached after).
 	hack/k8s-binaries.sh etcd kube-apiserver
 
 verify: generate manifests ## Check formatting, vet, tidy modules, shell scripts, one Kubernetes version, no tracked build outputs, and that generated code is committed.
@@ -82,7 +82,7 @@ CLUSTER_DIR ?= /var/tmp/kvstore-cluster
 # The directory hack/k8s-binaries.sh builds into (hack/versions.sh names the version).
 K8S_BIN = $$(source $(CURDIR)/hack/versions.sh && echo $$BINDIR)
 
-cluster-up: ## Start the local cluster (installs missing Debian packages; builds the Kubernetes binaries the first time: 15–35 minutes on 2 cores).
+cluster-up: ## Start the local cluster (installs missing Debian packages; builds the Kubernetes binaries the first time: 15–35 minutes on 2 cores (cold)).
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/up.sh
 
 test-cluster-guards: ## Prove the cluster scripts refuse a wrong network namespace and that teardown leaves nothing behind (root; leaves the host unchanged).

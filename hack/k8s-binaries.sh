@@ -45,7 +45,7 @@ for c in "${missing[@]}"; do
 done
 
 echo "building ${missing[*]} ($K8S_VERSION, etcd $ETCD_VERSION) into $dir" >&2
-echo "cold: 15–35 minutes on 2 cores for all of them (etcd + kube-apiserver alone: 5–15); later runs reuse the binaries" >&2
+echo "all of them: 15–35 minutes on 2 cores (cold); etcd + kube-apiserver alone: 5–15; later runs reuse the binaries" >&2
 tmp=$(mktemp -d "$dir/.build.XXXXXX")
 beat=
 # A failed build must not leave its heartbeat printing forever.

@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 if [ -e "/run/netns/$NETNS" ]; then die "namespace $NETNS exists: a cluster is up or was not torn down (make cluster-down)"; fi
 "$ROOT/hack/deps.sh" cluster
 
-say "Kubernetes binaries (built once into $BINDIR; cold: 15–35 minutes on 2 cores)"
+say "Kubernetes binaries (built once into $BINDIR; 15–35 minutes on 2 cores (cold))"
 "$ROOT/hack/k8s-binaries.sh" all >/dev/null || die "building the Kubernetes binaries failed"
 say "building the helper tools on the host (hack/build-helpers.sh: pause, image-packer, localk8s)"
 "$ROOT/hack/build-helpers.sh" pause image-packer localk8s || die "building the helper tools failed"
