@@ -14,6 +14,9 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 ENVTEST_ASSETS = $$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1)
 # Modules besides the main one: each keeps its own dependencies out of the product.
 SUBMODULES := hack/image hack/bench
+# Modules that only pin the tools hack/ builds (Kubernetes, containerd,
+# CoreDNS, controller-gen): no packages of their own, so only kept tidy.
+TOOL_MODULES := $(wildcard hack/tools/*)
 
 .DEFAULT_GOAL := help
 
@@ -70,27 +73,30 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) over the main module
 	$(GOLANGCI_LINT) run ./...
 	for m in $(SUBMODULES); do (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
 
-envtest-assets: ## Build etcd and kube-apiserver for the controller tests (cold: minutes; cached after).
+envtest-assets: ## Build etcd and kube-apiserver for the controller tests (5–15 minutes on 2 cores (cold); cached after).
 	hack/k8s-binaries.sh etcd kube-apiserver
 
-verify: generate manifests ## Check formatting, vet, tidy modules, no tracked build outputs, and that generated code is committed.
+verify: generate manifests ## Check formatting, vet, tidy modules, shell scripts, one Kubernetes version, no tracked build outputs, and that generated code is committed.
 	hack/verify-tree.sh
+	hack/verify-versions.sh
+	hack/deps.sh verify
+	hack/shellcheck.sh
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	$(MAKE) lint
 	$(GO) mod tidy -diff
-	for m in $(SUBMODULES); do (cd $$m && $(GO) mod tidy -diff); done
+	for m in $(SUBMODULES) $(TOOL_MODULES); do (cd $$m && $(GO) mod tidy -diff); done
 	git diff --exit-code
 
 ##@ Local cluster (a real single-node Kubernetes in the network namespace kvtest)
 CLUSTER_DIR ?= /var/tmp/kvstore-cluster
 # The directory hack/k8s-binaries.sh builds into (hack/versions.sh names the version).
-K8S_BIN = $$(source hack/versions.sh && echo $$BINDIR)
+K8S_BIN = $$(source $(CURDIR)/hack/versions.sh && echo $$BINDIR)
 
-cluster-up: ## Start the local cluster (builds the Kubernetes binaries the first time).
+cluster-up: ## Start the local cluster (installs missing Debian packages; builds the Kubernetes binaries the first time: 15–35 minutes on 2 cores (cold)).
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/cluster/up.sh
 
-test-cluster-guards: ## Prove the cluster scripts refuse a wrong network namespace (root; leaves the host unchanged).
+test-cluster-guards: ## Prove the cluster scripts refuse a wrong network namespace and that teardown leaves nothing behind (root; leaves the host unchanged).
 	hack/cluster/test-guards.sh
 
 demo: cluster-up deploy ## The whole product locally: a cluster, the operator and the sample KeyValueStore (root).
@@ -100,6 +106,7 @@ demo: cluster-up deploy ## The whole product locally: a cluster, the operator an
 	@echo
 	@echo "The store answers on https://demo.default.svc:8080 inside the cluster. Try:"
 	@echo "  hack/kubectl get kvs,pods"
+	@echo "  hack/kubectl get kvs -w      # watch (Ctrl-C stops watching)"
 	@echo "  hack/kv-curl -X PUT -d 'Hello, key-value store!' https://demo.default.svc:8080/v1/key-a"
 	@echo "  hack/kv-curl https://demo.default.svc:8080/v1/key-a"
 	@echo "  make cluster-down      # stop everything; the host is checked to be as before"
@@ -113,19 +120,26 @@ cluster-status: ## Show the node, the pods and the KeyValueStores.
 cluster-load-images: image ## Import the kvnode and operator images into the cluster's containerd.
 	for i in kvnode operator; do $(K8S_BIN)/ctr --address $(CLUSTER_DIR)/containerd/containerd.sock -n k8s.io images import $(DIST)/$$i.tar; done
 
+# The image tag stays :dev, so a Deployment that already existed must be
+# restarted to run the image just imported; a new one starts with it anyway.
 deploy: cluster-load-images ## Install the CRD, RBAC and the operator (config/default) into the local cluster.
-	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl apply -k config/default
-	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl -n kvstore-system rollout restart deployment/kvstore-controller-manager
-	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl -n kvstore-system rollout status deployment/kvstore-controller-manager --timeout=120s
+	export KV_CLUSTER_DIR=$(CLUSTER_DIR); \
+	existed=$$(hack/kubectl -n kvstore-system get deployment/kvstore-controller-manager -o name --ignore-not-found); \
+	hack/kubectl apply -k config/default; \
+	if [ -n "$$existed" ]; then hack/kubectl -n kvstore-system rollout restart deployment/kvstore-controller-manager; fi; \
+	hack/kubectl -n kvstore-system rollout status deployment/kvstore-controller-manager --timeout=120s
 
+# The tests run inside the namespace, built on the host; GOPROXY=off as in
+# hack/cluster/lib.sh (in_ns): nothing in there can download.
 test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first).
 	$(GO) test -c -tags e2e -o $(BIN)/e2e.test ./test/e2e
-	cd test/e2e && nsenter --net=/run/netns/kvtest -- env KUBECTL=$(K8S_BIN)/kubectl KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig KV_CLUSTER_LOGS=$(CLUSTER_DIR)/logs $(BIN)/e2e.test -test.v -test.count=1 -test.timeout 20m
+	cd test/e2e && nsenter --net=/run/netns/kvtest -- env GOPROXY=off GOFLAGS=-mod=mod KUBECTL=$(K8S_BIN)/kubectl KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig KV_CLUSTER_LOGS=$(CLUSTER_DIR)/logs $(BIN)/e2e.test -test.v -test.count=1 -test.timeout 20m
 
 ##@ Images
 image: build ## Pack bin/kvnode and bin/manager into dist/*.tar without Docker (the Dockerfile's images).
-	cd hack/image && $(GO) run . -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
-	cd hack/image && $(GO) run . -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8080/tcp,8081/tcp
+	hack/build-helpers.sh image-packer
+	$(BIN)/image-packer -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
+	$(BIN)/image-packer -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8080/tcp,8081/tcp
 
 docker-build: ## Build the images with Docker, for users who have it.
 	docker build --target kvnode -t $(KVNODE_IMAGE) .

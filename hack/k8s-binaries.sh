@@ -10,8 +10,10 @@
 # replace block maps the staging modules to their released versions).
 set -euo pipefail
 
-# The whole script is one function, read before it runs, so that editing
-# the file during a long build cannot break the build in progress.
+# The whole script is one function, read before it runs, and the line that
+# calls it also exits, so that editing the file during a long build cannot
+# break the build in progress (bash would otherwise read on from its old
+# offset in the changed file once main returns).
 main() {
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,11 +45,19 @@ for c in "${missing[@]}"; do
 done
 
 echo "building ${missing[*]} ($K8S_VERSION, etcd $ETCD_VERSION) into $dir" >&2
-echo "a cold build takes 15-35 minutes on 2 cores (etcd + kube-apiserver alone: 8-15); later runs reuse the binaries" >&2
+echo "all of them: 15–35 minutes on 2 cores (cold); etcd + kube-apiserver alone: 5–15; later runs reuse the binaries" >&2
 tmp=$(mktemp -d "$dir/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+beat=
+# A failed build must not leave its heartbeat printing forever.
+# An interrupted one must not leave its half-built directory (bash runs the
+# EXIT trap on a signal only when that signal is trapped).
+trap 'if [ -n "$beat" ]; then kill "$beat" 2>/dev/null; fi; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM HUP
 start=$(date +%s)
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
+# --version says what was built (else v0.0.0-master); major and minor come
+# from the one version in hack/versions.sh.
+IFS=. read -r major minor _ <<<"${K8S_VERSION#v}"
+ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor"
 n=0
 for c in "${missing[@]}"; do
   n=$((n + 1))
@@ -75,4 +85,4 @@ done
 echo "built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
 echo "$dir"
 }
-main "$@"
+main "$@"; exit

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The versions of the components the local cluster and the controller tests
 # are built from (sourced by the scripts under hack/; the Makefile reads
 # K8S_VERSION from here too). One place: change them here only.

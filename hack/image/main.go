@@ -4,7 +4,7 @@
 // `docker load` accepts it too. The image matches the Dockerfile: the
 // binary on an empty base, a non-root user, a writable data directory.
 //
-//	cd hack/image && go run . -binary ../../bin/kvnode -tag kvstore.dev/kvnode:dev -out ../../dist/kvnode.tar
+//	hack/build-helpers.sh image-packer && bin/image-packer -binary bin/kvnode -tag kvstore.dev/kvnode:dev -out dist/kvnode.tar
 package main
 
 import (

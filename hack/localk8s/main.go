@@ -4,7 +4,7 @@
 // component), the kubelet, containerd, CNI and CoreDNS configurations. The
 // scripts in hack/cluster run it once per cluster directory.
 //
-//	go run ./hack/localk8s -dir /var/tmp/kvstore-cluster -node-ip 10.200.0.1
+//	hack/build-helpers.sh localk8s && bin/localk8s -dir /var/tmp/kvstore-cluster -node-ip 10.200.0.1
 package main
 
 import (
