@@ -43,6 +43,23 @@
 // After a failed write or fdatasync the log refuses every later call (the
 // page cache can no longer be trusted), and Err reports why.
 //
+// # Locks
+//
+// A Log has four locks, always taken in this order, never a later one held
+// while waiting for an earlier one:
+//
+//  1. syncMu: the group commit's state (who syncs, up to which write).
+//  2. mu: the segments, the first and last index, the sticky failure.
+//  3. fileMu: keeps segment files open while an fdatasync runs outside mu.
+//     Closing files (compaction, truncation, Close) takes it exclusively
+//     with mu held; the sync takes it shared before it lets go of mu, and
+//     releases it before it takes mu again to record a failed fdatasync.
+//  4. the stable file's lock, taken under mu when compaction records the
+//     new first index.
+//
+// Taking mu with fileMu held would deadlock the node the first time an
+// fdatasync fails while compaction waits for fileMu under mu.
+//
 // # Recovery
 //
 // Open reads every segment. In the last segment, a record whose length or

@@ -56,7 +56,10 @@ type Log struct {
 	opts   Options
 	stable *stableFile
 
-	mu      sync.RWMutex // guards everything below up to syncMu
+	// Lock order (see the package doc): syncMu, then mu, then fileMu, then
+	// stable.mu. A goroutine never waits for a lock earlier in that order
+	// while it holds a later one.
+	mu      sync.RWMutex // guards everything below up to fileMu
 	segs    []*segment
 	first   uint64
 	last    uint64
@@ -64,13 +67,34 @@ type Log struct {
 	written uint64 // number of completed writes; a write's number is its sync target
 	buf     []byte
 
-	// fileMu keeps a segment file open while the group-commit leader syncs it.
+	// fileMu keeps a segment file open while the group-commit leader syncs
+	// it outside mu. Closing a segment file takes it exclusively, always
+	// with mu held; the sync takes it shared, inside mu, and lets go of it
+	// before it takes mu again.
 	fileMu sync.RWMutex
 
 	syncMu   sync.Mutex
 	syncCond *sync.Cond
 	syncing  bool
 	synced   uint64
+
+	// faults lets tests fail or stall the disk at chosen points. Its zero
+	// value is the real disk.
+	faults faults
+}
+
+// faults are the points where a test can inject a disk error or stop an
+// operation part way, as a crash would.
+type faults struct {
+	// datasync, if set, replaces the group commit's fdatasync.
+	datasync func(*os.File) error
+}
+
+func (l *Log) datasync(f *os.File) error {
+	if l.faults.datasync != nil {
+		return l.faults.datasync(f)
+	}
+	return datasync(f)
 }
 
 type segment struct {
@@ -532,17 +556,28 @@ func (l *Log) syncActive() (uint64, error) {
 	if n := len(l.segs); n > 0 {
 		seg = l.segs[n-1]
 	}
-	l.fileMu.RLock() // taken before mu is released, so the file cannot be closed under us
-	l.mu.RUnlock()
-	defer l.fileMu.RUnlock()
 	if failed != nil || seg == nil {
+		l.mu.RUnlock()
 		return upto, failed
 	}
+	// fileMu is taken before mu is released, so that the file cannot be
+	// closed under the sync; it is taken inside mu, in the package's lock
+	// order.
+	l.fileMu.RLock()
+	l.mu.RUnlock()
 	start := time.Now()
-	if err := datasync(seg.f); err != nil {
+	err := l.datasync(seg.f)
+	// Released before mu is taken again to record a failure: compaction and
+	// Close hold mu while they wait for fileMu, so taking mu with fileMu
+	// held deadlocks the node on the first failed fdatasync.
+	l.fileMu.RUnlock()
+	if err != nil {
+		err = fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
 		l.mu.Lock()
-		err = l.fail(fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err))
+		_ = l.fail(err)
 		l.mu.Unlock()
+		// This append's own cause, even when Close or an earlier failure
+		// stopped the log first.
 		return 0, err
 	}
 	if l.opts.Observer != nil {
@@ -686,7 +721,7 @@ func (l *Log) Close() error {
 	}
 	var err error
 	if n := len(l.segs); n > 0 && l.failed == nil {
-		err = datasync(l.segs[n-1].f)
+		err = l.datasync(l.segs[n-1].f)
 	}
 	l.failed = ErrClosed
 	l.closeFiles()
