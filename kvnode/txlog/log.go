@@ -88,6 +88,9 @@ type Log struct {
 type faults struct {
 	// datasync, if set, replaces the group commit's fdatasync.
 	datasync func(*os.File) error
+	// truncateStep, if set, runs after the first durable step of a
+	// suffix deletion; an error stops the deletion there, as a crash would.
+	truncateStep func() error
 }
 
 func (l *Log) datasync(f *os.File) error {
@@ -653,11 +656,32 @@ func (l *Log) deletePrefix(first uint64) error {
 	return l.removeSegments(gone)
 }
 
+// deleteSuffix deletes the entries from index from on. Whole segments
+// after the cut go first, the highest first, and their removal is made
+// durable before the segment holding the cut is truncated: a crash at any
+// point then leaves a contiguous log that still ends at or after from-1,
+// whose conflicting tail raft deletes again. Truncating first would leave,
+// after a crash, segments that start past the truncated one's end, and Open
+// would refuse the log as missing a segment.
 func (l *Log) deleteSuffix(from uint64) error {
 	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > from }) - 1
-	gone := append([]*segment(nil), l.segs[i+1:]...)
+	gone := make([]*segment, 0, len(l.segs)-i-1)
+	for j := len(l.segs) - 1; j > i; j-- {
+		gone = append(gone, l.segs[j])
+	}
 	seg := l.segs[i]
 	l.segs = l.segs[:i+1]
+	// From here the log in memory ends where seg ends, as it will on disk
+	// once the later segments are gone.
+	l.last = seg.base + seg.count() - 1
+	if err := l.removeSegments(gone); err != nil {
+		return err
+	}
+	if l.faults.truncateStep != nil {
+		if err := l.faults.truncateStep(); err != nil {
+			return l.fail(err)
+		}
+	}
 	k := from - seg.base
 	cut := seg.offsets[k]
 	if err := seg.f.Truncate(cut); err != nil {
@@ -673,13 +697,16 @@ func (l *Log) deleteSuffix(from uint64) error {
 	seg.end = cut
 	seg.sealed = false
 	l.last = from - 1
-	return l.removeSegments(gone)
+	return nil
 }
 
 func (l *Log) setFirst(first uint64) error {
 	return l.stable.set(firstIndexKey, binary.LittleEndian.AppendUint64(nil, first))
 }
 
+// removeSegments closes and deletes segs in the order given, then fsyncs
+// the directory. Callers order them so that a crash part way leaves the
+// remaining segments contiguous.
 func (l *Log) removeSegments(segs []*segment) error {
 	if len(segs) == 0 {
 		return nil
