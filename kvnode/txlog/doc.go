@@ -10,6 +10,7 @@
 //
 //	<dir>/00000000000000000001.seg   segments, named by the index of their first entry (20 decimal digits)
 //	<dir>/stable                     hard state (term, vote, the log's first index after compaction)
+//	<dir>/LOCK                       empty; flocked by the Log that has the directory open
 //
 // A segment starts with a 16-byte header: the magic "KVTXLOG1" and the index
 // of its first entry (uint64, little endian). Records follow back to back:
@@ -43,9 +44,23 @@
 // After a failed write or fdatasync the log refuses every later call (the
 // page cache can no longer be trusted), and Err reports why.
 //
+// # The directory lock
+//
+// Open takes an exclusive flock (LOCK_EX|LOCK_NB) on <dir>/LOCK before it
+// reads anything, and Close releases it after every file is closed. Two
+// writers on one directory would interleave appends, and a second opener's
+// recovery could cut the holder's append in flight as a torn tail: both
+// lose acknowledged writes. So a second Open fails at once with ErrLocked,
+// naming the directory, rather than wait. flock belongs to the open file
+// description, so a second Open in the same process is refused too, and
+// the kernel releases the lock when its holder dies, so a crash leaves no
+// stale lock to clean up. kvnode opens the log before anything else in its
+// data directory and closes it last, so this lock also keeps a second node
+// away from the snapshots.
+//
 // # Locks
 //
-// A Log has four locks, always taken in this order, never a later one held
+// In memory a Log has four locks, always taken in this order, never a later one held
 // while waiting for an earlier one:
 //
 //  1. syncMu: the group commit's state (who syncs, up to which write).

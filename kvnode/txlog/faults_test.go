@@ -3,6 +3,7 @@ package txlog
 import (
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -126,4 +127,39 @@ func TestCrashDuringSuffixDeletionLeavesAnOpenableLog(t *testing.T) {
 		assertRange(t, l, 1, from+5)
 		_ = l.Close()
 	}
+}
+
+// Two writers on one log directory would interleave their appends and
+// lose acknowledged writes: the second Open must fail at once, naming the
+// directory. flock locks belong to the open file description, so a second
+// Open in the same process conflicts just as another process would.
+func TestSecondOpenOfADirectoryFails(t *testing.T) {
+	dir := t.TempDir()
+	l := openFile(t, dir, Options{})
+	appendRange(t, l, 1, 3)
+
+	start := time.Now()
+	second, err := Open(dir, Options{})
+	if err == nil {
+		_ = second.Close()
+		t.Fatal("a second Open of the same directory succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Errorf("second Open = %v, want ErrLocked", err)
+	}
+	for _, want := range []string{dir, "another process"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the second Open waited %v for the lock instead of failing at once", d)
+	}
+	assertRange(t, l, 1, 3)
+
+	// Close lets go of the directory.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertRange(t, openFile(t, dir, Options{}), 1, 3)
 }

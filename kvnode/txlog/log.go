@@ -25,6 +25,10 @@ const firstIndexKey = "txlog.first"
 // ErrClosed is returned by every call after Close.
 var ErrClosed = errors.New("txlog: closed")
 
+// ErrLocked is returned by Open when another Log (in this process or
+// another) has the directory open.
+var ErrLocked = errors.New("txlog: log directory in use")
+
 // ErrRecordTooLarge is returned by an append whose entry would encode to a
 // record longer than the reader accepts. Nothing of the batch is written:
 // a record the log cannot read back would make every later Open fail.
@@ -55,6 +59,9 @@ type Log struct {
 	dir    string
 	opts   Options
 	stable *stableFile
+	// lock holds the directory's flock from Open until Close, so that no
+	// second Log, in this process or another, writes the same files.
+	lock *os.File
 
 	// Lock order (see the package doc): syncMu, then mu, then fileMu, then
 	// stable.mu. A goroutine never waits for a lock earlier in that order
@@ -127,11 +134,18 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
+	// Locked before anything is read: a second opener must not even cut
+	// what looks like a torn tail but is the holder's append in flight.
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openStable(dir)
 	if err != nil {
+		_ = lock.Close() // releases the lock; nothing was written
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	l := &Log{dir: dir, opts: opts, stable: st}
+	l := &Log{dir: dir, opts: opts, stable: st, lock: lock}
 	l.syncCond = sync.NewCond(&l.syncMu)
 	if err := l.load(); err != nil {
 		l.closeFiles()
@@ -762,6 +776,10 @@ func (l *Log) closeFiles() {
 		if s.f != nil {
 			_ = s.f.Close()
 		}
+	}
+	// Last, once no file of the log is open for writing.
+	if l.lock != nil {
+		_ = l.lock.Close() // releases the flock; the file has no content
 	}
 }
 
