@@ -92,4 +92,10 @@
 // before it is deleted. So the log does not grow forever: its size is
 // bounded by the snapshot threshold plus the trailing entries kept for
 // slow followers.
+//
+// A follower whose tail conflicts with the leader's deletes a suffix. The
+// segments wholly after the cut are removed first, the highest first, and
+// the directory is fsynced; only then is the segment holding the cut
+// truncated. A crash at any point leaves a contiguous log that ends at or
+// after the cut, and raft deletes the conflicting entries again.
 package txlog
