@@ -496,3 +496,33 @@ func startTLS(t *testing.T, certDir string, c *http.Client) *proc {
 	p.waitReady(c)
 	return p
 }
+
+// A second kvnode on a data directory that a running one holds must exit
+// at once with an error naming the directory, and the first must keep
+// serving: two processes appending to one log lose acknowledged writes.
+func TestSecondProcessOnTheSameDataDirFails(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir)
+	if code, body := request(t, http.DefaultClient, "PUT", p.url("/v1/key/a"), "1"); code != 201 {
+		t.Fatalf("PUT = %d %s", code, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	second := exec.CommandContext(ctx, kvnodeBin, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", dir, "--bootstrap", "always", "--node-id", "n0")
+	out, err := second.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the second kvnode on %s was still running after 10s:\n%s", dir, out)
+	}
+	if err == nil || second.ProcessState.ExitCode() == 0 {
+		t.Fatalf("the second kvnode exited 0:\n%s", out)
+	}
+	for _, want := range []string{dir, "another process"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the second kvnode's error does not name %q:\n%s", want, out)
+		}
+	}
+	if code, body := request(t, http.DefaultClient, "GET", p.url("/v1/key/a"), ""); code != 200 || body != "1" {
+		t.Fatalf("the first kvnode after the second's attempt: GET = %d %q", code, body)
+	}
+}

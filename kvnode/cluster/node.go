@@ -104,6 +104,11 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
+	// The log is opened first and closed last (closeStorage) because it
+	// holds the flock that makes the data directory this process's: a
+	// second kvnode on the same directory fails here, before it touches the
+	// snapshots or starts raft, and the lock covers everything this node
+	// writes there until it has stopped.
 	log, err := txlog.Open(filepath.Join(cfg.DataDir, "log"), txlog.Options{Observer: cfg.LogObserver})
 	if err != nil {
 		return nil, err

@@ -225,6 +225,39 @@ func TestWaitApplied(t *testing.T) {
 	}
 }
 
+// A reader whose request ended must not stay queued: on a follower that
+// never applies the index (cut off from the leader), every timed-out read
+// would otherwise leave its waiter behind for good.
+func TestWaitAppliedDequeuesOnContextEnd(t *testing.T) {
+	st := NewStore()
+	for i := 0; i < 100; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		if err := st.WaitApplied(ctx, 10); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("WaitApplied = %v", err)
+		}
+		cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.WaitApplied(ctx, 10) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitApplied = %v", err)
+	}
+	st.wmu.Lock()
+	n := len(st.waiters)
+	st.wmu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d waiters still queued after their contexts ended", n)
+	}
+	// The queue still works for the waiters that stay.
+	go func() { done <- st.WaitApplied(context.Background(), 3) }()
+	st.MarkApplied(3)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // MaxEventBytes bounds the body that carries a forwarded event: the largest
 // event within the limits must fit, with any key length's varint.
 func TestMaxEventBytesHoldsTheLargestEvent(t *testing.T) {

@@ -145,7 +145,26 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 	case <-ch:
 		return nil
 	case <-ctx.Done():
+		// Leave the queue: on a follower cut off from its leader the index
+		// may never be applied, and every timed-out read would otherwise
+		// stay queued (and its channel allocated) for good.
+		s.dequeue(ch)
 		return ctx.Err()
+	}
+}
+
+// dequeue removes the waiter whose channel is ch, if wake has not already.
+func (s *Store) dequeue(ch chan struct{}) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for i, w := range s.waiters {
+		if w.ch == ch {
+			last := len(s.waiters) - 1
+			s.waiters[i] = s.waiters[last] // wake does not depend on the order
+			s.waiters[last] = waiter{}
+			s.waiters = s.waiters[:last]
+			return
+		}
 	}
 }
 

@@ -10,6 +10,7 @@
 //
 //	<dir>/00000000000000000001.seg   segments, named by the index of their first entry (20 decimal digits)
 //	<dir>/stable                     hard state (term, vote, the log's first index after compaction)
+//	<dir>/LOCK                       empty; flocked by the Log that has the directory open
 //
 // A segment starts with a 16-byte header: the magic "KVTXLOG1" and the index
 // of its first entry (uint64, little endian). Records follow back to back:
@@ -43,6 +44,37 @@
 // After a failed write or fdatasync the log refuses every later call (the
 // page cache can no longer be trusted), and Err reports why.
 //
+// # The directory lock
+//
+// Open takes an exclusive flock (LOCK_EX|LOCK_NB) on <dir>/LOCK before it
+// reads anything, and Close releases it after every file is closed. Two
+// writers on one directory would interleave appends, and a second opener's
+// recovery could cut the holder's append in flight as a torn tail: both
+// lose acknowledged writes. So a second Open fails at once with ErrLocked,
+// naming the directory, rather than wait. flock belongs to the open file
+// description, so a second Open in the same process is refused too, and
+// the kernel releases the lock when its holder dies, so a crash leaves no
+// stale lock to clean up. kvnode opens the log before anything else in its
+// data directory and closes it last, so this lock also keeps a second node
+// away from the snapshots.
+//
+// # Locks
+//
+// In memory a Log has four locks, always taken in this order, never a later one held
+// while waiting for an earlier one:
+//
+//  1. syncMu: the group commit's state (who syncs, up to which write).
+//  2. mu: the segments, the first and last index, the sticky failure.
+//  3. fileMu: keeps segment files open while an fdatasync runs outside mu.
+//     Closing files (compaction, truncation, Close) takes it exclusively
+//     with mu held; the sync takes it shared before it lets go of mu, and
+//     releases it before it takes mu again to record a failed fdatasync.
+//  4. the stable file's lock, taken under mu when compaction records the
+//     new first index.
+//
+// Taking mu with fileMu held would deadlock the node the first time an
+// fdatasync fails while compaction waits for fileMu under mu.
+//
 // # Recovery
 //
 // Open reads every segment. In the last segment, a record whose length or
@@ -60,4 +92,10 @@
 // before it is deleted. So the log does not grow forever: its size is
 // bounded by the snapshot threshold plus the trailing entries kept for
 // slow followers.
+//
+// A follower whose tail conflicts with the leader's deletes a suffix. The
+// segments wholly after the cut are removed first, the highest first, and
+// the directory is fsynced; only then is the segment holding the cut
+// truncated. A crash at any point leaves a contiguous log that ends at or
+// after the cut, and raft deletes the conflicting entries again.
 package txlog

@@ -25,6 +25,10 @@ const firstIndexKey = "txlog.first"
 // ErrClosed is returned by every call after Close.
 var ErrClosed = errors.New("txlog: closed")
 
+// ErrLocked is returned by Open when another Log (in this process or
+// another) has the directory open.
+var ErrLocked = errors.New("txlog: log directory in use")
+
 // ErrRecordTooLarge is returned by an append whose entry would encode to a
 // record longer than the reader accepts. Nothing of the batch is written:
 // a record the log cannot read back would make every later Open fail.
@@ -55,8 +59,14 @@ type Log struct {
 	dir    string
 	opts   Options
 	stable *stableFile
+	// lock holds the directory's flock from Open until Close, so that no
+	// second Log, in this process or another, writes the same files.
+	lock *os.File
 
-	mu      sync.RWMutex // guards everything below up to syncMu
+	// Lock order (see the package doc): syncMu, then mu, then fileMu, then
+	// stable.mu. A goroutine never waits for a lock earlier in that order
+	// while it holds a later one.
+	mu      sync.RWMutex // guards everything below up to fileMu
 	segs    []*segment
 	first   uint64
 	last    uint64
@@ -64,13 +74,37 @@ type Log struct {
 	written uint64 // number of completed writes; a write's number is its sync target
 	buf     []byte
 
-	// fileMu keeps a segment file open while the group-commit leader syncs it.
+	// fileMu keeps a segment file open while the group-commit leader syncs
+	// it outside mu. Closing a segment file takes it exclusively, always
+	// with mu held; the sync takes it shared, inside mu, and lets go of it
+	// before it takes mu again.
 	fileMu sync.RWMutex
 
 	syncMu   sync.Mutex
 	syncCond *sync.Cond
 	syncing  bool
 	synced   uint64
+
+	// faults lets tests fail or stall the disk at chosen points. Its zero
+	// value is the real disk.
+	faults faults
+}
+
+// faults are the points where a test can inject a disk error or stop an
+// operation part way, as a crash would.
+type faults struct {
+	// datasync, if set, replaces the group commit's fdatasync.
+	datasync func(*os.File) error
+	// truncateStep, if set, runs after the first durable step of a
+	// suffix deletion; an error stops the deletion there, as a crash would.
+	truncateStep func() error
+}
+
+func (l *Log) datasync(f *os.File) error {
+	if l.faults.datasync != nil {
+		return l.faults.datasync(f)
+	}
+	return datasync(f)
 }
 
 type segment struct {
@@ -100,11 +134,18 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
+	// Locked before anything is read: a second opener must not even cut
+	// what looks like a torn tail but is the holder's append in flight.
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openStable(dir)
 	if err != nil {
+		_ = lock.Close() // releases the lock; nothing was written
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	l := &Log{dir: dir, opts: opts, stable: st}
+	l := &Log{dir: dir, opts: opts, stable: st, lock: lock}
 	l.syncCond = sync.NewCond(&l.syncMu)
 	if err := l.load(); err != nil {
 		l.closeFiles()
@@ -532,17 +573,28 @@ func (l *Log) syncActive() (uint64, error) {
 	if n := len(l.segs); n > 0 {
 		seg = l.segs[n-1]
 	}
-	l.fileMu.RLock() // taken before mu is released, so the file cannot be closed under us
-	l.mu.RUnlock()
-	defer l.fileMu.RUnlock()
 	if failed != nil || seg == nil {
+		l.mu.RUnlock()
 		return upto, failed
 	}
+	// fileMu is taken before mu is released, so that the file cannot be
+	// closed under the sync; it is taken inside mu, in the package's lock
+	// order.
+	l.fileMu.RLock()
+	l.mu.RUnlock()
 	start := time.Now()
-	if err := datasync(seg.f); err != nil {
+	err := l.datasync(seg.f)
+	// Released before mu is taken again to record a failure: compaction and
+	// Close hold mu while they wait for fileMu, so taking mu with fileMu
+	// held deadlocks the node on the first failed fdatasync.
+	l.fileMu.RUnlock()
+	if err != nil {
+		err = fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
 		l.mu.Lock()
-		err = l.fail(fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err))
+		_ = l.fail(err)
 		l.mu.Unlock()
+		// This append's own cause, even when Close or an earlier failure
+		// stopped the log first.
 		return 0, err
 	}
 	if l.opts.Observer != nil {
@@ -618,11 +670,32 @@ func (l *Log) deletePrefix(first uint64) error {
 	return l.removeSegments(gone)
 }
 
+// deleteSuffix deletes the entries from index from on. Whole segments
+// after the cut go first, the highest first, and their removal is made
+// durable before the segment holding the cut is truncated: a crash at any
+// point then leaves a contiguous log that still ends at or after from-1,
+// whose conflicting tail raft deletes again. Truncating first would leave,
+// after a crash, segments that start past the truncated one's end, and Open
+// would refuse the log as missing a segment.
 func (l *Log) deleteSuffix(from uint64) error {
 	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > from }) - 1
-	gone := append([]*segment(nil), l.segs[i+1:]...)
+	gone := make([]*segment, 0, len(l.segs)-i-1)
+	for j := len(l.segs) - 1; j > i; j-- {
+		gone = append(gone, l.segs[j])
+	}
 	seg := l.segs[i]
 	l.segs = l.segs[:i+1]
+	// From here the log in memory ends where seg ends, as it will on disk
+	// once the later segments are gone.
+	l.last = seg.base + seg.count() - 1
+	if err := l.removeSegments(gone); err != nil {
+		return err
+	}
+	if l.faults.truncateStep != nil {
+		if err := l.faults.truncateStep(); err != nil {
+			return l.fail(err)
+		}
+	}
 	k := from - seg.base
 	cut := seg.offsets[k]
 	if err := seg.f.Truncate(cut); err != nil {
@@ -638,13 +711,16 @@ func (l *Log) deleteSuffix(from uint64) error {
 	seg.end = cut
 	seg.sealed = false
 	l.last = from - 1
-	return l.removeSegments(gone)
+	return nil
 }
 
 func (l *Log) setFirst(first uint64) error {
 	return l.stable.set(firstIndexKey, binary.LittleEndian.AppendUint64(nil, first))
 }
 
+// removeSegments closes and deletes segs in the order given, then fsyncs
+// the directory. Callers order them so that a crash part way leaves the
+// remaining segments contiguous.
 func (l *Log) removeSegments(segs []*segment) error {
 	if len(segs) == 0 {
 		return nil
@@ -686,7 +762,7 @@ func (l *Log) Close() error {
 	}
 	var err error
 	if n := len(l.segs); n > 0 && l.failed == nil {
-		err = datasync(l.segs[n-1].f)
+		err = l.datasync(l.segs[n-1].f)
 	}
 	l.failed = ErrClosed
 	l.closeFiles()
@@ -700,6 +776,10 @@ func (l *Log) closeFiles() {
 		if s.f != nil {
 			_ = s.f.Close()
 		}
+	}
+	// Last, once no file of the log is open for writing.
+	if l.lock != nil {
+		_ = l.lock.Close() // releases the flock; the file has no content
 	}
 }
 
