@@ -36,6 +36,36 @@
 // member that is down can only make that majority easier to reach.
 // Otherwise Plan waits and says why (Decision.Blocked), which status
 // reports as Degraded.
+//
+// # Bootstrap
+//
+// A bootstrap starts a new, empty cluster, so it must happen once per
+// store. Status alone cannot say whether it happened: a store re-applied
+// without status (GitOps, a restored manifest) has none, and a store
+// deleted and created again also gets a new StatefulSet, while the pods'
+// volumes (PVCs are retained) still hold the old cluster. The guard rests
+// on these assumptions:
+//
+//   - Every member's volume remembers its cluster: a kvnode that holds
+//     Raft state (or hears from a leader) says so in GET /v1/cluster
+//     (hasState), with its cluster ID, also without a leader, when its log
+//     is not applied yet (kvnode reads the ID from the log itself).
+//   - The volumes that may hold the cluster belong to the pods that should
+//     exist (0..Pods-1) or that run: scale-downs remove a member before
+//     its pod goes, so a volume of a pod beyond them is no longer a member.
+//   - The recorded ID, the StatefulSet's annotation (kvv1.AnnotationClusterID)
+//     or else status.clusterID, names the store's cluster once known.
+//
+// From these, Plan bootstraps pod 0 only when nothing records a cluster and
+// every one of those pods has answered and reported an empty volume; a pod
+// that has not answered makes it wait (Decision.Waiting), as it may hold
+// the cluster. A pod that reports state means a cluster exists: it is
+// adopted (Decision.Bootstrapped, with the ID the pods report) and never
+// bootstrapped. A pod that reports another ID than the recorded one (or,
+// with none recorded, than another pod) may belong to another cluster:
+// then Plan makes no change at all and keeps every pod (Decision.Mismatch),
+// until a person finds out which volume is wrong. A kvnode still refuses a
+// bootstrap (409) when it has state, which covers pod 0 itself.
 package membership
 
 import (
@@ -218,7 +248,7 @@ func plan(o Observed, reports []Report, hold int) Decision {
 	}
 	if !o.Bootstrapped {
 		if !running[0] {
-			return Decision{Keep: hold, Waiting: "the bootstrap waits for pod 0 to run"}
+			return Decision{Keep: hold} // wait for pod 0
 		}
 		if why := bootstrapWaits(o, reports); why != "" {
 			return Decision{Keep: hold, Waiting: why}
