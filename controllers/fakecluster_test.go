@@ -26,6 +26,9 @@ type fakeRaft struct {
 	leader       int
 	running      map[int]bool
 	calls        []string
+	// reports replace what a pod says about itself (its volume's cluster
+	// ID and state) through GET /v1/cluster.
+	reports map[int]membership.Report
 }
 
 func newFakeCluster() *fakeCluster { return &fakeCluster{clusters: map[string]*fakeRaft{}} }
@@ -35,7 +38,7 @@ func (f *fakeCluster) raft(name string) *fakeRaft {
 	defer f.mu.Unlock()
 	r := f.clusters[name]
 	if r == nil {
-		r = &fakeRaft{voters: map[int]bool{}, leader: -1, running: map[int]bool{}}
+		r = &fakeRaft{voters: map[int]bool{}, leader: -1, running: map[int]bool{}, reports: map[int]membership.Report{}}
 		f.clusters[name] = r
 	}
 	return r
@@ -50,6 +53,15 @@ func (f *fakeCluster) setRunning(name string, ords ...int) {
 	for _, o := range ords {
 		r.running[o] = true
 	}
+}
+
+// setReport makes pod ord report a volume holding cluster id ("": none
+// named) and, with state, Raft state.
+func (f *fakeCluster) setReport(name string, ord int, id string, state bool) {
+	r := f.raft(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r.reports[ord] = membership.Report{Ordinal: ord, ClusterID: id, HasState: state}
 }
 
 // setLeader makes pod ord the leader; -1 is an election in progress, in
@@ -80,6 +92,9 @@ func (f *fakeCluster) client(kvs *kvv1.KeyValueStore) *fakeClient {
 
 func (c *fakeClient) Close() {}
 
+// clusterID is the ID a cluster the fake bootstraps gets.
+func (c *fakeClient) clusterID() string { return "fake-" + c.kvs.Name }
+
 func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) membership.Observation {
 	r := c.f.raft(c.name)
 	c.f.mu.Lock()
@@ -89,10 +104,20 @@ func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) membership.O
 		o.Running = append(o.Running, ord)
 	}
 	sort.Ints(o.Running)
+	for _, ord := range o.Running {
+		rep, ok := r.reports[ord]
+		if !ok {
+			rep = membership.Report{Ordinal: ord}
+			if _, member := r.voters[ord]; member && r.bootstrapped {
+				rep.ClusterID, rep.HasState = c.clusterID(), true
+			}
+		}
+		o.Reports = append(o.Reports, rep)
+	}
 	if !r.bootstrapped {
 		return o
 	}
-	o.View = &clusterapi.Cluster{ClusterID: "fake-" + c.kvs.Name}
+	o.View = &clusterapi.Cluster{ClusterID: c.clusterID(), HasState: true}
 	if r.leader >= 0 {
 		o.View.Leader = kvv1.PodName(c.kvs, r.leader)
 	}

@@ -14,6 +14,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -132,7 +133,7 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		// The next membership step is usually possible at once (a member
 		// added can be promoted as soon as it has caught up).
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
-	case obs.step != "" || obs.waiting != "" || obs.blocked != "":
+	case obs.step != "" || obs.waiting != "" || obs.blocked != "" || obs.mismatch != "":
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
@@ -186,6 +187,11 @@ type state struct {
 	mc   MembershipClient
 	plan membership.Observed
 	step membership.Step
+	// clusterID is the store's cluster ID as recorded or adopted; ""
+	// while none is known.
+	clusterID string
+	// wait says what the bootstrap waits for.
+	wait string
 	// keep is how many pods the StatefulSet may have now (a scale-down
 	// keeps the pods of members not yet removed).
 	keep int
@@ -257,6 +263,15 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		live = nil
 	}
 	st.live = live
+	// The ID recorded on the StatefulSet outlives status (a store
+	// re-applied from a manifest); status still holds it for a store made
+	// before the annotation existed.
+	if live != nil {
+		st.plan.ClusterID = live.Annotations[kvv1.AnnotationClusterID]
+	}
+	if st.plan.ClusterID == "" {
+		st.plan.ClusterID = kvs.Status.ClusterID
+	}
 	st.pods = int(kvs.Voters())
 	if h := hpa.Build(kvs); h != nil {
 		// The HPA decides the pod count, within its bounds.
@@ -290,9 +305,9 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		seen := st.mc.Observe(ctx, highest, 1000)
 		// Members and Leader are set only when the leader itself answered.
 		st.plan.Running, st.plan.Members, st.plan.Leader = seen.Running, seen.Members, seen.Leader
+		st.plan.Reports = seen.Reports
 		if view := seen.View; view != nil {
 			st.obs.reachable = true
-			st.obs.clusterID = view.ClusterID
 			st.obs.leader = view.Leader
 			for _, m := range view.Members {
 				st.obs.members = append(st.obs.members, kvv1.MemberStatus{Name: m.ID, Role: m.Role, Healthy: m.Healthy})
@@ -300,20 +315,43 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 					st.obs.voters++
 				}
 			}
-			if view.ClusterID != "" && !kvs.Status.Bootstrapped {
-				kvs.Status.Bootstrapped = true // found a cluster made before a crash
-			}
-			st.plan.Bootstrapped = kvs.Status.Bootstrapped
 		}
 	}
 	d := membership.Plan(st.plan)
 	st.step, st.keep, st.obs.blocked = d.Step, d.Keep, d.Blocked
+	st.clusterID, st.obs.clusterID, st.wait = d.ClusterID, d.ClusterID, d.Waiting
+	if d.Bootstrapped && !kvs.Status.Bootstrapped {
+		// The pods' volumes hold a cluster the store has no record of (made
+		// before a crash, or status lost with a re-applied manifest): it is
+		// this store's, and a bootstrap would start a second, empty one.
+		kvs.Status.Bootstrapped = true
+		r.event(kvs, corev1.EventTypeNormal, kvv1.ReasonClusterAdopted, "Adopt", fmt.Sprintf("the pods' volumes hold cluster %q: taken as this store's cluster instead of bootstrapping a new one", d.ClusterID))
+	}
+	if m := d.Mismatch; m != nil {
+		st.obs.blocked = ""
+		st.obs.mismatch = mismatchMessage(kvs, *m)
+		// One event per mismatch, not one per reconcile.
+		if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Reason != kvv1.ReasonClusterIDMismatch || c.Message != st.obs.mismatch {
+			r.event(kvs, corev1.EventTypeWarning, kvv1.ReasonClusterIDMismatch, "CheckClusterID", st.obs.mismatch)
+		}
+	}
 	if st.step.Action != "" {
 		st.obs.step = fmt.Sprintf("%s %s", st.step.Action, kvv1.PodName(kvs, st.step.Ordinal))
 	} else {
 		kvs.Status.Membership = nil
 	}
 	return st, done()
+}
+
+// mismatchMessage names the pod that reports another cluster and both IDs.
+func mismatchMessage(kvs *kvv1.KeyValueStore, m membership.Mismatch) string {
+	const stop = "no membership change is made until the pod's volume is checked"
+	if m.ExpectedFrom < 0 {
+		return fmt.Sprintf("pod %s reports cluster ID %q, but this store's cluster is %q (annotation %s on the StatefulSet, or status.clusterID): %s",
+			kvv1.PodName(kvs, m.Ordinal), m.Reported, m.Expected, kvv1.AnnotationClusterID, stop)
+	}
+	return fmt.Sprintf("pod %s reports cluster ID %q, but pod %s reports %q: %s",
+		kvv1.PodName(kvs, m.Ordinal), m.Reported, kvv1.PodName(kvs, m.ExpectedFrom), m.Expected, stop)
 }
 
 // setCerts records what the TLS provider found.
@@ -360,6 +398,14 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 		replicas = ptr.To(int32(st.keep))
 	}
 	desired := statefulset.Build(st.kvs, replicas)
+	if st.clusterID != "" {
+		// Recorded where a store re-applied without status still finds it;
+		// applied with every reconcile so that the apply keeps owning it.
+		if desired.Annotations == nil {
+			desired.Annotations = map[string]string{}
+		}
+		desired.Annotations[kvv1.AnnotationClusterID] = st.clusterID
+	}
 	st.obs.immutable = statefulset.KeepClaimTemplates(desired, st.live)
 	if err := apply(ctx, r.Client, desired); err != nil {
 		return fail(err)
@@ -439,6 +485,9 @@ func (r *KeyValueStoreReconciler) settled(_ context.Context, st *state) result {
 		return done()
 	}
 	if !kvs.Status.Bootstrapped {
+		if st.wait != "" {
+			return waitFor("%s", st.wait)
+		}
 		return waitFor("waiting for pod %s to run", kvv1.PodName(kvs, 0))
 	}
 	if st.obs.voters < kvs.Voters() && st.obs.reachable {

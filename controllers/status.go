@@ -20,6 +20,7 @@ type observation struct {
 	step            string // the membership step made or awaited, "" when settled
 	stepDone        bool   // the step was made: the next one can follow at once
 	blocked         string // why the membership change the spec asks for waits
+	mismatch        string // a pod reports another cluster ID than the store's
 	waiting         string // what the reconcile waits for, "" when nothing
 	immutable       string // a spec change that cannot be applied
 	err             error  // the first real error of the reconcile
@@ -78,6 +79,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	switch {
 	case obs.err != nil:
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonReconcileFailed, obs.err.Error())
+	case obs.mismatch != "":
+		cond(kvv1.ConditionDegraded, true, kvv1.ReasonClusterIDMismatch, obs.mismatch)
 	case obs.immutable != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonImmutableField, obs.immutable)
 	case obs.blocked != "":

@@ -38,6 +38,14 @@ const (
 	// view that is not the leader's or would leave fewer healthy voters
 	// than a majority; the message says which.
 	ReasonUnsafeMembershipChange = "UnsafeMembershipChange"
+	// ReasonClusterIDMismatch: a pod reports another cluster ID than the
+	// one recorded for the store (or than the other pods); no membership
+	// change is made until a person finds out which cluster is the store's.
+	ReasonClusterIDMismatch = "ClusterIDMismatch"
+	// ReasonClusterAdopted: the store had no record of a cluster, and its
+	// pods' volumes held one, which it took as its own instead of
+	// bootstrapping a new one.
+	ReasonClusterAdopted = "ClusterAdopted"
 )
 
 // Phases shown by kubectl get.
@@ -64,6 +72,13 @@ const (
 // server, peer and admin certificates once, recording the value in
 // status.certificatesRenewedFor.
 const AnnotationRenewCertificates = "kv.kvstore.dev/renew-certificates"
+
+// AnnotationClusterID on the StatefulSet records the ID of the store's
+// Raft cluster, once the operator has seen it. It outlives the store's
+// status (a store re-applied from a manifest has none), and the operator
+// never bootstraps a store whose StatefulSet carries it; a pod that
+// reports another ID makes the store Degraded (ReasonClusterIDMismatch).
+const AnnotationClusterID = "kv.kvstore.dev/cluster-id"
 
 // Ports of a kvnode pod.
 const (

@@ -50,6 +50,10 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 type Observation struct {
 	// Running are the ordinals of the pods whose kvnode answers.
 	Running []int
+	// Reports are what each running pod that answered GET /v1/cluster
+	// says about itself (its cluster ID and whether it has state), by
+	// ordinal, and the same for a leader beyond the pods probed.
+	Reports []Report
 	// View is GET /v1/cluster from the leader when it answered, else from
 	// the first running member that did (for status only); nil when none
 	// did.
@@ -63,9 +67,10 @@ type Observation struct {
 	Leader  int
 }
 
-// Observe probes pods 0..pods-1 (and any member beyond) and reads the
-// configuration from the leader: from a running member that says it
-// leads, or from the leader another member names.
+// Observe probes pods 0..pods-1 (and any member beyond), asks every pod
+// that runs for its view, and reads the configuration from the leader:
+// from a running member that says it leads, or from the leader another
+// member names.
 func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation {
 	o := Observation{Leader: -1}
 	alive := make([]bool, pods)
@@ -83,36 +88,48 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation 
 			o.Running = append(o.Running, i)
 		}
 	}
-	asked := map[int]bool{}
-	// ask reads pod i's view and reports whether pod i leads.
-	ask := func(i int) (*clusterapi.Cluster, bool) {
-		asked[i] = true
-		var v clusterapi.Cluster
-		if err := c.get(ctx, i, clusterapi.PathCluster, &v); err != nil {
-			return nil, false
+	// Every running pod is asked, not only until the leader is found: the
+	// bootstrap guard and the cluster ID check need each pod's own word.
+	views := make([]*clusterapi.Cluster, pods)
+	for _, i := range o.Running {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			var v clusterapi.Cluster
+			if c.get(ctx, i, clusterapi.PathCluster, &v) == nil {
+				views[i] = &v
+			}
+		}(i)
+	}
+	wg.Wait()
+	report := func(i int, v *clusterapi.Cluster) {
+		o.Reports = append(o.Reports, Report{Ordinal: i, ClusterID: v.ClusterID, HasState: v.HasState})
+	}
+	leads := func(i int, v *clusterapi.Cluster) bool { return v.Leader != "" && v.Leader == kvv1.PodName(c.kvs, i) }
+	for _, i := range o.Running {
+		if v := views[i]; v != nil {
+			report(i, v)
 		}
-		return &v, v.Leader != "" && v.Leader == kvv1.PodName(c.kvs, i)
 	}
 	for _, i := range o.Running {
-		if asked[i] {
-			continue
-		}
-		v, leads := ask(i)
+		v := views[i]
 		if v == nil {
 			continue
 		}
 		if o.View == nil {
 			o.View = v
 		}
-		if leads {
+		if leads(i, v) {
 			o.View, o.FromLeader = v, true
 			break
 		}
-		// Follow the leader this member names: its own answer is the one
-		// that counts, and it may not be among the pods probed.
-		if l, ok := kvv1.PodOrdinal(c.kvs, v.Leader); ok && !asked[l] {
-			if lv, leads := ask(l); leads {
-				o.View, o.FromLeader = lv, true
+		// Follow the leader this member names when it is not among the
+		// pods probed: its own answer is the one that counts.
+		if l, ok := kvv1.PodOrdinal(c.kvs, v.Leader); ok && l >= pods {
+			var lv clusterapi.Cluster
+			if c.get(ctx, l, clusterapi.PathCluster, &lv) == nil && leads(l, &lv) {
+				report(l, &lv)
+				o.View, o.FromLeader = &lv, true
 				break
 			}
 		}

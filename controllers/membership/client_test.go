@@ -21,7 +21,7 @@ func reconcile(t *testing.T, c *Client, voters, pods int, bootstrapped *bool) in
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		o := c.Observe(ctx, pods+2, 1000)
-		d := Plan(Observed{Voters: voters, Pods: pods, Current: pods, Bootstrapped: *bootstrapped, Running: o.Running, Members: o.Members, Leader: o.Leader})
+		d := Plan(Observed{Voters: voters, Pods: pods, Current: pods, Bootstrapped: *bootstrapped, Running: o.Running, Members: o.Members, Leader: o.Leader, Reports: o.Reports})
 		step, keep := d.Step, d.Keep
 		if step.Action == "" {
 			// Blocked: a change waits (a member not ready yet), it is not done.

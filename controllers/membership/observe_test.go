@@ -2,6 +2,7 @@ package membership
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -80,5 +81,20 @@ func TestObserveWithoutTheLeaderGivesPlanNoMembers(t *testing.T) {
 				t.Fatalf("view %+v: status should still see what a member answered", o.View)
 			}
 		})
+	}
+}
+
+// Every running pod is asked for its own cluster ID and state, leader or
+// not: that is what the bootstrap guard and the mismatch check go on.
+func TestObserveReportsEveryPod(t *testing.T) {
+	emptyPod := &clusterapi.Cluster{}
+	noLeader := &clusterapi.Cluster{ClusterID: "c1", HasState: true, Members: []clusterapi.Member{voter("kv-1", false), voter("kv-2", false)}}
+	o := fakeNodes(t, []*clusterapi.Cluster{emptyPod, noLeader, nil, {HasState: true}}).Observe(t.Context(), 4, 0)
+	want := []Report{{0, "", false}, {1, "c1", true}, {3, "", true}}
+	if fmt.Sprint(o.Reports) != fmt.Sprint(want) {
+		t.Fatalf("reports %+v, want %+v", o.Reports, want)
+	}
+	if o.FromLeader || o.Leader != -1 {
+		t.Fatalf("no pod leads, yet from leader %v, leader %d", o.FromLeader, o.Leader)
 	}
 }

@@ -36,13 +36,46 @@
 // member that is down can only make that majority easier to reach.
 // Otherwise Plan waits and says why (Decision.Blocked), which status
 // reports as Degraded.
+//
+// # Bootstrap
+//
+// A bootstrap starts a new, empty cluster, so it must happen once per
+// store. Status alone cannot say whether it happened: a store re-applied
+// without status (GitOps, a restored manifest) has none, and a store
+// deleted and created again also gets a new StatefulSet, while the pods'
+// volumes (PVCs are retained) still hold the old cluster. The guard rests
+// on these assumptions:
+//
+//   - Every member's volume remembers its cluster: a kvnode that holds
+//     Raft state (or hears from a leader) says so in GET /v1/cluster
+//     (hasState), with its cluster ID, also without a leader, when its log
+//     is not applied yet (kvnode reads the ID from the log itself).
+//   - The volumes that may hold the cluster belong to the pods that should
+//     exist (0..Pods-1) or that run: scale-downs remove a member before
+//     its pod goes, so a volume of a pod beyond them is no longer a member.
+//   - The recorded ID, the StatefulSet's annotation (kvv1.AnnotationClusterID)
+//     or else status.clusterID, names the store's cluster once known.
+//
+// From these, Plan bootstraps pod 0 only when nothing records a cluster and
+// every one of those pods has answered and reported an empty volume; a pod
+// that has not answered makes it wait (Decision.Waiting), as it may hold
+// the cluster. A pod that reports state means a cluster exists: it is
+// adopted (Decision.Bootstrapped, with the ID the pods report) and never
+// bootstrapped. A pod that reports another ID than the recorded one (or,
+// with none recorded, than another pod) may belong to another cluster:
+// then Plan makes no change at all and keeps every pod (Decision.Mismatch),
+// until a person finds out which volume is wrong. A kvnode still refuses a
+// bootstrap (409) when it has state, which covers pod 0 itself.
 package membership
 
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // Member is a Raft member as observed through GET /v1/cluster.
@@ -73,6 +106,39 @@ type Observed struct {
 	// the configuration did not come from the leader (no leader, nobody
 	// answered), and then Plan trusts no member list.
 	Leader int
+	// ClusterID is the ID recorded for the store (the StatefulSet's
+	// annotation, else status); "" when none was recorded.
+	ClusterID string
+	// Reports are what the pods that answered GET /v1/cluster said about
+	// themselves; a pod without a report did not answer.
+	Reports []Report
+}
+
+// Report is what one pod says about itself through GET /v1/cluster.
+type Report struct {
+	Ordinal int
+	// ClusterID names the cluster whose log the pod holds ("" when none).
+	ClusterID string
+	// HasState: the pod's volume holds Raft state, or it hears from a
+	// leader; it belongs to a cluster, named or not yet.
+	HasState bool
+}
+
+// Mismatch is a pod that reports another cluster than expected.
+type Mismatch struct {
+	Ordinal  int
+	Reported string
+	// Expected is the recorded ID, or when none is recorded, the one
+	// reported by pod ExpectedFrom (-1: the recorded one).
+	Expected     string
+	ExpectedFrom int
+}
+
+func (m Mismatch) String() string {
+	if m.ExpectedFrom < 0 {
+		return fmt.Sprintf("pod %d reports cluster ID %q, but this store's cluster is %q", m.Ordinal, m.Reported, m.Expected)
+	}
+	return fmt.Sprintf("pod %d reports cluster ID %q, but pod %d reports %q", m.Ordinal, m.Reported, m.ExpectedFrom, m.Expected)
 }
 
 // Step is one membership change.
@@ -91,23 +157,103 @@ type Decision struct {
 	// Blocked says why a change the spec asks for is not made now ("" when
 	// nothing waits).
 	Blocked string
+	// Waiting says what the bootstrap waits for when that is no fault (pods
+	// still starting).
+	Waiting string
+	// Bootstrapped: a cluster exists, because status says so or a pod
+	// holds one; status.bootstrapped records it and no bootstrap follows.
+	Bootstrapped bool
+	// ClusterID is the cluster's ID: the recorded one, or else the one the
+	// pods report (to adopt and record); "" while none is known.
+	ClusterID string
+	// Mismatch is set when a pod reports another cluster; then no change
+	// is made and Keep holds every pod.
+	Mismatch *Mismatch
 }
 
 // Plan returns the next step and how many pods the StatefulSet may have
 // now.
 func Plan(o Observed) Decision {
+	reports := append([]Report(nil), o.Reports...)
+	sort.Slice(reports, func(i, j int) bool { return reports[i].Ordinal < reports[j].Ordinal })
+	// Without the leader's configuration nothing says which pods hold
+	// members, so none may go.
+	hold := max(o.Current, o.Pods)
+	id, mismatch := identify(o.ClusterID, reports)
+	if mismatch != nil {
+		return Decision{Keep: hold, Bootstrapped: o.Bootstrapped, ClusterID: o.ClusterID, Mismatch: mismatch,
+			Blocked: mismatch.String() + ": no membership change is made while a pod may belong to another cluster"}
+	}
+	o.Bootstrapped = o.Bootstrapped || id != ""
+	for _, r := range reports {
+		o.Bootstrapped = o.Bootstrapped || r.HasState
+	}
+	d := plan(o, reports, hold)
+	d.Bootstrapped, d.ClusterID = o.Bootstrapped, id
+	return d
+}
+
+// identify returns the cluster's ID, the recorded one or else the one the
+// pods report, and the first pod that reports another.
+func identify(recorded string, reports []Report) (string, *Mismatch) {
+	id, from := recorded, -1
+	for _, r := range reports {
+		switch {
+		case r.ClusterID == "" || r.ClusterID == id:
+		case id == "":
+			id, from = r.ClusterID, r.Ordinal
+		default:
+			return recorded, &Mismatch{Ordinal: r.Ordinal, Reported: r.ClusterID, Expected: id, ExpectedFrom: from}
+		}
+	}
+	return id, nil
+}
+
+// bootstrapWaits says why pod 0 may not be bootstrapped yet: a pod that
+// should exist, or that runs, has not said that its volume is empty. Only
+// the pods' own word rules out a cluster that lost its quorum and its
+// record (status and StatefulSet re-created), since its volumes outlive both.
+func bootstrapWaits(o Observed, reports []Report) string {
+	answered := map[int]bool{}
+	for _, r := range reports {
+		answered[r.Ordinal] = true
+	}
+	var silent []string
+	seen := map[int]bool{}
+	for _, i := range append(ords(o.Pods), o.Running...) {
+		if !answered[i] && !seen[i] {
+			silent = append(silent, strconv.Itoa(i))
+		}
+		seen[i] = true
+	}
+	if len(silent) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the bootstrap of pod 0 waits until pods %s answer GET %s: a pod not heard from may hold an existing cluster", strings.Join(silent, ", "), clusterapi.PathCluster)
+}
+
+func ords(n int) []int {
+	r := make([]int, n)
+	for i := range r {
+		r[i] = i
+	}
+	return r
+}
+
+// plan decides the membership step once the cluster's identity is settled.
+func plan(o Observed, reports []Report, hold int) Decision {
 	running := map[int]bool{}
 	for _, r := range o.Running {
 		running[r] = true
 	}
-	// Without the leader's configuration nothing says which pods hold
-	// members, so none may go.
-	hold := max(o.Current, o.Pods)
 	if !o.Bootstrapped {
-		if running[0] {
-			return Decision{Step: Step{Action: kvv1.ActionBootstrap, Ordinal: 0}, Keep: hold}
+		if !running[0] {
+			return Decision{Keep: hold} // wait for pod 0
 		}
-		return Decision{Keep: hold} // wait for pod 0
+		if why := bootstrapWaits(o, reports); why != "" {
+			return Decision{Keep: hold, Waiting: why}
+		}
+		return Decision{Step: Step{Action: kvv1.ActionBootstrap, Ordinal: 0}, Keep: hold}
 	}
 	if o.Leader < 0 || len(o.Members) == 0 {
 		d := Decision{Keep: hold}

@@ -14,14 +14,6 @@ func voters(n int) []Member {
 	return m
 }
 
-func ords(n int) []int {
-	var r []int
-	for i := 0; i < n; i++ {
-		r = append(r, i)
-	}
-	return r
-}
-
 func TestPlan(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -30,7 +22,8 @@ func TestPlan(t *testing.T) {
 		wantPods int
 	}{
 		{"new cluster waits for pod 0", Observed{Voters: 3, Pods: 3, Running: []int{1, 2}, Leader: -1}, Step{}, 3},
-		{"new cluster bootstraps pod 0", Observed{Voters: 3, Pods: 3, Running: []int{0}, Leader: -1}, Step{kvv1.ActionBootstrap, 0}, 3},
+		{"new cluster bootstraps pod 0 once every pod said it is empty",
+			Observed{Voters: 3, Pods: 3, Running: ords(3), Reports: empty(3), Leader: -1}, Step{kvv1.ActionBootstrap, 0}, 3},
 		{"bootstrapped: never again, even if nothing answers", Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: []int{0}, Leader: -1}, Step{}, 3},
 		{"add pod 1 as non-voter", Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: voters(1), Leader: 0}, Step{kvv1.ActionAddNonVoter, 1}, 3},
 		{"pod 1 not running yet: wait", Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: []int{0}, Members: voters(1), Leader: 0}, Step{}, 3},

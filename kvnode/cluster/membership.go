@@ -50,19 +50,29 @@ func (n *Node) bootstrap() error {
 func (n *Node) Bootstrap() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	has, err := raft.HasExistingState(n.log, n.log, n.snaps)
+	has, err := n.hasState()
 	if err != nil {
 		return err
 	}
-	if has || n.raft.LastIndex() > 0 {
-		return ErrAlreadyBootstrapped
-	}
-	// A node that lost its volume but is still a member hears from the
-	// leader within a heartbeat: that, too, means a cluster exists.
-	if addr, _ := n.raft.LeaderWithID(); addr != "" {
+	if has {
 		return ErrAlreadyBootstrapped
 	}
 	return n.bootstrap()
+}
+
+// hasState reports whether the node belongs to a cluster: it holds Raft
+// state, or hears from a leader (a node that lost its volume but is still
+// a member hears from the leader within a heartbeat).
+func (n *Node) hasState() (bool, error) {
+	has, err := raft.HasExistingState(n.log, n.log, n.snaps)
+	if err != nil {
+		return false, err
+	}
+	if has || n.raft.LastIndex() > 0 {
+		return true, nil
+	}
+	addr, _ := n.raft.LeaderWithID()
+	return addr != "", nil
 }
 
 // recordMetadata runs on a new leader: it gives a new cluster its ID and
@@ -94,7 +104,7 @@ func (n *Node) LocalStatus() clusterapi.NodeStatus {
 	self := clusterapi.NodeStatus{
 		ID: n.cfg.NodeID, State: s.State, Term: s.Term, LeaderID: s.LeaderID,
 		AppliedIndex: n.store.AppliedIndex(), CommitIndex: s.CommitIndex, LastIndex: s.LastIndex,
-		Ready: n.Ready() == nil, ClusterID: n.store.Meta(metaClusterID),
+		Ready: n.Ready() == nil, ClusterID: n.clusterID(),
 	}
 	if s.State == raft.Leader.String() {
 		self.LastContact = time.Now()
@@ -112,8 +122,12 @@ func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 	if err := f.Error(); err != nil {
 		return clusterapi.Cluster{}, err
 	}
+	has, err := n.hasState()
+	if err != nil {
+		return clusterapi.Cluster{}, err
+	}
 	_, leader := n.raft.LeaderWithID()
-	info := clusterapi.Cluster{ClusterID: n.store.Meta(metaClusterID), Leader: string(leader), CommitIndex: n.raft.CommitIndex()}
+	info := clusterapi.Cluster{ClusterID: n.clusterID(), HasState: has, Leader: string(leader), CommitIndex: n.raft.CommitIndex()}
 	servers := f.Configuration().Servers
 	info.Members = make([]clusterapi.Member, len(servers))
 	var wg sync.WaitGroup
@@ -134,6 +148,52 @@ func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 	wg.Wait()
 	sort.Slice(info.Members, func(i, j int) bool { return info.Members[i].ID < info.Members[j].ID })
 	return info, nil
+}
+
+// clusterID is the ID of the cluster whose log this node holds. The store
+// knows it once the entry that names it is applied, which needs a leader:
+// a member restarted without one has restored only its last snapshot.
+// Then the ID is read from the entry in the log itself, so that a member
+// of a cluster that lost its quorum still says which cluster it belongs
+// to. Such an entry may not have committed yet; the first leader's entry
+// is the one every member holds, and a later one is written only by a
+// leader that has applied no ID, so a node names another cluster's ID
+// only until it catches up with its leader.
+func (n *Node) clusterID() string {
+	if id := n.store.Meta(metaClusterID); id != "" {
+		return id
+	}
+	n.logScan.Lock()
+	defer n.logScan.Unlock()
+	if n.loggedID != "" {
+		return n.loggedID
+	}
+	first, err := n.log.FirstIndex()
+	if err != nil {
+		return ""
+	}
+	last, err := n.log.LastIndex()
+	if err != nil {
+		return ""
+	}
+	// Entries up to scanned were looked at before; the log only grows at
+	// its end or loses entries at its start (compaction, after a snapshot
+	// the store was restored from).
+	for i := max(first, n.scanned+1); i <= last && i > 0; i++ {
+		var l raft.Log
+		if err := n.log.GetLog(i, &l); err != nil {
+			continue // compacted meanwhile
+		}
+		n.scanned = i
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if e, err := core.UnmarshalEvent(l.Data); err == nil && e.Type == core.EventMeta && e.Key == metaClusterID {
+			n.loggedID = string(e.Value)
+			return n.loggedID
+		}
+	}
+	return ""
 }
 
 func (n *Node) memberStatus(ctx context.Context, id, api string) (clusterapi.NodeStatus, error) {

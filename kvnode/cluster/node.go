@@ -86,6 +86,12 @@ type Node struct {
 	leaseFor   time.Duration
 	noLease    atomic.Int64 // no lease may be taken before this (a transfer runs)
 
+	// logScan guards what clusterID found in the log: the ID, once found,
+	// and the last index it looked at.
+	logScan  sync.Mutex
+	loggedID string
+	scanned  uint64
+
 	mu      sync.Mutex
 	ready   chan struct{} // closed once the leader's fence for readyTerm committed
 	isReady atomic.Bool

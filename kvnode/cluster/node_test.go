@@ -126,3 +126,59 @@ func TestProposeLocalEnforcesTheLimits(t *testing.T) {
 		t.Fatalf("%d keys stored, want only the one within the limits", st.Len())
 	}
 }
+
+// A node with Raft state but no leader (a quorum loss, or a restart of
+// every member) has not applied its log yet; GET /v1/cluster must still
+// name its cluster and say it has state, because that answer is what keeps
+// the operator from bootstrapping a second cluster (and what it adopts).
+func TestInfoNamesTheClusterWithoutALeader(t *testing.T) {
+	dir := t.TempDir()
+	n, svc := openNode(t, dir, true)
+	waitLeader(t, svc)
+	var id string
+	testutil.Eventually(t, 10*time.Second, "a cluster ID", func() error {
+		info, err := n.Info(context.Background())
+		if err != nil || info.ClusterID == "" {
+			return fmt.Errorf("info %+v, %v", info, err)
+		}
+		if !info.HasState {
+			return fmt.Errorf("a running member says it has no state: %+v", info)
+		}
+		id = info.ClusterID
+		return nil
+	})
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopened under another ID, the node is not in its own configuration:
+	// it never elects itself, so nothing commits and nothing is applied,
+	// as on a member whose peers are all gone.
+	st := core.NewStore()
+	n, err := Open(Config{NodeID: "node-other", DataDir: dir, PeerBind: "127.0.0.1:0", Fast: true}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	time.Sleep(time.Second) // more than an election timeout
+	info, err := n.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Leader != "" {
+		t.Fatalf("the reopened node found a leader %q: the test no longer shows a node without one", info.Leader)
+	}
+	if info.ClusterID != id || !info.HasState {
+		t.Fatalf("without a leader GET /v1/cluster says cluster %q, state %v; want %q and true", info.ClusterID, info.HasState, id)
+	}
+	if err := n.Bootstrap(); !errors.Is(err, ErrAlreadyBootstrapped) {
+		t.Fatalf("bootstrap on a node with state = %v", err)
+	}
+
+	// An empty node says so.
+	empty, _ := openNode(t, t.TempDir(), false)
+	info, err = empty.Info(context.Background())
+	if err != nil || info.ClusterID != "" || info.HasState {
+		t.Fatalf("empty node: %+v, %v", info, err)
+	}
+}

@@ -65,7 +65,14 @@ const (
 // Cluster is the answer of GET /v1/cluster: the configuration the answering
 // member knows, with each member's own report.
 type Cluster struct {
-	ClusterID   string   `json:"clusterID"`
+	// ClusterID is the ID of the cluster whose log this node holds, also
+	// while it has no leader and has not applied that log yet; "" on a
+	// node that never joined a cluster, or before the first leader named it.
+	ClusterID string `json:"clusterID"`
+	// HasState: the node holds Raft state (a log, a snapshot, a vote) or
+	// hears from a leader, so it belongs to a cluster and refuses a
+	// bootstrap. The operator bootstraps only when no pod says so.
+	HasState    bool     `json:"hasState"`
 	Leader      string   `json:"leader"` // the leader's ID; "" when none is known
 	CommitIndex uint64   `json:"commitIndex"`
 	Members     []Member `json:"members"` // sorted by ID

@@ -13,13 +13,13 @@ func TestWireFormat(t *testing.T) {
 		v    any
 		want string
 	}{
-		{Cluster{ClusterID: "c1", Leader: "kv-0", CommitIndex: 7, Members: []Member{
+		{Cluster{ClusterID: "c1", HasState: true, Leader: "kv-0", CommitIndex: 7, Members: []Member{
 			{ID: "kv-0", Address: "kv-0:8081", API: "https://kv-0:8080", Role: RoleVoter, Leader: true, Healthy: true, Status: &NodeStatus{
 				ID: "kv-0", State: "Leader", Term: 2, LeaderID: "kv-0", AppliedIndex: 7, CommitIndex: 7, LastIndex: 7,
 				LastContact: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Ready: true, ClusterID: "c1",
 			}},
 			{ID: "kv-1", Address: "kv-1:8081", Role: RoleNonVoter, Error: "status 503"},
-		}}, `{"clusterID":"c1","leader":"kv-0","commitIndex":7,"members":[` +
+		}}, `{"clusterID":"c1","hasState":true,"leader":"kv-0","commitIndex":7,"members":[` +
 			`{"id":"kv-0","address":"kv-0:8081","api":"https://kv-0:8080","role":"voter","leader":true,"healthy":true,"status":` +
 			`{"id":"kv-0","state":"Leader","term":2,"leaderID":"kv-0","appliedIndex":7,"commitIndex":7,"lastIndex":7,"lastContact":"2026-01-02T03:04:05Z","ready":true,"clusterID":"c1"}},` +
 			`{"id":"kv-1","address":"kv-1:8081","role":"non-voter","leader":false,"healthy":false,"error":"status 503"}]}`},
