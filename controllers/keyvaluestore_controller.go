@@ -273,7 +273,7 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		st.plan.ClusterID = kvs.Status.ClusterID
 	}
 	st.pods = int(kvs.Voters())
-	if h := hpa.Build(kvs); h != nil {
+	if h := hpa.Build(kvs, 0); h != nil {
 		// The HPA decides the pod count, within its bounds.
 		st.pods = int(*h.Spec.MinReplicas)
 		if live != nil && live.Spec.Replicas != nil {
@@ -467,7 +467,7 @@ func (r *KeyValueStoreReconciler) syncPDB(ctx context.Context, st *state) result
 
 // syncHPA applies the autoscaler, or deletes it when autoscaling is off.
 func (r *KeyValueStoreReconciler) syncHPA(ctx context.Context, st *state) result {
-	if h := hpa.Build(st.kvs); h != nil {
+	if h := hpa.Build(st.kvs, st.voterPods()); h != nil {
 		return fail(apply(ctx, r.Client, h))
 	}
 	err := r.Delete(ctx, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Namespace: st.kvs.Namespace, Name: kvv1.HPAName(st.kvs)}})
@@ -532,4 +532,23 @@ func labelSelector(m map[string]string) string {
 		parts[i] = k + "=" + m[k]
 	}
 	return strings.Join(parts, ",")
+}
+
+// voterPods is how many pods, counted from ordinal 0, hold voters: the
+// autoscaler may not go below it. Without the leader's configuration
+// nothing says which pods hold voters, so it is every pod there is.
+func (st *state) voterPods() int32 {
+	if st.plan.Leader < 0 || len(st.plan.Members) == 0 {
+		if st.live != nil && st.live.Spec.Replicas != nil {
+			return *st.live.Spec.Replicas
+		}
+		return 0
+	}
+	n := 0
+	for _, m := range st.plan.Members {
+		if m.Voter {
+			n = max(n, m.Ordinal+1)
+		}
+	}
+	return int32(n)
 }

@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+		// The default 10 s is too short for an API server starting on a
+		// busy 2-core machine.
+		CRDInstallOptions: envtest.CRDInstallOptions{MaxTime: time.Minute},
 	}
 	cfg, err := env.Start()
 	if err != nil {

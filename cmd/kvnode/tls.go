@@ -39,7 +39,9 @@ func setupTLS(cfg *config, logger *slog.Logger) (*tlsSetup, error) {
 			return nil, fmt.Errorf("peer TLS: %w", err)
 		}
 		s.closers = append(s.closers, r.Close)
-		if s.peer, err = r.MutualConfig(""); err != nil {
+		// The Raft port asks of a caller what the internal API asks: a
+		// peer certificate, not merely any certificate of the CA.
+		if s.peer, err = r.MutualConfig("", s.peerIdentity); err != nil {
 			s.close()
 			return nil, err
 		}
@@ -142,11 +144,21 @@ func (s *tlsSetup) authorizePeer(r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("the internal API is for cluster members: it needs the peer certificate: %v", err)
 	}
+	if err := s.peerIdentity(leaf); err != nil {
+		return fmt.Errorf("the internal API is for cluster members: %w", err)
+	}
+	return nil
+}
+
+// peerIdentity tells a peer certificate from the other certificates a
+// cluster CA issues: a peer's serves (the Raft port) as well as dials, and
+// is not the admin's. The internal API and the Raft port both ask it.
+func (s *tlsSetup) peerIdentity(leaf *x509.Certificate) error {
 	if !serverUsage(leaf) {
-		return fmt.Errorf("the internal API is for cluster members: client certificate %q is not a peer certificate (not a server certificate too)", leaf.Subject.CommonName)
+		return fmt.Errorf("client certificate %q is not a peer certificate (not a server certificate too)", leaf.Subject.CommonName)
 	}
 	if leaf.Subject.CommonName == s.adminCN {
-		return errors.New("the internal API is for cluster members, not the admin")
+		return errors.New("the admin certificate is not a peer certificate")
 	}
 	return nil
 }

@@ -12,8 +12,11 @@ import (
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 )
 
-// Build returns the desired HPA, or nil when autoscaling is off.
-func Build(kvs *kvv1.KeyValueStore) *autoscalingv2.HorizontalPodAutoscaler {
+// Build returns the desired HPA, or nil when autoscaling is off. floor
+// lifts its minimum further: the pods the HPA may not remove because they
+// still hold voters (after a cut of spec.replicas, until the members beyond
+// it are demoted), which spec.replicas alone does not say.
+func Build(kvs *kvv1.KeyValueStore, floor int32) *autoscalingv2.HorizontalPodAutoscaler {
 	if !kvs.AutoscalingEnabled() {
 		return nil
 	}
@@ -22,6 +25,7 @@ func Build(kvs *kvv1.KeyValueStore) *autoscalingv2.HorizontalPodAutoscaler {
 	if a.MinReplicas != nil && *a.MinReplicas > lo {
 		lo = *a.MinReplicas
 	}
+	lo = max(lo, floor)
 	target := a.TargetCPUUtilizationPercentage
 	if target == 0 {
 		target = 70

@@ -218,10 +218,12 @@ func (r *Reloader) ClientConfig(present *Reloader) *tls.Config {
 }
 
 // MutualConfig is for peer traffic: both sides present the current
-// certificate and require the other's to chain to the current CA. The CA
-// is checked in VerifyConnection, not through RootCAs/ClientCAs, so that a
+// certificate and require the other's to chain to the current CA, and to
+// pass accept (nil accepts any), which tells a peer's certificate from
+// other certificates of the same CA (the admin's, a client's). The CA is
+// checked in VerifyConnection, not through RootCAs/ClientCAs, so that a
 // rotated CA takes effect without rebuilding the config.
-func (r *Reloader) MutualConfig(serverName string) (*tls.Config, error) {
+func (r *Reloader) MutualConfig(serverName string, accept func(*x509.Certificate) error) (*tls.Config, error) {
 	if r.caFile == "" {
 		return nil, errors.New("certs: mutual TLS needs a CA file")
 	}
@@ -233,8 +235,13 @@ func (r *Reloader) MutualConfig(serverName string) (*tls.Config, error) {
 		for _, c := range cs.PeerCertificates[1:] {
 			opts.Intermediates.AddCert(c)
 		}
-		_, err := cs.PeerCertificates[0].Verify(opts)
-		return err
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			return err
+		}
+		if accept != nil {
+			return accept(cs.PeerCertificates[0])
+		}
+		return nil
 	}
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,

@@ -2,9 +2,12 @@ package certs
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -83,9 +86,9 @@ func TestMutualTLSRequiresAPeerCertificateFromTheCA(t *testing.T) {
 	writePair(t, other, "x", rogue, peer) // ...but its own certificate is not from it
 
 	a, b, x := reloader(t, dir, "a"), reloader(t, dir, "b"), reloader(t, other, "x")
-	ca1, _ := a.MutualConfig("")
-	cb, _ := b.MutualConfig("")
-	cx, _ := x.MutualConfig("")
+	ca1, _ := a.MutualConfig("", nil)
+	cb, _ := b.MutualConfig("", nil)
+	cx, _ := x.MutualConfig("", nil)
 	if cerr, serr := handshake(cb, ca1); cerr != nil || serr != nil {
 		t.Fatalf("two members: client %v, server %v", cerr, serr)
 	}
@@ -152,5 +155,33 @@ func TestAPIServerAcceptsPeerCertificatesFromThePeerCA(t *testing.T) {
 	}
 	if _, serr := handshake(api.ClientConfig(x), server); serr == nil {
 		t.Fatal("a certificate from neither CA passed the handshake")
+	}
+}
+
+// The Raft port asks of a caller what the internal API asks: before, any
+// certificate of the cluster CA (the admin's client certificate too) could
+// send Raft messages.
+func TestMutualTLSAsksAcceptOfThePeer(t *testing.T) {
+	dir := t.TempDir()
+	ca, _ := NewCA("cluster", time.Hour, time.Now())
+	writeFile(t, filepath.Join(dir, "ca.crt"), ca.CertPEM)
+	writePair(t, dir, "a", ca, Leaf{CommonName: "kv-0", Server: true, Client: true, Lifetime: time.Hour})
+	writePair(t, dir, "b", ca, Leaf{CommonName: "kv-1", Server: true, Client: true, Lifetime: time.Hour})
+	writePair(t, dir, "adm", ca, Leaf{CommonName: "kvstore-admin", Client: true, Lifetime: time.Hour})
+	a, b, adm := reloader(t, dir, "a"), reloader(t, dir, "b"), reloader(t, dir, "adm")
+	peersOnly := func(c *x509.Certificate) error {
+		if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+			return errors.New("not a peer certificate")
+		}
+		return nil
+	}
+	server, _ := a.MutualConfig("", peersOnly)
+	admin, _ := adm.MutualConfig("", nil)
+	if _, serr := handshake(admin, server); serr == nil {
+		t.Fatal("the admin's client certificate was accepted on the peer port")
+	}
+	peer, _ := b.MutualConfig("", nil)
+	if cerr, serr := handshake(peer, server); cerr != nil || serr != nil {
+		t.Fatalf("a peer was refused: client %v, server %v", cerr, serr)
 	}
 }
