@@ -83,6 +83,10 @@ func BuildServing(kvs *kvv1.KeyValueStore, ca *certs.CA, now time.Time) (*corev1
 		return nil, err
 	}
 	leaf.Client = true // members are clients of each other on the peer port
+	// A name no store can have (names have no spaces): a store named like
+	// the admin's common name would otherwise make its members admins,
+	// and the kvnodes refuse the admin's name as a peer.
+	leaf.CommonName = kvs.Name + " peer"
 	peerCert, peerKey, err := ca.Issue(leaf, now)
 	if err != nil {
 		return nil, err

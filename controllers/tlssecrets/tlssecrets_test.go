@@ -52,3 +52,26 @@ func TestIssueAndRenew(t *testing.T) {
 		t.Fatal("an unreadable certificate must be reissued")
 	}
 }
+
+// A store named like the admin's common name must not make its members
+// admins: the peer certificate's name is one no store can have.
+func TestPeerCertificateIsNeverTheAdmin(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	kvs := testutil.StoredKVS(AdminCN)
+	_, ca, err := BuildCA(kvs, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := BuildServing(kvs, ca, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(s.Data[PeerCert])
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName == AdminCN {
+		t.Fatalf("the peer certificate of store %q is named %q, the admin's name", kvs.Name, cert.Subject.CommonName)
+	}
+}
