@@ -16,11 +16,6 @@ const FieldOwner = "kvstore-operator"
 // object is converted to unstructured so that fields the builder did not
 // set (status, creationTimestamp) are not claimed.
 func apply(ctx context.Context, c client.Client, obj client.Object) error {
-	return applyAs(ctx, c, obj, FieldOwner)
-}
-
-// applyAs applies obj with another field owner.
-func applyAs(ctx context.Context, c client.Client, obj client.Object, owner string) error {
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
 		return err
@@ -29,7 +24,13 @@ func applyAs(ctx context.Context, c client.Client, obj client.Object, owner stri
 	if md, ok := m["metadata"].(map[string]any); ok {
 		delete(md, "creationTimestamp")
 	}
-	u := &unstructured.Unstructured{Object: m}
+	return applyUnstructured(ctx, c, &unstructured.Unstructured{Object: m}, FieldOwner)
+}
+
+// applyUnstructured applies exactly the fields in u. A typed object cannot
+// say "only these fields": its zero values (a null selector, an empty
+// serviceName) would be applied too.
+func applyUnstructured(ctx context.Context, c client.Client, u *unstructured.Unstructured, owner string) error {
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(owner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("apply %s %s: %w", u.GetKind(), u.GetName(), err)
 	}

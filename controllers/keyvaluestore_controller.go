@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -414,12 +415,12 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 		// Autoscaled: start with the HPA's minimum under a field owner of
 		// its own, so that the operator's owner never claims replicas and
 		// the HPA can take the field over.
-		initial := &appsv1.StatefulSet{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
-			ObjectMeta: metav1.ObjectMeta{Name: desired.Name, Namespace: desired.Namespace},
-			Spec:       appsv1.StatefulSetSpec{Replicas: ptr.To(int32(st.pods))},
-		}
-		if err := applyAs(ctx, r.Client, initial, FieldOwner+"-initial-replicas"); err != nil {
+		initial := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apps/v1", "kind": "StatefulSet",
+			"metadata": map[string]any{"name": desired.Name, "namespace": desired.Namespace},
+			"spec":     map[string]any{"replicas": int64(st.pods)},
+		}}
+		if err := applyUnstructured(ctx, r.Client, initial, FieldOwner+"-initial-replicas"); err != nil {
 			return fail(err)
 		}
 	}

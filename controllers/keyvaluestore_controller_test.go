@@ -343,7 +343,17 @@ func TestAutoscalingAddsNonVotersOnly(t *testing.T) {
 	}
 	// The operator does not own the StatefulSet's replicas: the HPA does.
 	sts := &appsv1.StatefulSet{}
-	testutil.Eventually(t, 20*time.Second, "a condition", func() error { return get(t, ns, "as", sts) })
+	// It starts with the HPA's minimum (before: the default 1, as the first
+	// write of the count was refused and never made again).
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet at the HPA's minimum", func() error {
+		if err := get(t, ns, "as", sts); err != nil {
+			return err
+		}
+		if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
+			return fmt.Errorf("replicas %v, want 3", sts.Spec.Replicas)
+		}
+		return nil
+	})
 	for _, mf := range sts.ManagedFields {
 		if mf.Manager == FieldOwner && strings.Contains(mf.FieldsV1.GetRawString(), `"f:replicas"`) {
 			t.Fatal("the operator owns spec.replicas of an autoscaled StatefulSet")

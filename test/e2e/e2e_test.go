@@ -369,6 +369,17 @@ spec:
 		}
 		return nil
 	})
+	// The removed replicas' pods are gone too. Until then the client's
+	// connection may still lead to one of them through the Service (a
+	// connection keeps its pod), and a member removed from the cluster can
+	// no longer confirm a read: it answers 503, never a stale value.
+	testutil.Eventually(t, 120*time.Second, "the replicas' pods gone", func() error {
+		if pods := strings.Fields(kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=auto", "-o", "name")); len(pods) != 3 {
+			return fmt.Errorf("pods %v", pods)
+		}
+		return nil
+	})
+	c = client(t, ns, "auto")
 	if code, body, err := do(c, "GET", "https://auto."+ns+".svc:8080/v1/key/k", ""); err != nil || code != 200 || body != "v" {
 		t.Fatalf("GET after scaling down: %d %q %v", code, body, err)
 	}
