@@ -105,7 +105,11 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation 
 	report := func(i int, v *clusterapi.Cluster) {
 		o.Reports = append(o.Reports, Report{Ordinal: i, ClusterID: v.ClusterID, HasState: v.HasState})
 	}
-	leads := func(i int, v *clusterapi.Cluster) bool { return v.Leader != "" && v.Leader == kvv1.PodName(c.kvs, i) }
+	// Only the leader's own answer counts, and only when a quorum confirmed
+	// its leadership and its configuration is committed (Authoritative).
+	leads := func(i int, v *clusterapi.Cluster) bool {
+		return v.Leader != "" && v.Leader == kvv1.PodName(c.kvs, i) && v.Authoritative()
+	}
 	for _, i := range o.Running {
 		if v := views[i]; v != nil {
 			report(i, v)

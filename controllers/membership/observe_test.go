@@ -47,7 +47,7 @@ func voter(id string, healthy bool) clusterapi.Member {
 // miss one it added: the configuration is read from the leader itself.
 func TestObserveReadsTheLeader(t *testing.T) {
 	lagging := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true), voter("kv-3", true)}}
-	leader := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", false), voter("kv-2", true)}}
+	leader := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", LeaderVerified: true, Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", false), voter("kv-2", true)}}
 
 	o := fakeNodes(t, []*clusterapi.Cluster{lagging, lagging, leader}).Observe(t.Context(), 3, 0)
 	if !o.FromLeader || o.Leader != 2 || len(o.Members) != 3 || o.Members[1].Healthy {
@@ -56,7 +56,7 @@ func TestObserveReadsTheLeader(t *testing.T) {
 
 	// The leader is beyond the pods probed (kv-3 of a store scaled to 3):
 	// the member's answer leads Observe to it.
-	leader3 := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-3", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true), voter("kv-3", true)}}
+	leader3 := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-3", LeaderVerified: true, Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true), voter("kv-3", true)}}
 	lagging3 := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-3", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true)}}
 	o = fakeNodes(t, []*clusterapi.Cluster{lagging3, lagging3, lagging3, leader3}).Observe(t.Context(), 3, 0)
 	if !o.FromLeader || o.Leader != 3 || len(o.Members) != 4 {
@@ -67,10 +67,17 @@ func TestObserveReadsTheLeader(t *testing.T) {
 func TestObserveWithoutTheLeaderGivesPlanNoMembers(t *testing.T) {
 	noLeader := &clusterapi.Cluster{ClusterID: "c", Members: []clusterapi.Member{voter("kv-0", true), voter("kv-1", true), voter("kv-2", true)}}
 	namesKv2 := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", Members: noLeader.Members}
+	// kv-2 says it leads, but no quorum confirmed it (a deposed leader
+	// that has not noticed), or its configuration is not committed (a
+	// removal that is lost if kv-2 dies now).
+	deposed := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", Members: noLeader.Members}
+	uncommitted := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-2", LeaderVerified: true, CommitIndex: 9, ConfigurationIndex: 10, Members: noLeader.Members}
 	for name, views := range map[string][]*clusterapi.Cluster{
 		"no member knows a leader":     {noLeader, noLeader, noLeader},
 		"the leader named is not seen": {namesKv2, namesKv2, nil},
 		"nobody answers":               {nil, nil, nil},
+		"a leader no quorum confirmed": {namesKv2, namesKv2, deposed},
+		"an uncommitted configuration": {namesKv2, namesKv2, uncommitted},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := fakeNodes(t, views).Observe(t.Context(), 3, 0)

@@ -127,7 +127,14 @@ func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 		return clusterapi.Cluster{}, err
 	}
 	_, leader := n.raft.LeaderWithID()
-	info := clusterapi.Cluster{ClusterID: n.clusterID(), HasState: has, Leader: string(leader), CommitIndex: n.raft.CommitIndex()}
+	// Leadership is confirmed before the commit index is read, and both
+	// after the configuration: a configuration index at or below that
+	// commit index is committed, by a leader that still led after it.
+	verified := n.raft.State() == raft.Leader && n.raft.VerifyLeader().Error() == nil
+	info := clusterapi.Cluster{
+		ClusterID: n.clusterID(), HasState: has, Leader: string(leader), CommitIndex: n.raft.CommitIndex(),
+		ConfigurationIndex: f.Index(), LeaderVerified: verified,
+	}
 	servers := f.Configuration().Servers
 	info.Members = make([]clusterapi.Member, len(servers))
 	var wg sync.WaitGroup

@@ -72,10 +72,26 @@ type Cluster struct {
 	// HasState: the node holds Raft state (a log, a snapshot, a vote) or
 	// hears from a leader, so it belongs to a cluster and refuses a
 	// bootstrap. The operator bootstraps only when no pod says so.
-	HasState    bool     `json:"hasState"`
-	Leader      string   `json:"leader"` // the leader's ID; "" when none is known
-	CommitIndex uint64   `json:"commitIndex"`
-	Members     []Member `json:"members"` // sorted by ID
+	HasState    bool   `json:"hasState"`
+	Leader      string `json:"leader"` // the leader's ID; "" when none is known
+	CommitIndex uint64 `json:"commitIndex"`
+	// ConfigurationIndex is the log index of the configuration in
+	// Members. Raft reports its latest configuration, committed or not:
+	// it is committed when ConfigurationIndex <= CommitIndex.
+	ConfigurationIndex uint64 `json:"configurationIndex"`
+	// LeaderVerified: the node answering is the leader and a quorum
+	// confirmed that just before it answered. A deposed leader that has
+	// not noticed yet cannot say so.
+	LeaderVerified bool     `json:"leaderVerified"`
+	Members        []Member `json:"members"` // sorted by ID
+}
+
+// Authoritative reports whether c is a configuration the operator may act
+// on: from a leader that a quorum just confirmed, and committed. Anything
+// else may be undone (an uncommitted removal lost with its leader) or be
+// stale (a deposed leader's).
+func (c Cluster) Authoritative() bool {
+	return c.LeaderVerified && c.ConfigurationIndex <= c.CommitIndex
 }
 
 // Voters returns the IDs of the voting members.
