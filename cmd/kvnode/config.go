@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
 
 // config is everything kvnode can be told, from flags or KV_* variables.
@@ -143,6 +144,11 @@ func (c *config) bootstrap() (bool, string) {
 	}
 }
 
+// entryOverhead is room, within a log record, for what a Raft entry and
+// an encoded event carry besides the key and the value (indexes, term,
+// type, lengths), with a wide margin.
+const entryOverhead = 64 << 10
+
 func (c *config) validate() error {
 	switch {
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -155,6 +161,9 @@ func (c *config) validate() error {
 		return fmt.Errorf("--node-id is empty")
 	case c.MaxKeyBytes < 1 || c.MaxValueBytes < 0:
 		return fmt.Errorf("--max-key-bytes must be at least 1 and --max-value-bytes at least 0")
+	case int64(c.MaxKeyBytes)+int64(c.MaxValueBytes) > txlog.MaxRecordBytes-entryOverhead:
+		// Larger entries would be refused by the log at every write.
+		return fmt.Errorf("--max-key-bytes plus --max-value-bytes may be at most %d (the transaction log's largest record, less room for the entry's framing)", txlog.MaxRecordBytes-entryOverhead)
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("--request-timeout must be positive")
 	}

@@ -245,6 +245,14 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		t.Fatalf("bad env: exit %d (%v), %s", code, err, out)
 	}
 
+	// Limits the log could not hold are refused at start: before, such a
+	// node started and then failed every large write.
+	cmd = exec.Command(kvnodeBin, "--max-value-bytes", "100000000", "--data-dir", t.TempDir())
+	out, err = cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !bytes.Contains(out, []byte("--max-value-bytes may be at most")) {
+		t.Fatalf("--max-value-bytes above the log's record limit: exit %d (%v), %s", code, err, out)
+	}
+
 	// An environment variable configures the node; a flag beats it.
 	dir := t.TempDir()
 	t.Setenv("KV_MAX_VALUE_BYTES", "4")

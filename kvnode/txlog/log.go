@@ -285,7 +285,7 @@ func tornTail(b []byte) bool {
 		return true
 	}
 	extent := int64(recordHeader)
-	if n := int64(binary.LittleEndian.Uint32(b)); n <= maxRecordBytes {
+	if n := int64(binary.LittleEndian.Uint32(b)); n <= MaxRecordBytes {
 		extent += n
 	}
 	if extent >= int64(len(b)) {
@@ -414,8 +414,8 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	for _, log := range logs {
 		// Checked for the whole batch before any byte is written, and not
 		// sticky: the log is intact, only this append is refused.
-		if n := recordBodyBytes(log); n > maxRecordBytes {
-			return 0, fmt.Errorf("%w: entry %d would be a %d-byte record; the limit is %d", ErrRecordTooLarge, log.Index, n, maxRecordBytes)
+		if n := recordBodyBytes(log); n > MaxRecordBytes {
+			return 0, fmt.Errorf("%w: entry %d would be a %d-byte record; the limit is %d", ErrRecordTooLarge, log.Index, n, MaxRecordBytes)
 		}
 	}
 	seg, err := l.activeFor(logs[0].Index)

@@ -11,12 +11,17 @@ import (
 )
 
 const (
-	segmentMagic   = "KVTXLOG1"
-	segmentHeader  = 16
-	recordHeader   = 8
-	bodyFixed      = 8 + 8 + 1 + 8
-	maxRecordBytes = 64 << 20 // far above any value the node accepts; a larger length is a torn or corrupt header, and the writer refuses it (ErrRecordTooLarge)
+	segmentMagic  = "KVTXLOG1"
+	segmentHeader = 16
+	recordHeader  = 8
+	bodyFixed     = 8 + 8 + 1 + 8
 )
+
+// MaxRecordBytes is the largest record the log writes or reads: far above
+// any value the node accepts by default; a larger length is a torn or
+// corrupt header, and the writer refuses it (ErrRecordTooLarge). A node's
+// key and value limits must leave an entry under it.
+const MaxRecordBytes = 64 << 20
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -64,7 +69,7 @@ func decodeRecord(b []byte, l *raft.Log) (int, error) {
 		return 0, fmt.Errorf("%w: %d bytes left, header needs %d", errBadRecord, len(b), recordHeader)
 	}
 	n := binary.LittleEndian.Uint32(b)
-	if n < bodyFixed+1 || n > maxRecordBytes {
+	if n < bodyFixed+1 || n > MaxRecordBytes {
 		return 0, fmt.Errorf("%w: length %d", errBadRecord, n)
 	}
 	if uint64(len(b)-recordHeader) < uint64(n) {

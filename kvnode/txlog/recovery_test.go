@@ -233,7 +233,7 @@ func TestOversizedRecordIsRefusedBeforeWriting(t *testing.T) {
 	l := openFile(t, dir, Options{})
 	appendRange(t, l, 1, 3)
 	huge := entry(5)
-	huge.Data = make([]byte, maxRecordBytes)
+	huge.Data = make([]byte, MaxRecordBytes)
 	err := l.StoreLogs([]*raft.Log{entry(4), huge})
 	if !errors.Is(err, ErrRecordTooLarge) {
 		t.Fatalf("oversized append = %v, want ErrRecordTooLarge", err)
