@@ -145,6 +145,9 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		os.Exit(1)
 	}()
 	checker.Drain()
+	// Leadership first, while this node still answers the members that
+	// forward to it; then the drain delay, then the listener closes.
+	node.HandOver()
 	time.Sleep(cfg.DrainDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

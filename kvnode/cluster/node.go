@@ -460,15 +460,23 @@ func (n *Node) Shutdown() error {
 		return nil
 	default:
 	}
+	n.HandOver()
+	close(n.closed)
+	err := n.raft.Shutdown().Error()
+	n.wg.Wait()
+	return errors.Join(err, n.closeStorage())
+}
+
+// HandOver transfers leadership to another voter when this node leads and
+// is not the only voter. A stopping node calls it before it stops serving:
+// members that forward to it then find the new leader while it still
+// answers, instead of failing against a closed listener.
+func (n *Node) HandOver() {
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
 		if err := n.transfer(n.raft.LeadershipTransfer); err != nil {
 			n.cfg.Logger.Warn("leadership transfer on shutdown failed", "error", err)
 		}
 	}
-	close(n.closed)
-	err := n.raft.Shutdown().Error()
-	n.wg.Wait()
-	return errors.Join(err, n.closeStorage())
 }
 
 func (n *Node) voters() int {
