@@ -41,20 +41,11 @@ func TestBareNodeIsASingleNodeStore(t *testing.T) {
 	dir := t.TempDir()
 	p := launch(t, withoutKV(), "--listen", "127.0.0.1:0", "--data-dir", dir)
 	p.waitReady(http.DefaultClient)
-	session := []struct {
-		method, path, body string
-		code               int
-		want               string
-	}{
+	p.session(t, http.DefaultClient, []exchange{
 		{"GET", "/readyz", "", 200, "ok\n"},
 		{"PUT", "/v1/key-a", "Hello, key-value store!", 201, ""},
 		{"GET", "/v1/key-a", "", 200, "Hello, key-value store!"},
-	}
-	for _, s := range session {
-		if code, body := request(t, http.DefaultClient, s.method, p.url(s.path), s.body); code != s.code || (s.want != "" && body != s.want) {
-			t.Fatalf("%s %s = %d %q, want %d %q", s.method, s.path, code, body, s.code, s.want)
-		}
-	}
+	})
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM", code)

@@ -160,6 +160,25 @@ func (p *proc) wait(timeout time.Duration) int {
 	}
 }
 
+// exchange is one request of a session and what it must answer (any body
+// when want is empty).
+type exchange struct {
+	method, path, body string
+	code               int
+	want               string
+}
+
+// session makes the requests in order and fails at the first wrong answer.
+func (p *proc) session(t *testing.T, c *http.Client, steps []exchange) {
+	t.Helper()
+	for _, s := range steps {
+		code, body := request(t, c, s.method, p.url(s.path), s.body)
+		if code != s.code || (s.want != "" && body != s.want) {
+			t.Fatalf("%s %s = %d %q, want %d %q", s.method, s.path, code, body, s.code, s.want)
+		}
+	}
+}
+
 func request(t *testing.T, c *http.Client, method, url, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
@@ -181,11 +200,7 @@ func TestProcessBookSessionAndRestart(t *testing.T) {
 	dir := t.TempDir()
 	p := start(t, dir)
 	c := http.DefaultClient
-	steps := []struct {
-		method, path, body string
-		code               int
-		want               string
-	}{
+	p.session(t, c, []exchange{
 		{"PUT", "/v1/key-a", "Hello, key-value store!", 201, ""},
 		{"GET", "/v1/key-a", "", 200, "Hello, key-value store!"},
 		{"PUT", "/v1/key/key-b", "multi\nline\tvalue", 201, ""},
@@ -196,13 +211,7 @@ func TestProcessBookSessionAndRestart(t *testing.T) {
 		{"GET", "/livez", "", 200, "ok\n"},
 		{"GET", "/readyz", "", 200, "ok\n"},
 		{"GET", "/healthz?deep=1", "", 200, "ok\n"},
-	}
-	for _, s := range steps {
-		code, body := request(t, c, s.method, p.url(s.path), s.body)
-		if code != s.code || (s.want != "" && body != s.want) {
-			t.Fatalf("%s %s = %d %q, want %d %q", s.method, s.path, code, body, s.code, s.want)
-		}
-	}
+	})
 	_, metrics := request(t, c, "GET", p.url("/metrics"), "")
 	for _, m := range []string{`kvnode_http_requests_total{code="201",method="PUT"}`, "kvnode_txlog_fsync_duration_seconds_count", "kvnode_raft_leader 1", "kvnode_raft_applied_index"} {
 		if !strings.Contains(metrics, m) {
