@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -129,7 +128,8 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, trans: trans, ready: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient}
+	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, ready: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient}
+	n.trans = newGuardedTransport(trans, n.guards()...)
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
@@ -175,7 +175,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = n.closeStorage()
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: store}, cache, log, snaps, trans)
+	r, err := raft.NewRaft(rc, &fsm{store: store}, cache, log, snaps, n.trans)
 	if err != nil {
 		_ = n.closeStorage()
 		return nil, err
@@ -495,7 +495,7 @@ func (n *Node) voters() int {
 
 func (n *Node) closeStorage() error {
 	var err error
-	if c, ok := n.trans.(io.Closer); ok {
+	if c, ok := n.trans.(raft.WithClose); ok {
 		err = c.Close()
 	}
 	return errors.Join(err, n.log.Close())
