@@ -12,7 +12,11 @@ import (
 // entry that raft hands to a state machine (commands and configurations)
 // and marks each applied, so that the store's applied index can be waited
 // on for any committed index after the leader's first entry of a term.
-type fsm struct{ store *core.Store }
+type fsm struct {
+	store *core.Store
+	// onMeta sees every metadata entry as it is applied, with its term.
+	onMeta func(key, value string, term uint64)
+}
 
 var (
 	_ raft.BatchingFSM        = (*fsm)(nil)
@@ -34,6 +38,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return err
 	}
 	f.store.Apply(l.Index, e)
+	if e.Type == core.EventMeta && f.onMeta != nil {
+		f.onMeta(e.Key, string(e.Value), l.Term)
+	}
 	return nil
 }
 

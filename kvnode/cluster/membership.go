@@ -57,6 +57,12 @@ func (n *Node) Bootstrap() error {
 	if has {
 		return ErrAlreadyBootstrapped
 	}
+	// The first member of a new cluster votes from the start. Admission is
+	// recorded first: a node that crashed after it but before the bootstrap
+	// is empty, admitted, and in no configuration, and is bootstrapped again.
+	if err := n.vol.admit(0); err != nil {
+		return err
+	}
 	return n.bootstrap()
 }
 
@@ -106,6 +112,8 @@ func (n *Node) LocalStatus() clusterapi.NodeStatus {
 		AppliedIndex: n.store.AppliedIndex(), CommitIndex: s.CommitIndex, LastIndex: s.LastIndex,
 		Ready: n.Ready() == nil, ClusterID: n.clusterID(),
 	}
+	inc := n.vol.get()
+	self.Incarnation, self.Admitted = inc.ID, inc.Admitted
 	if s.State == raft.Leader.String() {
 		self.LastContact = time.Now()
 	} else if lc := n.raft.LastContact(); !lc.IsZero() {
@@ -135,6 +143,8 @@ func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 		ClusterID: n.clusterID(), HasState: has, Leader: string(leader), CommitIndex: n.raft.CommitIndex(),
 		ConfigurationIndex: f.Index(), LeaderVerified: verified,
 	}
+	inc := n.vol.get()
+	info.Incarnation, info.Admitted = inc.ID, inc.Admitted
 	servers := f.Configuration().Servers
 	info.Members = make([]clusterapi.Member, len(servers))
 	var wg sync.WaitGroup
@@ -316,7 +326,37 @@ func (n *Node) Promote(ctx context.Context, id string) error {
 	if commit := n.raft.CommitIndex(); self.AppliedIndex+n.cfg.CatchUpLag < commit {
 		return fmt.Errorf("%w: applied %d, leader committed %d", ErrNotCaughtUp, self.AppliedIndex, commit)
 	}
+	if self.Incarnation != "" && !self.Admitted {
+		// The member's volume is new: it votes once it has applied this
+		// entry, so once it holds everything committed before it.
+		cmd, _ := core.Event{Type: core.EventMeta, Key: metaAdmitKey(id), Value: []byte(self.Incarnation)}.MarshalBinary()
+		if err := n.apply(ctx, cmd); err != nil {
+			return err
+		}
+		// It votes only once it has applied the entry: a voter that still
+		// reports itself pending looks like one that lost its volume.
+		if err := n.waitAdmitted(ctx, id); err != nil {
+			return err
+		}
+	}
 	return n.raft.AddVoter(s.ID, s.Address, index, timeout(ctx)).Error()
+}
+
+// waitAdmitted waits until member id reports that it is admitted.
+func (n *Node) waitAdmitted(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		self, err := n.memberStatus(ctx, id, n.store.Meta(metaAPIKey(id)))
+		if err == nil && self.Admitted {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: it has not applied its admission yet", ErrNotCaughtUp)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // Demote makes a voter a non-voter; demoting a non-voter changes nothing.

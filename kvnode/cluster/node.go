@@ -69,6 +69,7 @@ type Node struct {
 	store *core.Store
 	log   *txlog.Log
 	snaps raft.SnapshotStore
+	vol   *volume
 	raft  *raft.Raft
 	trans raft.Transport
 
@@ -123,13 +124,26 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = log.Close()
 		return nil, err
 	}
+	hasState, err := raft.HasExistingState(log, log, snaps)
+	if err != nil {
+		_ = log.Close()
+		return nil, err
+	}
+	// The incarnation is written before any Raft state, so a volume with
+	// Raft state and no incarnation can only be one from before they
+	// existed (admitted), and one that bootstraps is admitted from the start.
+	vol, err := openVolume(cfg.DataDir, func() (bool, error) { return hasState || cfg.Bootstrap, nil })
+	if err != nil {
+		_ = log.Close()
+		return nil, err
+	}
 	trans, err := newTransport(cfg.PeerBind, cfg.PeerAdvertise, cfg.PeerTLS, cfg.Logger.Named("transport"))
 	if err != nil {
 		_ = log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, ready: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient}
-	n.trans = newGuardedTransport(trans, n.guards()...)
+	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, ready: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient}
+	n.trans = newGuardedTransport(trans, n.mayCampaign, n.guards()...)
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
@@ -165,17 +179,12 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	// Half the shortest time a follower waits before it stands for election.
 	n.leaseFor = rc.HeartbeatTimeout / 2
 
-	hasState, err := raft.HasExistingState(log, log, snaps)
-	if err != nil {
-		_ = n.closeStorage()
-		return nil, err
-	}
 	cache, err := raft.NewLogCache(4096, log)
 	if err != nil {
 		_ = n.closeStorage()
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: store}, cache, log, snaps, n.trans)
+	r, err := raft.NewRaft(rc, &fsm{store: store, onMeta: n.applyAdmission}, cache, log, snaps, n.trans)
 	if err != nil {
 		_ = n.closeStorage()
 		return nil, err

@@ -20,14 +20,17 @@ type guard func(rpc raft.RPC) (resp any, err error, handled bool)
 type guardedTransport struct {
 	raft.Transport
 	guards []guard
-	out    chan raft.RPC
+	// campaign, when it fails, keeps this node's vote and pre-vote
+	// requests from being sent.
+	campaign func() error
+	out      chan raft.RPC
 
 	closeOnce sync.Once
 	done      chan struct{}
 }
 
-func newGuardedTransport(t raft.Transport, guards ...guard) *guardedTransport {
-	g := &guardedTransport{Transport: t, guards: guards, out: make(chan raft.RPC), done: make(chan struct{})}
+func newGuardedTransport(t raft.Transport, campaign func() error, guards ...guard) *guardedTransport {
+	g := &guardedTransport{Transport: t, guards: guards, campaign: campaign, out: make(chan raft.RPC), done: make(chan struct{})}
 	go g.run()
 	return g
 }
@@ -65,9 +68,20 @@ func (g *guardedTransport) answer(rpc raft.RPC) bool {
 // Consumer implements raft.Transport.
 func (g *guardedTransport) Consumer() <-chan raft.RPC { return g.out }
 
+// RequestVote implements raft.Transport.
+func (g *guardedTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	if err := g.campaign(); err != nil {
+		return err
+	}
+	return g.Transport.RequestVote(id, target, args, resp)
+}
+
 // RequestPreVote implements raft.WithPreVote, which raft checks for with a
 // type assertion: without it a wrapped transport would turn pre-vote off.
 func (g *guardedTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	if err := g.campaign(); err != nil {
+		return err
+	}
 	pv, ok := g.Transport.(raft.WithPreVote)
 	if !ok {
 		return errors.New("cluster: the transport does not support pre-vote")
@@ -89,5 +103,5 @@ func (g *guardedTransport) Close() error {
 
 // guards lists the rules this node enforces on incoming RPCs, in order.
 func (n *Node) guards() []guard {
-	return nil
+	return []guard{n.voteGuard}
 }

@@ -82,8 +82,12 @@ type Cluster struct {
 	// LeaderVerified: the node answering is the leader and a quorum
 	// confirmed that just before it answered. A deposed leader that has
 	// not noticed yet cannot say so.
-	LeaderVerified bool     `json:"leaderVerified"`
-	Members        []Member `json:"members"` // sorted by ID
+	LeaderVerified bool `json:"leaderVerified"`
+	// Incarnation and Admitted are the answering node's own, as in
+	// NodeStatus.
+	Incarnation string   `json:"incarnation"`
+	Admitted    bool     `json:"admitted"`
+	Members     []Member `json:"members"` // sorted by ID
 }
 
 // Authoritative reports whether c is a configuration the operator may act
@@ -131,6 +135,16 @@ type NodeStatus struct {
 	LastContact  time.Time `json:"lastContact,omitzero"`
 	Ready        bool      `json:"ready"`
 	ClusterID    string    `json:"clusterID"`
+	// Incarnation identifies the node's volume: a random ID written when
+	// the node first started on it. A new ID under the same node ID means
+	// the volume was replaced and everything on the old one is gone.
+	Incarnation string `json:"incarnation"`
+	// Admitted: the node may vote. A node on a new volume is admitted when
+	// it bootstraps a cluster or when the leader promotes it; until then
+	// it refuses to vote and does not stand for election. A voter that
+	// reports false lost its volume: the operator removes it and adds it
+	// again as a non-voter.
+	Admitted bool `json:"admitted"`
 }
 
 // AddMemberRequest is the body of POST PathMembers. ID and Address are

@@ -1,0 +1,178 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/test/harness"
+)
+
+// leaderOf returns the member that leads, as a running member reports it.
+func leaderOf(t *testing.T, c *harness.Cluster) *harness.Member {
+	t.Helper()
+	var leader *harness.Member
+	err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
+		info, err := c.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, m := range c.Members() {
+			if m.ID == info.Leader {
+				leader = m
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader yet")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leader
+}
+
+// isolate cuts m off from every other member, both ways.
+func isolate(c *harness.Cluster, m *harness.Member) {
+	m.Proxy().Cut()
+	for _, o := range c.Members() {
+		if o != m {
+			o.Proxy().Cut(m.Index)
+		}
+	}
+}
+
+func healAll(c *harness.Cluster) {
+	for _, o := range c.Members() {
+		o.Proxy().Heal()
+	}
+}
+
+func selfStatus(c *harness.Cluster, m *harness.Member) (clusterapi.NodeStatus, error) {
+	var self clusterapi.NodeStatus
+	resp, err := c.Peer.Get(m.API + clusterapi.PathStatus)
+	if err != nil {
+		return self, err
+	}
+	defer resp.Body.Close()
+	return self, jsonDecode(resp, &self)
+}
+
+// A voter that lost its volume must not vote: a follower is cut off, the
+// leader and the other follower commit writes, that follower's volume is
+// lost and it restarts empty, and the leader dies. The cut-off follower,
+// which lacks the writes, must not be elected with the emptied node's vote;
+// once the old leader is back, every acknowledged write is there. Then the
+// emptied member is removed, added again and promoted, and votes again.
+func TestLostVolumeDoesNotVote(t *testing.T) {
+	c := newCluster(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	leader := leaderOf(t, c)
+	var behind, emptied *harness.Member
+	for _, m := range c.Members() {
+		switch {
+		case m == leader:
+		case behind == nil:
+			behind = m
+		default:
+			emptied = m
+		}
+	}
+	before, err := selfStatus(c, emptied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Incarnation == "" || !before.Admitted {
+		t.Fatalf("a joined voter reports incarnation %q admitted=%v", before.Incarnation, before.Admitted)
+	}
+
+	isolate(c, behind)
+	acked := map[string]string{}
+	for i := 0; i < 50; i++ {
+		k, v := fmt.Sprintf("k%d", i), fmt.Sprint(i)
+		if code, body, err := kv(c, leader, "PUT", k, v, ""); err != nil || code != 201 {
+			t.Fatalf("PUT %s: %d %s %v", k, code, body, err)
+		}
+		acked[k] = v
+	}
+	emptied.Kill()
+	if err := emptied.WipeData(); err != nil {
+		t.Fatal(err)
+	}
+	if err := emptied.Start(); err != nil {
+		t.Fatal(err)
+	}
+	leader.Kill()
+	healAll(c)
+
+	// The two that are left: one lacks the writes, the other may not vote.
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range []*harness.Member{behind, emptied} {
+			if self, err := selfStatus(c, m); err == nil && self.LeaderID != "" && self.LeaderID != leader.ID {
+				t.Fatalf("%s reports leader %s in term %d: elected without the acknowledged writes", m.ID, self.LeaderID, self.Term)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	after, err := selfStatus(c, emptied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Incarnation == before.Incarnation || after.Admitted {
+		t.Fatalf("the emptied member reports incarnation %q admitted=%v; want a new, pending one (was %q)", after.Incarnation, after.Admitted, before.Incarnation)
+	}
+
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range acked {
+		err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
+			code, body, err := kv(c, behind, "GET", k, "", "")
+			switch {
+			case err != nil:
+				return err
+			case code == 503:
+				return fmt.Errorf("503 %s", body)
+			case code != 200 || body != v:
+				t.Fatalf("acknowledged %s=%s reads %d %q", k, v, code, body)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Re-admission: out of the configuration, in again as a non-voter,
+	// promoted once caught up.
+	if err := c.Remove(ctx, emptied); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Join(ctx, emptied, true); err != nil {
+		t.Fatal(err)
+	}
+	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
+	if self, err := selfStatus(c, emptied); err != nil || !self.Admitted || self.Incarnation != after.Incarnation {
+		t.Fatalf("after its promotion the member reports %+v %v; want admitted, incarnation %s", self, err, after.Incarnation)
+	}
+	var info clusterapi.Cluster
+	if err := c.AdminDo(ctx, emptied, http.MethodGet, clusterapi.PathCluster, nil, &info); err != nil || info.Incarnation != after.Incarnation || !info.Admitted {
+		t.Fatalf("GET %s on the member: incarnation %q admitted=%v %v", clusterapi.PathCluster, info.Incarnation, info.Admitted, err)
+	}
+	// It now votes: with the member that was behind down, the other two
+	// elect a leader.
+	behind.Kill()
+	leader2 := leaderOf(t, c)
+	if leader2 == behind {
+		t.Fatal("a killed member leads")
+	}
+	if code, body, err := kv(c, emptied, "PUT", "after", "x", ""); err != nil || code != 201 {
+		t.Fatalf("PUT with the re-admitted member as the second voter: %d %s %v", code, body, err)
+	}
+}
