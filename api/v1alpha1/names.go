@@ -65,6 +65,9 @@ const (
 	ActionDemote      = "Demote"
 	ActionRemove      = "Remove"
 	ActionTransfer    = "TransferLeadership"
+	// ActionUpdateAddress records a member's peer address as its pod's
+	// stable DNS name.
+	ActionUpdateAddress = "UpdateAddress"
 )
 
 // AnnotationRenewCertificates on a KeyValueStore asks for new certificates

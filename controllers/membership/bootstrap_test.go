@@ -73,7 +73,7 @@ func TestPlanBootstrapGuard(t *testing.T) {
 				Reports: []Report{{0, "", false}, {2, "c1", true}}},
 			bootstrapped: true, clusterID: "c1"},
 		{name: "the adopted cluster is then planned on its leader's view",
-			o: Observed{Voters: 3, Pods: 3, Running: ords(3), Leader: 1, Members: []Member{{1, true, true, true}, {2, true, true, true}},
+			o: Observed{Voters: 3, Pods: 3, Running: ords(3), Leader: 1, Members: []Member{{Ordinal: 1, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 2, Voter: true, Healthy: true, CaughtUp: true}},
 				Reports: with(empty(3), Report{1, "c1", true})},
 			want: Step{kvv1.ActionAddNonVoter, 0}, bootstrapped: true, clusterID: "c1"},
 		{name: "status says bootstrapped: the recorded ID stands",

@@ -147,7 +147,13 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation 
 			continue
 		}
 		caught := m.Status != nil && m.Status.AppliedIndex+lag >= o.View.CommitIndex
-		o.Members = append(o.Members, Member{Ordinal: ord, Voter: m.Role == clusterapi.RoleVoter, Healthy: m.Healthy, CaughtUp: caught})
+		voter := m.Role == clusterapi.RoleVoter
+		// A kvnode from before incarnations reports none: it is not lost.
+		lost := voter && m.Status != nil && m.Status.Incarnation != "" && !m.Status.Admitted
+		o.Members = append(o.Members, Member{
+			Ordinal: ord, Voter: voter, Healthy: m.Healthy && !lost, CaughtUp: caught,
+			Lost: lost, Misaddressed: m.Address != c.PeerAddr(ord),
+		})
 		if m.ID == o.View.Leader {
 			o.Leader = ord
 		}
@@ -167,7 +173,8 @@ func (c *Client) Execute(ctx context.Context, s Step, via int) error {
 			return nil // already bootstrapped: the step was done before a crash
 		}
 		return err
-	case kvv1.ActionAddNonVoter:
+	case kvv1.ActionAddNonVoter, kvv1.ActionUpdateAddress:
+		// Adding a member that exists updates its address and keeps its role.
 		return c.post(ctx, via, clusterapi.PathMembers, clusterapi.AddMemberRequest{
 			ID: name, Address: c.PeerAddr(s.Ordinal), API: c.URL(s.Ordinal),
 		})

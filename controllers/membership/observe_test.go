@@ -36,11 +36,13 @@ func fakeNodes(t *testing.T, views []*clusterapi.Cluster) *Client {
 			return urls[i]
 		}
 		return "http://127.0.0.1:1"
-	}}
+	}, PeerAddr: peerAddr}
 }
 
+func peerAddr(i int) string { return fmt.Sprintf("kv-%d.peers:7000", i) }
+
 func voter(id string, healthy bool) clusterapi.Member {
-	return clusterapi.Member{ID: id, Role: clusterapi.RoleVoter, Healthy: healthy, Status: &clusterapi.NodeStatus{}}
+	return clusterapi.Member{ID: id, Address: id + ".peers:7000", Role: clusterapi.RoleVoter, Healthy: healthy, Status: &clusterapi.NodeStatus{}}
 }
 
 // A member that lags may still list members the leader has removed, or
@@ -103,5 +105,30 @@ func TestObserveReportsEveryPod(t *testing.T) {
 	}
 	if o.FromLeader || o.Leader != -1 {
 		t.Fatalf("no pod leads, yet from leader %v, leader %d", o.FromLeader, o.Leader)
+	}
+}
+
+// A voter that reports a volume not admitted to vote lost its volume: it
+// is neither healthy nor kept as it is. A kvnode that reports no
+// incarnation (an older version) is not lost. A member recorded under an
+// address other than its pod's DNS name is misaddressed.
+func TestObserveLostVolumesAndAddresses(t *testing.T) {
+	admitted := voter("kv-0", true)
+	admitted.Status = &clusterapi.NodeStatus{Incarnation: "a", Admitted: true}
+	lost := voter("kv-1", true)
+	lost.Status = &clusterapi.NodeStatus{Incarnation: "b"}
+	older := voter("kv-2", true)
+	older.Address = "10.0.0.7:7000"
+	pending := clusterapi.Member{ID: "kv-3", Address: peerAddr(3), Role: clusterapi.RoleNonVoter, Healthy: true, Status: &clusterapi.NodeStatus{Incarnation: "c"}}
+	leader := &clusterapi.Cluster{ClusterID: "c", Leader: "kv-0", LeaderVerified: true, Members: []clusterapi.Member{admitted, lost, older, pending}}
+	o := fakeNodes(t, []*clusterapi.Cluster{leader, nil, nil, nil}).Observe(t.Context(), 4, 0)
+	want := []Member{
+		{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true},
+		{Ordinal: 1, Voter: true, Healthy: false, CaughtUp: true, Lost: true},
+		{Ordinal: 2, Voter: true, Healthy: true, CaughtUp: true, Misaddressed: true},
+		{Ordinal: 3, Healthy: true, CaughtUp: true},
+	}
+	if fmt.Sprint(o.Members) != fmt.Sprint(want) {
+		t.Fatalf("members %+v\nwant    %+v", o.Members, want)
 	}
 }

@@ -86,6 +86,14 @@ type Member struct {
 	Healthy bool
 	// CaughtUp: applied within the promotion lag of the leader's commit.
 	CaughtUp bool
+	// Lost: a voter whose kvnode reports a volume not admitted to vote (a
+	// new incarnation): its volume was lost, and it refuses to vote until
+	// it has been removed, added again and promoted. It is not Healthy.
+	Lost bool
+	// Misaddressed: the configuration records another peer address than
+	// the pod's stable DNS name (an IP recorded by an older kvnode): once
+	// the pod is recreated with a new IP, nobody could reach it there.
+	Misaddressed bool
 }
 
 // Observed is everything Plan decides on.
@@ -283,13 +291,38 @@ func plan(o Observed, reports []Report, hold int) Decision {
 	if len(leaving) > 0 {
 		return leave(o, members, leaving, kvv1.ActionRemove, keep)
 	}
-	// 2. New pods join as non-voters, lowest first.
+	// 2. A voter that lost its volume cannot vote and would stay a voter
+	// for good: it leaves, to join again as a non-voter (4) and vote once
+	// promoted (5), which admits its new volume. It leaves only while the
+	// other voters keep a healthy majority; else the store is Degraded
+	// until enough of them are back.
+	var lost []Member
+	for _, m := range members {
+		if m.Voter && m.Lost {
+			lost = append(lost, m)
+		}
+	}
+	if len(lost) > 0 {
+		d := leave(o, members, lost, kvv1.ActionRemove, keep)
+		if d.Blocked != "" {
+			d.Blocked = fmt.Sprintf("member %d lost its volume and cannot vote; its re-admission waits: %s", lost[0].Ordinal, d.Blocked)
+		}
+		return d
+	}
+	// 3. A member recorded under another address than its pod's DNS name
+	// gets the DNS name: the pod's IP changes whenever it is recreated.
+	for _, m := range members {
+		if m.Misaddressed {
+			return Decision{Step: Step{Action: kvv1.ActionUpdateAddress, Ordinal: m.Ordinal}, Keep: keep}
+		}
+	}
+	// 4. New pods join as non-voters, lowest first.
 	for i := 0; i < o.Pods; i++ {
 		if _, ok := isMember[i]; !ok && running[i] {
 			return Decision{Step: Step{Action: kvv1.ActionAddNonVoter, Ordinal: i}, Keep: keep}
 		}
 	}
-	// 3. Members that should vote are promoted once caught up.
+	// 5. Members that should vote are promoted once caught up.
 	for _, m := range members {
 		if m.Ordinal < o.Voters && !m.Voter && m.CaughtUp {
 			promoted := m
@@ -300,7 +333,7 @@ func plan(o Observed, reports []Report, hold int) Decision {
 			return Decision{Step: Step{Action: kvv1.ActionPromote, Ordinal: m.Ordinal}, Keep: keep}
 		}
 	}
-	// 4. Voters beyond spec.replicas (fewer voters, pods kept as replicas)
+	// 6. Voters beyond spec.replicas (fewer voters, pods kept as replicas)
 	// become non-voters; the leader hands over first.
 	var demoted []Member
 	for _, m := range members {

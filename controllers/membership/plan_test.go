@@ -28,11 +28,11 @@ func TestPlan(t *testing.T) {
 		{"add pod 1 as non-voter", Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: voters(1), Leader: 0}, Step{kvv1.ActionAddNonVoter, 1}, 3},
 		{"pod 1 not running yet: wait", Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: []int{0}, Members: voters(1), Leader: 0}, Step{}, 3},
 		{"promote a caught-up non-voter",
-			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{0, true, true, true}, {1, false, true, true}}, Leader: 0}, Step{kvv1.ActionAddNonVoter, 2}, 3},
+			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 1, Voter: false, Healthy: true, CaughtUp: true}}, Leader: 0}, Step{kvv1.ActionAddNonVoter, 2}, 3},
 		{"promote after every pod joined",
-			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{0, true, true, true}, {1, false, true, true}, {2, false, true, false}}, Leader: 0}, Step{kvv1.ActionPromote, 1}, 3},
+			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 1, Voter: false, Healthy: true, CaughtUp: true}, {Ordinal: 2, Voter: false, Healthy: true, CaughtUp: false}}, Leader: 0}, Step{kvv1.ActionPromote, 1}, 3},
 		{"do not promote one that lags",
-			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{0, true, true, true}, {1, true, true, true}, {2, false, true, false}}, Leader: 0}, Step{}, 3},
+			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 1, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 2, Voter: false, Healthy: true, CaughtUp: false}}, Leader: 0}, Step{}, 3},
 		{"steady", Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: voters(3), Leader: 1}, Step{}, 3},
 		{"scale 5→3: remove 4 first, keep its pod",
 			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(5), Members: voters(5), Leader: 0}, Step{kvv1.ActionRemove, 4}, 5},
@@ -43,14 +43,14 @@ func TestPlan(t *testing.T) {
 		{"scale 5→3 done: the StatefulSet may shrink",
 			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(5), Members: voters(3), Leader: 0}, Step{}, 3},
 		{"autoscaled replica joins and stays a non-voter",
-			Observed{Voters: 3, Pods: 4, Bootstrapped: true, Running: ords(4), Members: append(voters(3), Member{3, false, true, true}), Leader: 0}, Step{}, 4},
+			Observed{Voters: 3, Pods: 4, Bootstrapped: true, Running: ords(4), Members: append(voters(3), Member{Ordinal: 3, Voter: false, Healthy: true, CaughtUp: true}), Leader: 0}, Step{}, 4},
 		{"autoscaler added a pod", Observed{Voters: 3, Pods: 4, Bootstrapped: true, Running: ords(4), Members: voters(3), Leader: 0}, Step{kvv1.ActionAddNonVoter, 3}, 4},
 		{"autoscaler removed a pod: its member goes",
-			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: append(voters(3), Member{3, false, false, false}), Leader: 0}, Step{kvv1.ActionRemove, 3}, 4},
+			Observed{Voters: 3, Pods: 3, Bootstrapped: true, Running: ords(3), Members: append(voters(3), Member{Ordinal: 3, Voter: false, Healthy: false, CaughtUp: false}), Leader: 0}, Step{kvv1.ActionRemove, 3}, 4},
 		{"fewer voters, pods kept as replicas: demote",
 			Observed{Voters: 3, Pods: 5, Bootstrapped: true, Running: ords(5), Members: voters(5), Leader: 0}, Step{kvv1.ActionDemote, 4}, 5},
 		{"crash after AddNonVoter, before promote: plan resumes with promote",
-			Observed{Voters: 2, Pods: 2, Bootstrapped: true, Running: ords(2), Members: []Member{{0, true, true, true}, {1, false, true, true}}, Leader: 0}, Step{kvv1.ActionPromote, 1}, 2},
+			Observed{Voters: 2, Pods: 2, Bootstrapped: true, Running: ords(2), Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 1, Voter: false, Healthy: true, CaughtUp: true}}, Leader: 0}, Step{kvv1.ActionPromote, 1}, 2},
 		{"crash after Remove, before shrink: plan lets the StatefulSet shrink",
 			Observed{Voters: 1, Pods: 1, Bootstrapped: true, Running: ords(2), Members: voters(1), Leader: 0}, Step{}, 1},
 	} {
@@ -68,6 +68,22 @@ func TestPlan(t *testing.T) {
 func down(m []Member, ords ...int) []Member {
 	for _, o := range ords {
 		m[o].Healthy = false
+	}
+	return m
+}
+
+// lose marks the members with the given ordinals as having lost their
+// volume, as Observe does: lost and unhealthy.
+func lose(m []Member, ords ...int) []Member {
+	for _, o := range ords {
+		m[o].Lost, m[o].Healthy = true, false
+	}
+	return m
+}
+
+func misaddress(m []Member, ords ...int) []Member {
+	for _, o := range ords {
+		m[o].Misaddressed = true
 	}
 	return m
 }
@@ -105,7 +121,7 @@ func TestPlanSafety(t *testing.T) {
 			o:    Observed{Voters: 1, Pods: 1, Current: 3, Bootstrapped: true, Running: []int{0, 2}, Members: down(voters(3), 1), Leader: 0},
 			want: Step{kvv1.ActionRemove, 1}, keep: 3},
 		{name: "3→1, member 1 removed: now 2",
-			o:    Observed{Voters: 1, Pods: 1, Current: 3, Bootstrapped: true, Running: []int{0, 2}, Members: []Member{{0, true, true, true}, {2, true, true, true}}, Leader: 0},
+			o:    Observed{Voters: 1, Pods: 1, Current: 3, Bootstrapped: true, Running: []int{0, 2}, Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 2, Voter: true, Healthy: true, CaughtUp: true}}, Leader: 0},
 			want: Step{kvv1.ActionRemove, 2}, keep: 3},
 		{name: "3 voters, demote to 2 with member 1 down: demote nothing that breaks the majority",
 			o:    Observed{Voters: 2, Pods: 3, Current: 3, Bootstrapped: true, Running: []int{0, 2}, Members: down(voters(3), 1), Leader: 0},
@@ -114,10 +130,10 @@ func TestPlanSafety(t *testing.T) {
 			o:    Observed{Voters: 3, Pods: 5, Current: 5, Bootstrapped: true, Running: []int{0, 1, 2, 4}, Members: down(voters(5), 3), Leader: 0},
 			want: Step{kvv1.ActionDemote, 3}, keep: 5},
 		{name: "1→2: promoting a member not ready yet would need it for every commit, wait",
-			o:    Observed{Voters: 2, Pods: 2, Current: 2, Bootstrapped: true, Running: ords(2), Members: []Member{{0, true, true, true}, {1, false, false, true}}, Leader: 0},
+			o:    Observed{Voters: 2, Pods: 2, Current: 2, Bootstrapped: true, Running: ords(2), Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 1, Voter: false, Healthy: false, CaughtUp: true}}, Leader: 0},
 			keep: 2, blocked: true},
 		{name: "a non-voter goes even when voters are down",
-			o:    Observed{Voters: 3, Pods: 3, Current: 4, Bootstrapped: true, Running: []int{0, 3}, Members: append(down(voters(3), 1, 2), Member{3, false, true, true}), Leader: 0},
+			o:    Observed{Voters: 3, Pods: 3, Current: 4, Bootstrapped: true, Running: []int{0, 3}, Members: append(down(voters(3), 1, 2), Member{Ordinal: 3, Voter: false, Healthy: true, CaughtUp: true}), Leader: 0},
 			want: Step{kvv1.ActionRemove, 3}, keep: 4},
 
 		// Two of five down.
@@ -133,6 +149,22 @@ func TestPlanSafety(t *testing.T) {
 		{name: "5→3 with 3 and 4 down: remove them",
 			o:    Observed{Voters: 3, Pods: 3, Current: 5, Bootstrapped: true, Running: ords(3), Members: down(voters(5), 3, 4), Leader: 0},
 			want: Step{kvv1.ActionRemove, 4}, keep: 5},
+		// Lost volumes: out, in again as a non-voter, then promoted.
+		{name: "a voter lost its volume: remove it",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: lose(voters(3), 1), Leader: 0},
+			want: Step{kvv1.ActionRemove, 1}, keep: 3},
+		{name: "a voter lost its volume: removed, it is added again as a non-voter",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 2, Voter: true, Healthy: true, CaughtUp: true}}, Leader: 0},
+			want: Step{kvv1.ActionAddNonVoter, 1}, keep: 3},
+		{name: "a voter lost its volume while another is down: removing it would leave 1 healthy of 2, Degraded",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: []int{0, 1}, Members: down(lose(voters(3), 1), 2), Leader: 0},
+			keep: 3, blocked: true},
+		{name: "5 voters, two lost volumes: remove one at a time",
+			o:    Observed{Voters: 5, Pods: 5, Current: 5, Bootstrapped: true, Running: ords(5), Members: lose(voters(5), 1, 3), Leader: 0},
+			want: Step{kvv1.ActionRemove, 3}, keep: 5},
+		{name: "a member recorded under its IP gets its DNS name",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: misaddress(voters(3), 0), Leader: 1},
+			want: Step{kvv1.ActionUpdateAddress, 0}, keep: 3},
 		{name: "5 voters to 3, pods kept, 0 and 1 down: demoting would leave 2 healthy of 4, wait",
 			o:    Observed{Voters: 3, Pods: 5, Current: 5, Bootstrapped: true, Running: []int{2, 3, 4}, Members: down(voters(5), 0, 1), Leader: 2},
 			keep: 5, blocked: true},

@@ -218,7 +218,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		httpError(w, http.StatusServiceUnavailable, "no leader is known yet")
 	case errors.Is(err, ErrNoSuchMember):
 		httpError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrMemberConflict), errors.Is(err, ErrNotCaughtUp), errors.Is(err, ErrAlreadyBootstrapped):
+	case errors.Is(err, ErrNotCaughtUp), errors.Is(err, ErrAlreadyBootstrapped):
 		httpError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, context.DeadlineExceeded):

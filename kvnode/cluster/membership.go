@@ -25,8 +25,6 @@ var (
 	ErrAlreadyBootstrapped = errors.New("this node already has cluster state; bootstrap happens once per cluster")
 	// ErrNoSuchMember: the member is not in the configuration.
 	ErrNoSuchMember = errors.New("no such member")
-	// ErrMemberConflict: a member with this ID exists with another address.
-	ErrMemberConflict = errors.New("a member with this ID exists with a different address; remove it first")
 	// ErrNotCaughtUp: the non-voter trails the leader too far to vote.
 	ErrNotCaughtUp = errors.New("member has not caught up with the leader")
 )
@@ -282,7 +280,8 @@ func (n *Node) member(id string) (raft.Server, uint64, error) {
 }
 
 // AddNonvoter adds a member that replicates but does not vote. Adding a
-// member that is already there with the same address changes nothing.
+// member that is already there with the same address changes nothing; with
+// another address, it updates the address.
 func (n *Node) AddNonvoter(ctx context.Context, id, address, api string) error {
 	if err := n.leaderOnly(); err != nil {
 		return err
@@ -300,12 +299,12 @@ func (n *Node) AddNonvoter(ctx context.Context, id, address, api string) error {
 	if err != nil {
 		return err
 	}
-	if ok {
-		if string(s.Address) != address {
-			return ErrMemberConflict
-		}
+	if ok && string(s.Address) == address {
 		return nil
 	}
+	// A member that exists gets the new address and keeps its role (raft's
+	// AddNonvoter does not demote a voter): a member recorded under an IP
+	// that its pod no longer has is reachable again once it has its name.
 	return n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(address), index, timeout(ctx)).Error()
 }
 

@@ -182,3 +182,22 @@ func TestInfoNamesTheClusterWithoutALeader(t *testing.T) {
 		t.Fatalf("empty node: %+v, %v", info, err)
 	}
 }
+
+// The configuration records the advertised peer address as given: a name
+// that resolves today is not replaced by the IP it resolves to, which a
+// recreated pod no longer has.
+func TestBootstrapRecordsTheAdvertisedName(t *testing.T) {
+	st := core.NewStore()
+	n, err := Open(Config{NodeID: "node-0", DataDir: t.TempDir(), PeerBind: "127.0.0.1:0", PeerAdvertise: "localhost:7000", Bootstrap: true, Fast: true}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(f.Configuration().Servers[0].Address); got != "localhost:7000" {
+		t.Fatalf("bootstrap recorded %q, want localhost:7000", got)
+	}
+}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -38,16 +39,15 @@ func (t *tlsStreamLayer) Addr() net.Addr {
 // newTransport returns raft's network transport on plain TCP when
 // peerTLS is nil (development), else on mutual TLS.
 func newTransport(bind, advertise string, peerTLS *tls.Config, logger raftLogger) (raft.Transport, error) {
+	// The advertised address is kept as given, never resolved: it is what
+	// the configuration records for this member (bootstrap records it), and
+	// a pod's stable DNS name outlives the IP it resolves to today.
 	var adv net.Addr
 	if advertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", advertise)
-		if err != nil {
-			// A DNS name that does not resolve yet (a pod that is starting) is
-			// still the right thing to advertise.
-			adv = stringAddr(advertise)
-		} else {
-			adv = a
+		if _, _, err := net.SplitHostPort(advertise); err != nil {
+			return nil, fmt.Errorf("cluster: the advertised peer address %q is not host:port: %w", advertise, err)
 		}
+		adv = stringAddr(advertise)
 	}
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {

@@ -176,3 +176,52 @@ func TestLostVolumeDoesNotVote(t *testing.T) {
 		t.Fatalf("PUT with the re-admitted member as the second voter: %d %s %v", code, body, err)
 	}
 }
+
+// A member recorded under an address it no longer answers on (a pod
+// recreated with a new IP) is reachable again, still a voter, once the
+// leader is given its current address.
+func TestMemberAddressIsUpdated(t *testing.T) {
+	c := newCluster(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	m := c.Member(2)
+	setAddress := func(addr string) {
+		t.Helper()
+		req := clusterapi.AddMemberRequest{ID: m.ID, Address: addr, API: m.API}
+		if err := harness.Retry(ctx, func() error { return c.AdminDo(ctx, c.Member(0), http.MethodPost, clusterapi.PathMembers, req, nil) }); err != nil {
+			t.Fatalf("address %s: %v", addr, err)
+		}
+	}
+	gone := "127.0.0.1:1" // nothing answers there
+	setAddress(gone)
+	if code, body, err := kv(c, c.Member(0), "PUT", "while-away", "1", ""); err != nil || code != 201 {
+		t.Fatalf("PUT: %d %s %v", code, body, err)
+	}
+	info := waitVoters(t, c, "kv-0", "kv-1", "kv-2")
+	for _, x := range info.Members {
+		if x.ID == m.ID && x.Address != gone {
+			t.Fatalf("%s recorded at %s, want %s", m.ID, x.Address, gone)
+		}
+	}
+	setAddress(m.PeerAddr)
+	info = waitVoters(t, c, "kv-0", "kv-1", "kv-2")
+	for _, x := range info.Members {
+		if x.ID == m.ID && x.Address != m.PeerAddr {
+			t.Fatalf("%s recorded at %s, want %s", m.ID, x.Address, m.PeerAddr)
+		}
+	}
+	if code, body, err := kv(c, c.Member(0), "PUT", "back", "1", ""); err != nil || code != 201 {
+		t.Fatalf("PUT: %d %s %v", code, body, err)
+	}
+	err := harness.Retry(ctxFor(t, 20*time.Second), func() error {
+		if code, _, err := kv(c, m, "GET", "back", "", "consistency=stale"); err != nil || code != 200 {
+			return fmt.Errorf("stale read on %s: %d %v", m.ID, code, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
