@@ -153,8 +153,9 @@ type kvsStatus struct {
 		Leader  string `json:"leader"`
 		Voters  int    `json:"voters"`
 		Members []struct {
-			Name string `json:"name"`
-			Role string `json:"role"`
+			Name    string `json:"name"`
+			Role    string `json:"role"`
+			Healthy bool   `json:"healthy"`
 		} `json:"members"`
 	} `json:"status"`
 }
@@ -255,6 +256,32 @@ func TestSampleStore(t *testing.T) {
 		if code, body, err := do(c, "GET", base+"/v1/key/"+k, ""); err != nil || code != 200 || body != v {
 			t.Fatalf("acknowledged %s lost after the leader died: %d %q %v", k, code, body, err)
 		}
+	}
+
+	// Delete pod 0, the member that bootstrapped the cluster. Its new pod
+	// has a new IP; the configuration knows it by its DNS name, so it
+	// rejoins as a healthy voter, not merely lets writes resume.
+	uid0 := kubectl(t, "get", "pod", "-n", ns, "demo-0", "-o", "jsonpath={.metadata.uid}")
+	kubectl(t, "delete", "pod", "-n", ns, "demo-0", "--wait=false")
+	t0 = time.Now()
+	testutil.Eventually(t, 180*time.Second, "pod 0 back as a healthy voter", func() error {
+		if uid, err := kubectlErr("get", "pod", "-n", ns, "demo-0", "-o", "jsonpath={.metadata.uid}"); err != nil || uid == uid0 {
+			return fmt.Errorf("pod demo-0 not recreated yet (%v)", err)
+		}
+		k := getKVS(t, ns, "demo")
+		if k.Status.Ready != "3/3" || k.Status.Voters != 3 || k.Status.Phase != "Running" {
+			return fmt.Errorf("%+v", k.Status)
+		}
+		for _, m := range k.Status.Members {
+			if m.Name == "demo-0" && m.Role == "voter" && m.Healthy {
+				return nil
+			}
+		}
+		return fmt.Errorf("demo-0 is not a healthy voter: %+v", k.Status.Members)
+	})
+	t.Logf("pod 0 rejoined as a healthy voter %v after it was deleted", time.Since(t0).Round(100*time.Millisecond))
+	if code, _, err := do(c, "PUT", base+"/v1/key/after-pod-0", "x"); err != nil || code != 201 {
+		t.Fatalf("PUT after pod 0 rejoined: %d %v", code, err)
 	}
 }
 
