@@ -265,7 +265,8 @@ func runFaults(t *testing.T, c *harness.Cluster, seed int64, duration time.Durat
 		pause()
 		members := c.Members()
 		victim := members[rng.Intn(len(members))]
-		kind := []string{"kill", "kill leader", "restart", "transfer leadership", "partition", "partition leader"}[rng.Intn(6)]
+		kinds := []string{"kill", "kill leader", "restart", "transfer leadership", "partition", "partition leader", "lost volume", "restart during membership change"}
+		kind := kinds[rng.Intn(len(kinds))]
 		if kind == "kill leader" || kind == "partition leader" {
 			if l := leader(); l != nil {
 				victim = l
@@ -284,6 +285,10 @@ func runFaults(t *testing.T, c *harness.Cluster, seed int64, duration time.Durat
 			if err := victim.Start(); err != nil {
 				t.Fatalf("restart %s: %v", victim.ID, err)
 			}
+		case "lost volume":
+			lostVolume(t, c, leader(), pause)
+		case "restart during membership change":
+			restartDuringMembershipChange(t, c, victim, members[rng.Intn(len(members))], pause)
 		case "transfer leadership":
 			_ = c.AdminDo(ctx, victim, http.MethodPost, clusterapi.PathLeader, nil, nil)
 		case "partition", "partition leader":
@@ -301,4 +306,71 @@ func runFaults(t *testing.T, c *harness.Cluster, seed int64, duration time.Durat
 		}
 	}
 	return counts
+}
+
+// lostVolume is the fault that lost acknowledged writes before members
+// remembered their volumes' incarnations: a follower is cut off, the other
+// follower loses its volume and restarts empty, and the leader dies. The
+// cut-off follower lacks the latest writes and must not be elected with
+// the emptied member's vote. Then everything heals and the emptied member
+// is re-admitted as the operator would: removed, added, promoted.
+func lostVolume(t *testing.T, c *harness.Cluster, leader *harness.Member, pause func()) {
+	if leader == nil {
+		return
+	}
+	var behind, emptied *harness.Member
+	for _, m := range c.Members() {
+		switch {
+		case m == leader:
+		case behind == nil:
+			behind = m
+		default:
+			emptied = m
+		}
+	}
+	isolate(c, behind)
+	pause()
+	emptied.Kill()
+	if err := emptied.WipeData(); err != nil {
+		t.Fatal(err)
+	}
+	if err := emptied.Start(); err != nil {
+		t.Fatalf("restart %s on an empty volume: %v", emptied.ID, err)
+	}
+	leader.Kill()
+	healAll(c)
+	pause()
+	if err := leader.Start(); err != nil {
+		t.Fatalf("restart %s: %v", leader.ID, err)
+	}
+	readmit(t, c, emptied)
+}
+
+// readmit removes m and adds it back as a voter, as the operator does
+// with a member that lost its volume.
+func readmit(t *testing.T, c *harness.Cluster, m *harness.Member) {
+	ctx := ctxFor(t, 2*time.Minute)
+	if err := c.Remove(ctx, m); err != nil {
+		t.Fatalf("remove %s: %v", m.ID, err)
+	}
+	if err := c.Join(ctx, m, true); err != nil {
+		t.Fatalf("re-add %s: %v", m.ID, err)
+	}
+}
+
+// restartDuringMembershipChange removes member m and adds it back while
+// another member (perhaps the leader, perhaps m itself) restarts in the
+// middle of the change.
+func restartDuringMembershipChange(t *testing.T, c *harness.Cluster, m, restarted *harness.Member, pause func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pause()
+		restarted.Stop()
+		if err := restarted.Start(); err != nil {
+			t.Errorf("restart %s: %v", restarted.ID, err)
+		}
+	}()
+	readmit(t, c, m)
+	<-done
 }
