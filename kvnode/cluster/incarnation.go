@@ -75,10 +75,17 @@ type volume struct {
 	inc incarnation
 }
 
-// openVolume reads the incarnation of dir, or creates one. A new volume
-// is admitted when admit says so (it bootstraps, or it holds Raft state
-// from before incarnations existed).
-func openVolume(dir string, admit func() (bool, error)) (*volume, error) {
+// openVolume reads the incarnation of dir, or creates one. hasState says
+// whether the directory holds Raft state; bootstrap, whether the node
+// starts a new cluster on it if not.
+//
+// A new volume is admitted when it bootstraps, or when it holds Raft state
+// from before incarnations existed. An admitted incarnation on a volume
+// without Raft state lost its log (files deleted by hand, or a bootstrap
+// that crashed before it wrote anything): it gets a new, pending
+// incarnation. Keeping the old one would let its own admission entry,
+// replayed from the leader, admit it again with a log that stops there.
+func openVolume(dir string, hasState, bootstrap bool) (*volume, error) {
 	v := &volume{path: filepath.Join(dir, incarnationFile)}
 	b, err := os.ReadFile(v.path)
 	switch {
@@ -86,7 +93,9 @@ func openVolume(dir string, admit func() (bool, error)) (*volume, error) {
 		if err := json.Unmarshal(b, &v.inc); err != nil || v.inc.ID == "" {
 			return nil, fmt.Errorf("cluster: %s is damaged (%v); it names this volume's identity, and a node must not vote without it: restore it or replace the volume", v.path, err)
 		}
-		return v, nil
+		if hasState || !v.inc.Admitted || bootstrap {
+			return v, nil
+		}
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, err
 	}
@@ -94,11 +103,7 @@ func openVolume(dir string, admit func() (bool, error)) (*volume, error) {
 	if _, err := rand.Read(id); err != nil {
 		return nil, err
 	}
-	ok, err := admit()
-	if err != nil {
-		return nil, err
-	}
-	v.inc = incarnation{ID: hex.EncodeToString(id), Admitted: ok}
+	v.inc = incarnation{ID: hex.EncodeToString(id), Admitted: hasState || bootstrap}
 	return v, v.save(v.inc)
 }
 

@@ -11,7 +11,7 @@ import (
 
 func TestVolumeIncarnation(t *testing.T) {
 	dir := t.TempDir()
-	v, err := openVolume(dir, func() (bool, error) { return false, nil })
+	v, err := openVolume(dir, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,8 +22,8 @@ func TestVolumeIncarnation(t *testing.T) {
 	if err := v.mayVote(7); err == nil {
 		t.Fatal("a pending node may vote")
 	}
-	// Reopening keeps the identity, whatever admit would say now.
-	v, err = openVolume(dir, func() (bool, error) { return true, nil })
+	// Reopening keeps the identity.
+	v, err = openVolume(dir, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestVolumeIncarnation(t *testing.T) {
 		}
 	}
 	// Admission is on disk.
-	v, err = openVolume(dir, func() (bool, error) { return false, nil })
+	v, err = openVolume(dir, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,18 +47,28 @@ func TestVolumeIncarnation(t *testing.T) {
 		t.Fatalf("after a restart: %+v", got)
 	}
 	// A new volume is a new incarnation.
-	other, err := openVolume(t.TempDir(), func() (bool, error) { return true, nil })
+	other, err := openVolume(t.TempDir(), false, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := other.get(); got.ID == first.ID || !got.Admitted || got.VoteAfterTerm != 0 {
 		t.Fatalf("a bootstrapping volume: %+v", got)
 	}
+	// An admitted incarnation whose Raft state is gone (its log deleted
+	// by hand) is a new, pending one: its old admission entry, replayed,
+	// must not admit it again.
+	v, err = openVolume(dir, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.get(); got.ID == first.ID || got.Admitted {
+		t.Fatalf("admitted volume without Raft state: %+v, want a new pending incarnation", got)
+	}
 	// A damaged identity is refused, naming the file.
 	if err := os.WriteFile(filepath.Join(dir, incarnationFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := openVolume(dir, func() (bool, error) { return true, nil }); err == nil || !strings.Contains(err.Error(), incarnationFile) {
+	if _, err := openVolume(dir, true, false); err == nil || !strings.Contains(err.Error(), incarnationFile) {
 		t.Fatalf("damaged incarnation file: %v", err)
 	}
 }

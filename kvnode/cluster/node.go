@@ -131,8 +131,8 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 	// The incarnation is written before any Raft state, so a volume with
 	// Raft state and no incarnation can only be one from before they
-	// existed (admitted), and one that bootstraps is admitted from the start.
-	vol, err := openVolume(cfg.DataDir, func() (bool, error) { return hasState || cfg.Bootstrap, nil })
+	// existed (admitted); see openVolume.
+	vol, err := openVolume(cfg.DataDir, hasState, cfg.Bootstrap)
 	if err != nil {
 		_ = log.Close()
 		return nil, err
