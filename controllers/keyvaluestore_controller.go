@@ -457,7 +457,7 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 	reason := map[string]string{
 		kvv1.ActionBootstrap: "Bootstrapped", kvv1.ActionAddNonVoter: "MemberAdded", kvv1.ActionPromote: "MemberPromoted",
 		kvv1.ActionDemote: "MemberDemoted", kvv1.ActionRemove: "MemberRemoved", kvv1.ActionTransfer: "LeadershipTransferred",
-		kvv1.ActionUpdateAddress: "MemberAddressUpdated",
+		kvv1.ActionUpdateAddress: "MemberAddressUpdated", kvv1.ActionAdmit: "MemberAdmitted",
 	}[s.Action]
 	r.event(kvs, corev1.EventTypeNormal, reason, s.Action, fmt.Sprintf("%s %s", s.Action, member))
 	return done()

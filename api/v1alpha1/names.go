@@ -68,6 +68,9 @@ const (
 	// ActionUpdateAddress records a member's peer address as its pod's
 	// stable DNS name.
 	ActionUpdateAddress = "UpdateAddress"
+	// ActionAdmit lets a voter that lost its volume vote again once it
+	// has caught up, when removing it is not safe.
+	ActionAdmit = "Admit"
 )
 
 // AnnotationRenewCertificates on a KeyValueStore asks for new certificates

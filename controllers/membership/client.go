@@ -178,7 +178,8 @@ func (c *Client) Execute(ctx context.Context, s Step, via int) error {
 		return c.post(ctx, via, clusterapi.PathMembers, clusterapi.AddMemberRequest{
 			ID: name, Address: c.PeerAddr(s.Ordinal), API: c.URL(s.Ordinal),
 		})
-	case kvv1.ActionPromote:
+	case kvv1.ActionPromote, kvv1.ActionAdmit:
+		// Promoting a voter admits its volume when it is new.
 		return c.post(ctx, via, clusterapi.MemberPath(clusterapi.PathPromote, name), nil)
 	case kvv1.ActionDemote:
 		return c.post(ctx, via, clusterapi.MemberPath(clusterapi.PathDemote, name), nil)

@@ -280,22 +280,40 @@ func plan(o Observed, reports []Report, hold int) Decision {
 	}
 	keep := max(o.Pods, highest+1)
 
-	// 1. Scale-down: members beyond the pod count leave; the leader hands
-	// over before it leaves.
+	// 1. A member recorded under another address than its pod's DNS name
+	// (an IP, by an older kvnode) that does not answer there gets its name:
+	// the pod's IP changed when it was recreated. It changes no votes, and
+	// it may be what brings a majority back, so it comes first.
+	for _, m := range members {
+		if m.Misaddressed && !m.Healthy {
+			return Decision{Step: Step{Action: kvv1.ActionUpdateAddress, Ordinal: m.Ordinal}, Keep: keep}
+		}
+	}
+	// 2. Scale-down: members beyond the pod count leave; the leader hands
+	// over before it leaves. A removal that must wait does not hold up
+	// the re-admission of a lost volume (3), which may be what it waits for.
 	var leaving []Member
 	for _, m := range members {
 		if m.Ordinal >= o.Pods {
 			leaving = append(leaving, m)
 		}
 	}
+	blocked := ""
 	if len(leaving) > 0 {
-		return leave(o, members, leaving, kvv1.ActionRemove, keep)
+		d := leave(o, members, leaving, kvv1.ActionRemove, keep)
+		if d.Step.Action != "" {
+			return d
+		}
+		blocked = d.Blocked
 	}
-	// 2. A voter that lost its volume cannot vote and would stay a voter
-	// for good: it leaves, to join again as a non-voter (4) and vote once
-	// promoted (5), which admits its new volume. It leaves only while the
-	// other voters keep a healthy majority; else the store is Degraded
-	// until enough of them are back.
+	// 3. A voter that lost its volume cannot vote until it is admitted
+	// again. It leaves, to join again as a non-voter (4) and be promoted
+	// (5), which admits its new volume, while the other voters keep a
+	// healthy majority. When they do not, removing it could leave a
+	// configuration that cannot commit; then one that has caught up is
+	// admitted where it is (the leader writes its admission to the log,
+	// so once the member has applied it, it holds every committed write),
+	// and else the store is Degraded until it has caught up.
 	var lost []Member
 	for _, m := range members {
 		if m.Voter && m.Lost {
@@ -304,17 +322,22 @@ func plan(o Observed, reports []Report, hold int) Decision {
 	}
 	if len(lost) > 0 {
 		d := leave(o, members, lost, kvv1.ActionRemove, keep)
-		if d.Blocked != "" {
-			d.Blocked = fmt.Sprintf("member %d lost its volume and cannot vote; its re-admission waits: %s", lost[0].Ordinal, d.Blocked)
+		if d.Step.Action != "" {
+			return d
 		}
-		return d
+		for _, m := range lost {
+			if m.CaughtUp {
+				return Decision{Step: Step{Action: kvv1.ActionAdmit, Ordinal: m.Ordinal}, Keep: keep}
+			}
+		}
+		why := fmt.Sprintf("member %d lost its volume and cannot vote until it has caught up: %s", lost[0].Ordinal, d.Blocked)
+		if blocked != "" {
+			why = blocked + "; " + why
+		}
+		return Decision{Keep: keep, Blocked: why}
 	}
-	// 3. A member recorded under another address than its pod's DNS name
-	// gets the DNS name: the pod's IP changes whenever it is recreated.
-	for _, m := range members {
-		if m.Misaddressed {
-			return Decision{Step: Step{Action: kvv1.ActionUpdateAddress, Ordinal: m.Ordinal}, Keep: keep}
-		}
+	if blocked != "" {
+		return Decision{Keep: keep, Blocked: blocked}
 	}
 	// 4. New pods join as non-voters, lowest first.
 	for i := 0; i < o.Pods; i++ {

@@ -81,6 +81,13 @@ func lose(m []Member, ords ...int) []Member {
 	return m
 }
 
+func lag(m []Member, ords ...int) []Member {
+	for _, o := range ords {
+		m[o].CaughtUp = false
+	}
+	return m
+}
+
 func misaddress(m []Member, ords ...int) []Member {
 	for _, o := range ords {
 		m[o].Misaddressed = true
@@ -156,15 +163,27 @@ func TestPlanSafety(t *testing.T) {
 		{name: "a voter lost its volume: removed, it is added again as a non-voter",
 			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: []Member{{Ordinal: 0, Voter: true, Healthy: true, CaughtUp: true}, {Ordinal: 2, Voter: true, Healthy: true, CaughtUp: true}}, Leader: 0},
 			want: Step{kvv1.ActionAddNonVoter, 1}, keep: 3},
-		{name: "a voter lost its volume while another is down: removing it would leave 1 healthy of 2, Degraded",
-			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: []int{0, 1}, Members: down(lose(voters(3), 1), 2), Leader: 0},
+		{name: "a voter lost its volume while another is down and has not caught up: removing it would leave 1 healthy of 2, Degraded",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: []int{0, 1}, Members: lag(down(lose(voters(3), 1), 2), 1), Leader: 0},
 			keep: 3, blocked: true},
+		{name: "a voter lost its volume while another is down, and has caught up: admit it where it is",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: []int{0, 1}, Members: down(lose(voters(3), 1), 2), Leader: 0},
+			want: Step{kvv1.ActionAdmit, 1}, keep: 3},
+		{name: "two of three lost their volumes: no removal is safe, admit a caught-up one where it is",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: lag(lose(voters(3), 1, 2), 1), Leader: 0},
+			want: Step{kvv1.ActionAdmit, 2}, keep: 3},
+		{name: "3→2 with pod 1 lost: the removal of 2 waits, the lost 1 goes first",
+			o:    Observed{Voters: 2, Pods: 2, Current: 3, Bootstrapped: true, Running: ords(3), Members: lose(voters(3), 1), Leader: 0},
+			want: Step{kvv1.ActionRemove, 1}, keep: 3},
 		{name: "5 voters, two lost volumes: remove one at a time",
 			o:    Observed{Voters: 5, Pods: 5, Current: 5, Bootstrapped: true, Running: ords(5), Members: lose(voters(5), 1, 3), Leader: 0},
 			want: Step{kvv1.ActionRemove, 3}, keep: 5},
-		{name: "a member recorded under its IP gets its DNS name",
-			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: misaddress(voters(3), 0), Leader: 1},
+		{name: "a member recorded under an IP it no longer has gets its DNS name",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: down(misaddress(voters(3), 0), 0), Leader: 1},
 			want: Step{kvv1.ActionUpdateAddress, 0}, keep: 3},
+		{name: "a member recorded under its IP that still answers there: nothing to do yet",
+			o:    Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Members: misaddress(voters(3), 0), Leader: 1},
+			keep: 3},
 		{name: "5 voters to 3, pods kept, 0 and 1 down: demoting would leave 2 healthy of 4, wait",
 			o:    Observed{Voters: 3, Pods: 5, Current: 5, Bootstrapped: true, Running: []int{2, 3, 4}, Members: down(voters(5), 0, 1), Leader: 2},
 			keep: 5, blocked: true},

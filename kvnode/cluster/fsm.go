@@ -16,6 +16,8 @@ type fsm struct {
 	store *core.Store
 	// onMeta sees every metadata entry as it is applied, with its term.
 	onMeta func(key, value string, term uint64)
+	// onRestore runs after the store is replaced by a snapshot.
+	onRestore func()
 }
 
 var (
@@ -72,7 +74,13 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the store with a snapshot's contents.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer func() { _ = rc.Close() }()
-	return f.store.Restore(rc)
+	if err := f.store.Restore(rc); err != nil {
+		return err
+	}
+	if f.onRestore != nil {
+		f.onRestore()
+	}
+	return nil
 }
 
 type fsmSnapshot struct{ snap *core.Snapshot }

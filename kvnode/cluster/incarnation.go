@@ -130,6 +130,20 @@ func (v *volume) admit(term uint64) error {
 	return nil
 }
 
+// unadmit undoes an admission that nothing acted on (a bootstrap that
+// failed): the incarnation is pending again.
+func (v *volume) unadmit() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	next := v.inc
+	next.Admitted, next.VoteAfterTerm = false, 0
+	if err := v.save(next); err != nil {
+		return err
+	}
+	v.inc = next
+	return nil
+}
+
 // save writes inc durably: a temporary file, fsynced, renamed over the
 // old one, and the directory fsynced, so a crash leaves the old or the new.
 func (v *volume) save(inc incarnation) error {
@@ -200,6 +214,13 @@ func (n *Node) voteGuard(rpc raft.RPC) (any, error, bool) {
 			n.refusedVote(string(req.ID), req.Term, err)
 			return &raft.RequestPreVoteResponse{RPCHeader: n.rpcHeader(), Term: req.Term}, nil, true
 		}
+	case *raft.TimeoutNowRequest:
+		// A leadership transfer to a node that cannot be elected would only
+		// disrupt the cluster: its higher term deposes the leader, and then
+		// it cannot ask for votes. The transfer fails instead.
+		if err := n.mayCampaign(); err != nil {
+			return nil, err, true
+		}
 	}
 	return nil, nil, false
 }
@@ -226,6 +247,31 @@ func (n *Node) mayCampaign() error {
 	}
 	return nil
 }
+
+// restoredAdmission admits this node when a snapshot it installed
+// already holds its admission (the leader compacted the entry away before
+// this node received it). The snapshot carries no term, so the node's own
+// current term, which is at least the term of the leader that sent it and
+// so at least the entry's, bounds the terms it refuses to vote in.
+func (n *Node) restoredAdmission() {
+	inc := n.vol.get()
+	if inc.Admitted || n.store.Meta(metaAdmitKey(n.cfg.NodeID)) != inc.ID {
+		return
+	}
+	term, err := n.log.GetUint64([]byte(keyCurrentTerm))
+	if err == nil {
+		err = n.vol.admit(term)
+	}
+	if err != nil {
+		n.cfg.Logger.Error("recording admission failed", "error", err)
+		return
+	}
+	n.cfg.Logger.Info("admitted by a snapshot: this node votes again", "incarnation", inc.ID, "after-term", term)
+}
+
+// keyCurrentTerm is where hashicorp/raft keeps its current term in the
+// stable store (raft.go, keyCurrentTerm; not exported).
+const keyCurrentTerm = "CurrentTerm"
 
 // applyAdmission admits this node when an entry admits its incarnation.
 // It runs on raft's FSM goroutine as the entry is applied; term is the

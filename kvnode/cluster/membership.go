@@ -61,7 +61,12 @@ func (n *Node) Bootstrap() error {
 	if err := n.vol.admit(0); err != nil {
 		return err
 	}
-	return n.bootstrap()
+	if err := n.bootstrap(); err != nil {
+		// A leader's entries may have arrived since hasState looked: this
+		// node belongs to a cluster after all, on a volume not admitted.
+		return errors.Join(err, n.vol.unadmit())
+	}
+	return nil
 }
 
 // hasState reports whether the node belongs to a cluster: it holds Raft
@@ -309,16 +314,19 @@ func (n *Node) AddNonvoter(ctx context.Context, id, address, api string) error {
 }
 
 // Promote makes a non-voter a voter once it has caught up with the
-// leader's commit index (within Config.CatchUpLag entries).
+// leader's commit index (within Config.CatchUpLag entries). A member on a
+// new volume is admitted first; a voter on a new volume (one that lost its
+// volume and could not be removed safely) is admitted where it is, under
+// the same condition.
 func (n *Node) Promote(ctx context.Context, id string) error {
 	s, index, err := n.member(id)
 	if err != nil {
 		return err
 	}
-	if s.Suffrage == raft.Voter {
+	self, err := n.memberStatus(ctx, id, n.store.Meta(metaAPIKey(id)))
+	if s.Suffrage == raft.Voter && (err != nil || self.Incarnation == "" || self.Admitted) {
 		return nil
 	}
-	self, err := n.memberStatus(ctx, id, n.store.Meta(metaAPIKey(id)))
 	if err != nil {
 		return fmt.Errorf("%w: its status is unavailable: %v", ErrNotCaughtUp, err)
 	}
@@ -337,6 +345,9 @@ func (n *Node) Promote(ctx context.Context, id string) error {
 		if err := n.waitAdmitted(ctx, id); err != nil {
 			return err
 		}
+	}
+	if s.Suffrage == raft.Voter {
+		return nil
 	}
 	return n.raft.AddVoter(s.ID, s.Address, index, timeout(ctx)).Error()
 }

@@ -184,7 +184,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = n.closeStorage()
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: store, onMeta: n.applyAdmission}, cache, log, snaps, n.trans)
+	r, err := raft.NewRaft(rc, &fsm{store: store, onMeta: n.applyAdmission, onRestore: n.restoredAdmission}, cache, log, snaps, n.trans)
 	if err != nil {
 		_ = n.closeStorage()
 		return nil, err

@@ -225,3 +225,67 @@ func TestMemberAddressIsUpdated(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Two of three voters lose their volumes: no removal is safe (it would
+// leave a configuration without a healthy majority), so once they have
+// caught up they are admitted where they are (the operator's Admit, a
+// promotion of a voter). Then they elect a leader without the third.
+func TestLostVolumesAreAdmittedInPlace(t *testing.T) {
+	c := newCluster(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	leader := leaderOf(t, c)
+	acked := map[string]string{}
+	put := func(k, v string) {
+		t.Helper()
+		if code, body, err := kv(c, leader, "PUT", k, v, ""); err != nil || code != 201 {
+			t.Fatalf("PUT %s: %d %s %v", k, code, body, err)
+		}
+		acked[k] = v
+	}
+	put("before", "1")
+	var lost []*harness.Member
+	for _, m := range c.Members() {
+		if m == leader {
+			continue
+		}
+		m.Kill()
+		if err := m.WipeData(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lost = append(lost, m)
+	}
+	put("while-lost", "2") // pending members still store appended entries
+	for _, m := range lost {
+		promote := clusterapi.MemberPath(clusterapi.PathPromote, m.ID)
+		if err := harness.Retry(ctx, func() error { return c.AdminDo(ctx, leader, http.MethodPost, promote, nil, nil) }); err != nil {
+			t.Fatalf("admit %s: %v", m.ID, err)
+		}
+		if self, err := selfStatus(c, m); err != nil || !self.Admitted {
+			t.Fatalf("%s after its admission: %+v %v", m.ID, self, err)
+		}
+	}
+	leader.Kill()
+	for k, v := range acked {
+		err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
+			code, body, err := kv(c, lost[0], "GET", k, "", "")
+			switch {
+			case err != nil:
+				return err
+			case code == 503:
+				return fmt.Errorf("503 %s", body)
+			case code != 200 || body != v:
+				t.Fatalf("acknowledged %s=%s reads %d %q", k, v, code, body)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("the two admitted members serve no read: %v", err)
+		}
+	}
+}

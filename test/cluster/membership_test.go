@@ -241,11 +241,18 @@ func TestLostVolumeDoesNotBootstrapANewCluster(t *testing.T) {
 	if err := c.AdminDo(ctx, m, http.MethodPost, clusterapi.PathBootstrap, nil, nil); !errors.As(err, &aerr) || aerr.Status != 409 {
 		t.Fatalf("bootstrap on a member that lost its volume = %v, want 409", err)
 	}
-	// Its copy is complete: stale reads on it see every write.
-	for k, v := range acked {
-		if code, body, err := kv(c, m, "GET", k, "", "consistency=stale"); err != nil || code != 200 || body != v {
-			t.Fatalf("%s on the restored member: %d %q %v", k, code, body, err)
+	// Its copy becomes complete: stale reads on it see every write once it
+	// has caught up (the cluster ID above may come from the first entries).
+	err = harness.Retry(ctxFor(t, 30*time.Second), func() error {
+		for k, v := range acked {
+			if code, body, err := kv(c, m, "GET", k, "", "consistency=stale"); err != nil || code != 200 || body != v {
+				return fmt.Errorf("%s on the restored member: %d %q %v", k, code, body, err)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
 }
