@@ -83,10 +83,11 @@ type Member struct {
 	certDir  string
 	proxy    *Proxy
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	logs *bytes.Buffer
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	logs   *bytes.Buffer
+	paused bool
 }
 
 // New creates the cluster's CA and clients; members are added with Add.
@@ -302,12 +303,17 @@ func (m *Member) Stop() { m.stop(syscall.SIGTERM) }
 
 func (m *Member) stop(sig syscall.Signal) {
 	m.mu.Lock()
-	cmd, done := m.cmd, m.done
+	cmd, done, paused := m.cmd, m.done, m.paused
+	m.paused = false
 	m.mu.Unlock()
 	if cmd == nil {
 		return
 	}
 	cmd.Process.Signal(sig)
+	if paused {
+		// A stopped process acts on SIGTERM only once it runs again.
+		cmd.Process.Signal(syscall.SIGCONT)
+	}
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
@@ -317,6 +323,35 @@ func (m *Member) stop(sig syscall.Signal) {
 	m.mu.Lock()
 	m.cmd = nil
 	m.mu.Unlock()
+}
+
+// Pause stops the process with SIGSTOP: it keeps its sockets, and what
+// peers send it waits in its buffers, to be acted on at Resume, as after
+// a long garbage-collection pause or a frozen VM.
+func (m *Member) Pause() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil && !m.paused {
+		m.cmd.Process.Signal(syscall.SIGSTOP)
+		m.paused = true
+	}
+}
+
+// Resume continues a paused process with SIGCONT.
+func (m *Member) Resume() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil && m.paused {
+		m.cmd.Process.Signal(syscall.SIGCONT)
+		m.paused = false
+	}
+}
+
+// Paused reports whether the process is paused.
+func (m *Member) Paused() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.paused
 }
 
 // WipeData deletes the member's data directory (a lost volume).
@@ -357,6 +392,24 @@ func (c *Cluster) AdminDo(ctx context.Context, m *Member, method, path string, b
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// Transfer asks via (redirected to the leader) to hand leadership to the
+// member id, or to any voter when id is empty, and returns the status and
+// body of the answer, whatever the status.
+func (c *Cluster) Transfer(ctx context.Context, via *Member, id string) (int, string, error) {
+	b, _ := json.Marshal(clusterapi.TransferRequest{ID: id})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, via.API+clusterapi.PathLeader, bytes.NewReader(b))
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := c.Admin.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body)), err
 }
 
 // AdminError is a non-200 answer of the membership API.
@@ -444,7 +497,7 @@ func (c *Cluster) Info(ctx context.Context) (clusterapi.Cluster, error) {
 
 func (c *Cluster) anyRunning(not *Member) *Member {
 	for _, m := range c.Members() {
-		if m != not && m.Running() {
+		if m != not && m.Running() && !m.Paused() {
 			return m
 		}
 	}
