@@ -113,8 +113,12 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 	return fmt.Errorf("leader answered %d: %s", resp.StatusCode, msg)
 }
 
-func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+clusterapi.PathReadIndex, nil)
+func (n *Node) forwardReadIndex(ctx context.Context, api string, strict bool) (uint64, error) {
+	u := api + clusterapi.PathReadIndex
+	if strict {
+		u += "?" + clusterapi.QueryStrict + "=true"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -131,6 +135,9 @@ func (n *Node) forwardReadIndex(ctx context.Context, api string) (uint64, error)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return 0, fmt.Errorf("%w: leader: %v", core.ErrUnavailable, err)
+	}
+	if strict && !out.Strict {
+		return 0, fmt.Errorf("%w: the leader does not make quorum rounds on request (an older kvnode)", core.ErrUnavailable)
 	}
 	return out.Index, nil
 }

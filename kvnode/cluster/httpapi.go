@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gorilla/mux"
@@ -158,12 +159,20 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (h *handler) readIndex(w http.ResponseWriter, r *http.Request) {
-	index, err := h.n.ReadIndex(r.Context())
+	strict := false
+	if v := r.URL.Query().Get(clusterapi.QueryStrict); v != "" {
+		var err error
+		if strict, err = strconv.ParseBool(v); err != nil {
+			httpError(w, http.StatusBadRequest, clusterapi.QueryStrict+" must be true or false")
+			return
+		}
+	}
+	index, err := h.n.ReadIndex(r.Context(), strict)
 	if err != nil {
 		httpError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, clusterapi.ReadIndexResponse{Index: index})
+	writeJSON(w, http.StatusOK, clusterapi.ReadIndexResponse{Index: index, Strict: strict})
 }
 
 func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +230,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ErrNotCaughtUp), errors.Is(err, ErrAlreadyBootstrapped):
 		httpError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, context.DeadlineExceeded):
+		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, ErrTransferOutcomeUnknown), errors.Is(err, ErrTransferRefused):
 		w.Header().Set("Retry-After", "1")
 		httpError(w, http.StatusServiceUnavailable, err.Error())
 	default:

@@ -59,6 +59,11 @@ type Config struct {
 	// CatchUpLag is how many entries a non-voter may trail the leader's
 	// commit index and still be promoted.
 	CatchUpLag uint64
+	// ReadLease lets the leader answer linearizable reads without a quorum
+	// round for half a heartbeat timeout after one (see readLease). It
+	// assumes that the members' clocks run at rates within a factor of two
+	// of each other. Off, every linearizable read is strict.
+	ReadLease bool
 	// Fast shortens raft's timers for tests on loopback.
 	Fast bool
 }
@@ -73,18 +78,20 @@ type Node struct {
 	raft  *raft.Raft
 	trans raft.Transport
 
-	reads  *batcher // leadership confirmations, when this node leads
-	remote *batcher // read indexes fetched from the leader, when it does not
-	client *http.Client
+	rounds       *batcher // quorum rounds, when this node leads
+	remote       *batcher // read indexes fetched from the leader, when it does not
+	remoteStrict *batcher // the same, each from a quorum round of the leader
+	client       *http.Client
+	// running is n.raft once it exists, for the transport's goroutine.
+	running atomic.Pointer[raft.Raft]
 
-	// lease: after a quorum confirmed this node's leadership at time T, no
-	// other node can win an election before T + the followers' heartbeat
-	// timeout (they refuse votes while they hear from a leader), so reads
-	// until T + leaseFor need no new quorum round. Leadership transfers,
-	// which let a follower skip that wait, revoke the lease first.
-	leaseUntil atomic.Int64 // Unix nanoseconds; 0 = no lease
-	leaseFor   time.Duration
-	noLease    atomic.Int64 // no lease may be taken before this (a transfer runs)
+	// lease lets the leader skip the quorum round for half a heartbeat
+	// timeout after one (see readLease).
+	lease *readLease
+	// clock is the monotonic time since the node started; voteHold is how
+	// long after that it refuses votes (restartVoteGuard).
+	clock    func() time.Duration
+	voteHold time.Duration
 
 	// logScan guards what clusterID found in the log: the ID, once found,
 	// and the last index it looked at.
@@ -92,11 +99,14 @@ type Node struct {
 	loggedID string
 	scanned  uint64
 
-	mu      sync.Mutex
-	ready   chan struct{} // closed once the leader's fence for readyTerm committed
-	isReady atomic.Bool
-	closed  chan struct{}
-	wg      sync.WaitGroup
+	mu sync.Mutex
+	// readyTerm is the term whose leader's fence (watchLeadership) this
+	// node committed, as long as it leads in it; 0 otherwise. readyChanged
+	// is closed, and replaced, whenever it changes.
+	readyTerm    atomic.Uint64
+	readyChanged chan struct{}
+	closed       chan struct{}
+	wg           sync.WaitGroup
 }
 
 // Open starts raft on the data directory and returns the running node.
@@ -110,6 +120,9 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
+	// Votes are refused for a while from here on, before any peer can reach
+	// this process (restartVoteGuard).
+	clock := monotonicClock()
 	// The log is opened first and closed last (closeStorage) because it
 	// holds the flock that makes the data directory this process's: a
 	// second kvnode on the same directory fails here, before it touches the
@@ -142,8 +155,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, ready: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient}
-	n.trans = newGuardedTransport(trans, n.mayCampaign, n.guards()...)
+	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock}
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
@@ -176,8 +188,16 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
-	// Half the shortest time a follower waits before it stands for election.
-	n.leaseFor = rc.HeartbeatTimeout / 2
+	// The lease lasts half the shortest time after which a follower that
+	// heard from this leader stands for election or votes for another, so
+	// that the clocks' rates may differ by up to a factor of two.
+	leaseFor := rc.HeartbeatTimeout / 2
+	if !cfg.ReadLease {
+		leaseFor = 0
+	}
+	n.lease = newReadLease(leaseFor, clock)
+	n.voteHold = rc.HeartbeatTimeout
+	n.trans = newGuardedTransport(trans, n.mayCampaign, n, n.guards()...)
 
 	cache, err := raft.NewLogCache(4096, log)
 	if err != nil {
@@ -190,8 +210,10 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		return nil, err
 	}
 	n.raft = r
-	n.reads = newBatcher(n.confirmLeadership)
-	n.remote = newBatcher(n.leaderReadIndex)
+	n.running.Store(r)
+	n.rounds = newBatcher(n.quorumRound)
+	n.remote = newBatcher(func(ctx context.Context) (uint64, error) { return n.leaderReadIndex(ctx, false) })
+	n.remoteStrict = newBatcher(func(ctx context.Context) (uint64, error) { return n.leaderReadIndex(ctx, true) })
 	if cfg.Bootstrap && !hasState {
 		if err := n.bootstrap(); err != nil {
 			_ = n.Shutdown()
@@ -206,6 +228,8 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 // watchLeadership commits a fence entry whenever this node becomes leader.
 // Until the fence of its term commits, a new leader's commit index may not
 // cover what the previous leader committed, so linearizable reads wait.
+// Readiness carries the term the fence committed in: a read checks it
+// against raft's current term.
 func (n *Node) watchLeadership(notify <-chan bool) {
 	defer n.wg.Done()
 	for {
@@ -213,7 +237,7 @@ func (n *Node) watchLeadership(notify <-chan bool) {
 		case <-n.closed:
 			return
 		case leader := <-notify:
-			n.setReady(false)
+			n.setReady(0)
 			if !leader {
 				continue
 			}
@@ -223,32 +247,50 @@ func (n *Node) watchLeadership(notify <-chan bool) {
 				continue
 			}
 			if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
-				n.setReady(true)
+				n.setReady(term)
 				n.recordMetadata()
 			}
 		}
 	}
 }
 
-func (n *Node) setReady(ready bool) {
-	n.revokeLease(0)
+// setReady records that the fence of term committed (0: not ready, and
+// the lease ends).
+func (n *Node) setReady(term uint64) {
+	if term == 0 {
+		n.lease.revoke()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ready == n.isReady.Load() {
+	if n.readyTerm.Load() == term {
 		return
 	}
-	n.isReady.Store(ready)
-	if ready {
-		close(n.ready)
-	} else {
-		n.ready = make(chan struct{})
-	}
+	n.readyTerm.Store(term)
+	close(n.readyChanged)
+	n.readyChanged = make(chan struct{})
 }
 
-func (n *Node) readyCh() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.ready
+// awaitReady waits until this node's fence committed in term, in which it
+// must lead.
+func (n *Node) awaitReady(ctx context.Context, term uint64) error {
+	for {
+		n.mu.Lock()
+		changed := n.readyChanged
+		n.mu.Unlock()
+		if n.readyTerm.Load() == term {
+			return nil
+		}
+		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+			return core.ErrNotLeader
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the new leader has not committed its first entry", core.ErrUnavailable)
+		case <-n.closed:
+			return core.ErrUnavailable
+		}
+	}
 }
 
 // Propose implements core.Replicator. On a follower the event is
@@ -315,18 +357,22 @@ func (n *Node) apply(ctx context.Context, cmd []byte) error {
 }
 
 // ReadBarrier implements core.Replicator with a read index: the leader
-// notes its commit index and confirms with a quorum that it still leads
-// (one round shared by all reads that arrive together); a follower asks
-// the leader for that index. Then the node waits until its store has
-// applied the index.
-func (n *Node) ReadBarrier(ctx context.Context) error {
+// takes an index that covers every write acknowledged before the call
+// (ReadIndex); a follower asks the leader for one. Then the node waits
+// until its store has applied the index. A strict read, and every read
+// when the lease is off, makes the leader run a quorum round.
+func (n *Node) ReadBarrier(ctx context.Context, c core.Consistency) error {
+	strict := c == core.Strict || !n.cfg.ReadLease
 	index, err := untilLeader(ctx, n, func() (uint64, error) {
 		api, _, err := n.leaderAPI()
 		if err != nil {
 			return 0, err
 		}
-		if api == "" {
-			return n.reads.confirm(ctx)
+		switch {
+		case api == "":
+			return n.ReadIndex(ctx, strict)
+		case strict:
+			return n.remoteStrict.confirm(ctx)
 		}
 		return n.remote.confirm(ctx)
 	})
@@ -336,58 +382,69 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	return n.store.WaitApplied(ctx, index)
 }
 
-// ReadIndex returns a commit index confirmed by a quorum. Only the leader
-// answers; followers call it through /v1/internal/readindex.
-func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
-	return n.reads.confirm(ctx)
+// ReadIndex returns an index that covers every write acknowledged
+// anywhere before the call. Only the leader answers; followers call it
+// through /v1/internal/readindex. While the read lease holds it is the
+// commit index; otherwise, and always when strict, a quorum round's
+// (shared by every read that arrives while the round before it runs).
+func (n *Node) ReadIndex(ctx context.Context, strict bool) (uint64, error) {
+	if !strict {
+		if index, ok := n.leaseIndex(); ok {
+			return index, nil
+		}
+	}
+	return n.rounds.confirm(ctx)
 }
 
-func (n *Node) confirmLeadership(ctx context.Context) (uint64, error) {
+// leaseIndex returns the commit index if the read lease holds.
+func (n *Node) leaseIndex() (uint64, bool) {
+	if n.raft.State() != raft.Leader {
+		return 0, false
+	}
+	term := n.raft.CurrentTerm()
+	if n.readyTerm.Load() != term {
+		return 0, false
+	}
+	// The index is read before the lease is checked: while the lease holds
+	// no other member leads, so every acknowledged write is at or below it.
+	index := n.raft.CommitIndex()
+	if !n.lease.holds(term) {
+		return 0, false
+	}
+	return index, true
+}
+
+// quorumRound proves that this node still led after the round started: it
+// commits an empty entry, appended after the start, in the term it leads
+// in. Raft counts only voters' acknowledgements towards a commit, and a
+// voter acknowledges only an AppendEntries that carries the entry, sent
+// after the start: no earlier answer still in flight (after a pause of
+// this process, say) and no non-voter can confirm it, as they could
+// confirm raft's VerifyLeader. The entry's index covers every write
+// acknowledged before the start, by this leader or any earlier one, and
+// no later leader can have committed anything before the start (a voter
+// of its quorum would have refused the entry). The round renews the read
+// lease from its start.
+func (n *Node) quorumRound(ctx context.Context) (uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return 0, core.ErrNotLeader
 	}
-	if !n.isReady.Load() {
-		select {
-		case <-n.readyCh():
-		case <-ctx.Done():
-			return 0, fmt.Errorf("%w: the new leader has not committed its first entry", core.ErrUnavailable)
-		case <-n.closed:
-			return 0, core.ErrUnavailable
-		}
+	term := n.raft.CurrentTerm()
+	if err := n.awaitReady(ctx, term); err != nil {
+		return 0, err
 	}
-	// The index is read before leadership is confirmed: the read-index rule.
-	start := time.Now()
-	index := n.raft.CommitIndex()
-	if start.UnixNano() < n.leaseUntil.Load() {
-		return index, nil
+	ticket := n.lease.begin()
+	f := n.raft.Apply(nil, timeout(ctx))
+	if err := waitFuture(ctx, f); err != nil {
+		return 0, fmt.Errorf("%w: confirming leadership: %v", core.ErrUnavailable, err)
 	}
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return 0, fmt.Errorf("%w: %v", core.ErrUnavailable, err)
+	if n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
+		n.lease.renew(ticket, term)
 	}
-	if start.UnixNano() >= n.noLease.Load() && n.isReady.Load() {
-		n.leaseUntil.Store(start.Add(n.leaseFor).UnixNano())
-	}
-	return index, nil
+	return f.Index(), nil
 }
 
-// revokeLease ends the read lease and, for d > 0, refuses new ones for d
-// (a leadership transfer lets the target win an election at once).
-func (n *Node) revokeLease(d time.Duration) {
-	if d > 0 {
-		n.noLease.Store(time.Now().Add(d).UnixNano())
-	}
-	n.leaseUntil.Store(0)
-}
-
-// transfer hands leadership over, with the read lease revoked first.
-func (n *Node) transfer(f func() raft.Future) error {
-	n.revokeLease(10 * time.Second)
-	err := f().Error()
-	n.noLease.Store(time.Now().Add(2 * n.leaseFor).UnixNano())
-	return err
-}
-
-func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+func (n *Node) leaderReadIndex(ctx context.Context, strict bool) (uint64, error) {
 	api, _, err := n.leaderAPI()
 	if err != nil {
 		return 0, err
@@ -395,7 +452,7 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 	if api == "" {
 		return 0, core.ErrNotLeader // leadership moved here; the caller retries
 	}
-	return n.forwardReadIndex(ctx, api)
+	return n.forwardReadIndex(ctx, api, strict)
 }
 
 // waitFuture waits for f without outliving ctx.

@@ -47,11 +47,17 @@ const (
 	PathInternal = "/v1/internal/"
 	// PathStatus: GET answers this node's NodeStatus.
 	PathStatus = PathInternal + "status"
-	// PathReadIndex: GET on the leader answers a ReadIndexResponse.
+	// PathReadIndex: GET on the leader answers a ReadIndexResponse; with
+	// QueryStrict=true the leader makes a fresh quorum round, also while it
+	// holds a read lease.
 	PathReadIndex = PathInternal + "readindex"
 	// PathPropose: POST on the leader applies an encoded event.
 	PathPropose = PathInternal + "propose"
 )
+
+// QueryStrict is the query parameter of PathReadIndex that asks for a
+// quorum round.
+const QueryStrict = "strict"
 
 // MemberPath fills the member ID into PathMember, PathPromote or PathDemote.
 func MemberPath(path, id string) string { return strings.Replace(path, "{id}", id, 1) }
@@ -169,10 +175,13 @@ type Result struct {
 	Result string `json:"result"`
 }
 
-// ReadIndexResponse is the answer of GET PathReadIndex: a commit index the
-// leader confirmed with a quorum.
+// ReadIndexResponse is the answer of GET PathReadIndex: an index that
+// covers every write acknowledged before the leader received the request.
 type ReadIndexResponse struct {
 	Index uint64 `json:"index"`
+	// Strict: the index comes from a quorum round the leader started after
+	// the request arrived (QueryStrict), not from its read lease.
+	Strict bool `json:"strict,omitempty"`
 }
 
 // Modes of kvnode's --bootstrap flag (KV_BOOTSTRAP): when a node whose data

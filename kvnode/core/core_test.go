@@ -27,7 +27,7 @@ func (r *localReplicator) Propose(_ context.Context, e Event) error {
 	return nil
 }
 
-func (r *localReplicator) ReadBarrier(context.Context) error { return nil }
+func (r *localReplicator) ReadBarrier(context.Context, Consistency) error { return nil }
 
 func newService(t *testing.T) (*Service, *Store) {
 	t.Helper()

@@ -16,7 +16,8 @@ type Replicator interface {
 	Propose(ctx context.Context, e Event) error
 	// ReadBarrier returns once the local Store reflects every write that was
 	// committed anywhere before the call: reads after it are linearizable.
-	ReadBarrier(ctx context.Context) error
+	// c is Linearizable or Strict.
+	ReadBarrier(ctx context.Context, c Consistency) error
 }
 
 // Consistency selects how fresh a read must be.
@@ -24,9 +25,14 @@ type Consistency int
 
 const (
 	// Linearizable reads see every write acknowledged before they started.
+	// The leader may prove that it still leads with its read lease, which
+	// relies on bounded clock rates, instead of a quorum round.
 	Linearizable Consistency = iota
 	// Stale reads return this node's copy, which may lag the leader.
 	Stale
+	// Strict reads are linearizable reads for which the leader always
+	// makes a quorum round, never the lease: they rely on no clock.
+	Strict
 )
 
 // Limits bound what a client may store, so that one request cannot fill
@@ -145,5 +151,5 @@ func (s *Service) barrier(ctx context.Context, c Consistency) error {
 	if c == Stale {
 		return nil
 	}
-	return s.repl.ReadBarrier(ctx)
+	return s.repl.ReadBarrier(ctx, c)
 }

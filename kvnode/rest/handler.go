@@ -184,10 +184,12 @@ func consistency(r *http.Request) (core.Consistency, error) {
 	switch v := r.URL.Query().Get("consistency"); v {
 	case "", "linearizable":
 		return core.Linearizable, nil
+	case "strict":
+		return core.Strict, nil
 	case "stale":
 		return core.Stale, nil
 	default:
-		return 0, fmt.Errorf("consistency must be linearizable or stale, not %q", v)
+		return 0, fmt.Errorf("consistency must be linearizable (the default), strict or stale, not %q", v)
 	}
 }
 
