@@ -87,6 +87,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		Bootstrap:         bootstrap,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
+		ReadLease:         cfg.ReadLease,
 		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
 		LogObserver:       m,
 		Logger:            cluster.SlogLogger(logger, "raft"),
