@@ -184,7 +184,14 @@ func (c *Client) Execute(ctx context.Context, s Step, via int) error {
 	case kvv1.ActionDemote:
 		return c.post(ctx, via, clusterapi.MemberPath(clusterapi.PathDemote, name), nil)
 	case kvv1.ActionTransfer:
-		return c.post(ctx, via, clusterapi.PathLeader, clusterapi.TransferRequest{})
+		err := c.post(ctx, via, clusterapi.PathLeader, clusterapi.TransferRequest{})
+		var he *HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusAccepted {
+			// clusterapi.TransferUnknown: not done, but it may still happen;
+			// the next reconcile observes who leads.
+			return fmt.Errorf("leadership transfer outcome unknown, it may still take effect: %w", err)
+		}
+		return err
 	case kvv1.ActionRemove:
 		return c.do(ctx, via, http.MethodDelete, clusterapi.MemberPath(clusterapi.PathMember, name), nil, nil)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/hashicorp/raft"
@@ -27,7 +28,7 @@ import (
 //	POST   /v1/cluster/members/{id}/promote     non-voter to voter, once caught up (409 before)
 //	POST   /v1/cluster/members/{id}/demote      voter to non-voter
 //	DELETE /v1/cluster/members/{id}             remove
-//	POST   /v1/cluster/leader                   {"id"}: transfer leadership (to any voter when id is empty)
+//	POST   /v1/cluster/leader                   {"id"}: transfer leadership (to any voter when id is empty); 200 done, 202 outcome unknown
 //	POST   /v1/cluster/snapshot                 take a snapshot now and compact the log
 //
 // Every call is idempotent. Changes are made by the leader: another node
@@ -138,12 +139,17 @@ func (h *handler) transfer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := h.n.TransferLeadership(r.Context(), req.ID); err != nil {
+	err := h.n.TransferLeadership(r.Context(), req.ID)
+	switch {
+	case errors.Is(err, ErrTransferOutcomeUnknown):
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusAccepted, clusterapi.TransferResult{Outcome: clusterapi.TransferUnknown, Message: err.Error()})
+	case err != nil:
 		h.fail(w, r, err)
-		return
+	default:
+		// Name the new leader once it is known.
+		writeJSON(w, http.StatusOK, clusterapi.TransferResult{Outcome: clusterapi.TransferDone, Leader: h.n.awaitLeader(2 * time.Second)})
 	}
-	_, leader := h.n.raft.LeaderWithID()
-	writeJSON(w, http.StatusOK, clusterapi.Result{Result: "ok", Leader: string(leader)})
 }
 
 func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
@@ -227,7 +233,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		httpError(w, http.StatusServiceUnavailable, "no leader is known yet")
 	case errors.Is(err, ErrNoSuchMember):
 		httpError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrNotCaughtUp), errors.Is(err, ErrAlreadyBootstrapped):
+	case errors.Is(err, ErrNotCaughtUp), errors.Is(err, ErrAlreadyBootstrapped),
+		errors.Is(err, ErrNoTransferTarget), errors.Is(err, ErrTargetNotVoter):
 		httpError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, context.DeadlineExceeded),

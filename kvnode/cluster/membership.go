@@ -410,7 +410,9 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 }
 
 // TransferLeadership hands leadership to the voter id, or to any voter
-// when id is empty. If id already leads, nothing changes.
+// when id is empty. If id already leads, nothing changes. nil means this
+// node no longer leads; ErrTransferOutcomeUnknown that the transfer may
+// still take effect (see transfer).
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if _, leader := n.raft.LeaderWithID(); id != "" && string(leader) == id {
 		return nil
@@ -419,6 +421,9 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		return err
 	}
 	if id == "" {
+		if n.voters() < 2 {
+			return ErrNoTransferTarget
+		}
 		return n.transfer(n.raft.LeadershipTransfer)
 	}
 	s, ok, _, err := n.server(id)
@@ -427,6 +432,9 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	}
 	if !ok {
 		return ErrNoSuchMember
+	}
+	if s.Suffrage != raft.Voter {
+		return ErrTargetNotVoter
 	}
 	return n.transfer(func() raft.Future { return n.raft.LeadershipTransferToServer(s.ID, s.Address) })
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -21,6 +22,10 @@ var (
 	// ErrTransferRefused: the target refused the transfer's TimeoutNow
 	// (it is in another term now); nothing changed.
 	ErrTransferRefused = errors.New("the target refused the leadership transfer")
+	// ErrNoTransferTarget: there is no voter to hand leadership to.
+	ErrNoTransferTarget = errors.New("no other voter to hand leadership to")
+	// ErrTargetNotVoter: only a voter can lead.
+	ErrTargetNotVoter = errors.New("the member is not a voter; only a voter can lead")
 )
 
 // transfer hands leadership over. The read lease ends before the transfer
@@ -155,3 +160,14 @@ func (n *Node) currentTerm() uint64 {
 // transferTerm is the term the latest transfer started in, the label of
 // the TimeoutNow messages this node sends.
 func (n *Node) transferTerm() uint64 { return n.lease.transferTerm() }
+
+// awaitLeader waits up to d for a leader to be known, and returns its ID.
+func (n *Node) awaitLeader(d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for {
+		if _, id := n.raft.LeaderWithID(); id != "" || time.Now().After(deadline) {
+			return string(id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

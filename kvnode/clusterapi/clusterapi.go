@@ -31,7 +31,9 @@ const (
 	PathPromote = PathMember + "/promote"
 	// PathDemote: POST makes a voter a non-voter.
 	PathDemote = PathMember + "/demote"
-	// PathLeader: POST with a TransferRequest hands leadership over.
+	// PathLeader: POST with a TransferRequest hands leadership over and
+	// answers a TransferResult: 200 when it is done, 202 when its outcome
+	// is unknown (it may still take effect).
 	PathLeader = PathCluster + "/leader"
 	// PathSnapshot: POST takes a snapshot and compacts the log.
 	PathSnapshot = PathCluster + "/snapshot"
@@ -168,12 +170,34 @@ type TransferRequest struct {
 }
 
 // Result is the answer of a successful change: what was done, and to
-// which member (or which member leads now, after a transfer).
+// which member.
 type Result struct {
 	ID     string `json:"id,omitempty"`
 	Leader string `json:"leader,omitempty"`
 	Result string `json:"result"`
 }
+
+// TransferResult is the answer of POST PathLeader.
+type TransferResult struct {
+	// Outcome is TransferDone (status 200) or TransferUnknown (202).
+	Outcome string `json:"outcome"`
+	// Leader is the member that leads now, once known (TransferDone).
+	Leader  string `json:"leader,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Outcomes of a leadership transfer. A transfer that certainly did not
+// happen is an error (not the leader, no such voter, refused by the
+// target, another transfer running).
+const (
+	// TransferDone: the node that was asked no longer leads.
+	TransferDone = "done"
+	// TransferUnknown: the transfer did not complete in time, but its
+	// target may have been told to stand for election and may still do
+	// so, at any later time (it may be paused, or the message delayed).
+	// Observe the leader before acting on either outcome.
+	TransferUnknown = "unknown"
+)
 
 // ReadIndexResponse is the answer of GET PathReadIndex: an index that
 // covers every write acknowledged before the leader received the request.
