@@ -207,3 +207,51 @@ func TestShedRefusesOverTheBound(t *testing.T) {
 		t.Fatalf("second request: %d Retry-After=%q %q", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 }
+
+// consistencyKV records the consistency each read asks for.
+type consistencyKV struct{ got []core.Consistency }
+
+func (k *consistencyKV) Put(context.Context, string, []byte) error { return nil }
+func (k *consistencyKV) Delete(context.Context, string) error      { return nil }
+func (k *consistencyKV) Limits() core.Limits                       { return core.DefaultLimits }
+func (k *consistencyKV) Get(_ context.Context, _ string, c core.Consistency) ([]byte, error) {
+	k.got = append(k.got, c)
+	return []byte("v"), nil
+}
+func (k *consistencyKV) List(_ context.Context, _, _ string, _ int, c core.Consistency) ([]string, string, error) {
+	k.got = append(k.got, c)
+	return nil, "", nil
+}
+
+// ?consistency= takes linearizable (the default), strict or stale, on a
+// key and on the key list; anything else is a 400 that names the three.
+func TestConsistencyParameter(t *testing.T) {
+	kv := &consistencyKV{}
+	srv := httptest.NewServer(rest.NewRouter(kv, nil))
+	t.Cleanup(srv.Close)
+	for _, c := range []struct {
+		query string
+		want  core.Consistency
+	}{
+		{"", core.Linearizable},
+		{"?consistency=linearizable", core.Linearizable},
+		{"?consistency=strict", core.Strict},
+		{"?consistency=stale", core.Stale},
+	} {
+		for _, path := range []string{"/v1/key/k", "/v1/keys"} {
+			kv.got = nil
+			do(t, srv, call{method: "GET", path: path + c.query, status: 200})
+			if len(kv.got) != 1 || kv.got[0] != c.want {
+				t.Errorf("GET %s%s asked for consistency %v, want %v", path, c.query, kv.got, c.want)
+			}
+		}
+	}
+	for _, path := range []string{"/v1/key/k", "/v1/keys"} {
+		kv.got = nil
+		do(t, srv, call{method: "GET", path: path + "?consistency=serializable", status: 400,
+			respBody: "consistency must be linearizable (the default), strict or stale, not \"serializable\"\n"})
+		if len(kv.got) != 0 {
+			t.Errorf("GET %s with a bad consistency reached the store", path)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -306,4 +307,53 @@ func TestTransferAnswerSaysWhatHappened(t *testing.T) {
 		t.Fatalf("transfer to a member that does not exist: %d %s", code, body)
 	}
 	stableLeader(t, c)
+}
+
+// ?consistency=strict makes the leader run a quorum round for a read, also
+// one a follower forwards, even while its read lease holds; linearizable
+// reads within the lease do not.
+func TestStrictReadsThroughAFollower(t *testing.T) {
+	c := newCluster(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
+	leader := stableLeader(t, c)
+	var follower *harness.Member
+	for _, m := range c.Members() {
+		if m != leader {
+			follower = m
+		}
+	}
+	if code, _, err := kv(c, follower, "PUT", "k", "v", ""); err != nil || code != 201 {
+		t.Fatalf("PUT: %d %v", code, err)
+	}
+	lastIndex := func() uint64 {
+		var s clusterapi.NodeStatus
+		if err := getJSON(c, leader, clusterapi.PathStatus, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.LastIndex
+	}
+	reads := func(query string) uint64 {
+		before := lastIndex()
+		for i := 0; i < 10; i++ {
+			if code, body, err := kv(c, follower, "GET", "k", "", query); err != nil || code != 200 || body != "v" {
+				t.Fatalf("GET ?%s on a follower: %d %q %v", query, code, body, err)
+			}
+		}
+		return lastIndex() - before
+	}
+	if rounds := reads("consistency=strict"); rounds < 10 {
+		t.Fatalf("10 strict reads through a follower made %d quorum rounds", rounds)
+	}
+	// The lease lasts 250ms; ten reads on loopback take a fraction of it,
+	// so at most a couple of rounds renew it.
+	if rounds := reads(""); rounds > 3 {
+		t.Fatalf("10 linearizable reads through a follower made %d quorum rounds: no lease?", rounds)
+	}
+	if code, body, _ := kv(c, follower, "GET", "k", "", "consistency=sequential"); code != 400 || !strings.Contains(body, "linearizable (the default), strict or stale") {
+		t.Fatalf("a bad consistency: %d %q", code, body)
+	}
 }
