@@ -116,8 +116,10 @@ func linDuration(t *testing.T) time.Duration {
 }
 
 // Concurrent clients put, get and delete a few keys through random members
-// while members are killed and restarted, leadership moves, and members
-// are cut off from their peers. The recorded history must be linearizable
+// while members are killed and restarted, leadership moves, members are
+// cut off from their peers, the leader is paused, and leadership is handed
+// to a paused member that acts on it when it resumes, cut off from the
+// old leader. The recorded history must be linearizable
 // (porcupine), final reads included: an acknowledged write that is missing
 // at the end makes it fail.
 func TestLinearizableUnderFaults(t *testing.T) {
@@ -189,6 +191,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 
 	// Heal everything and read every key once more, linearizably.
 	for _, m := range c.Members() {
+		m.Resume()
 		m.Proxy().Heal()
 		if !m.Running() {
 			if err := m.Start(); err != nil {
@@ -265,9 +268,9 @@ func runFaults(t *testing.T, c *harness.Cluster, seed int64, duration time.Durat
 		pause()
 		members := c.Members()
 		victim := members[rng.Intn(len(members))]
-		kinds := []string{"kill", "kill leader", "restart", "transfer leadership", "partition", "partition leader", "lost volume", "restart during membership change"}
+		kinds := []string{"kill", "kill leader", "restart", "transfer leadership", "partition", "partition leader", "lost volume", "restart during membership change", "pause leader", "pause transfer target"}
 		kind := kinds[rng.Intn(len(kinds))]
-		if kind == "kill leader" || kind == "partition leader" {
+		if kind == "kill leader" || kind == "partition leader" || kind == "pause leader" {
 			if l := leader(); l != nil {
 				victim = l
 			}
@@ -291,6 +294,36 @@ func runFaults(t *testing.T, c *harness.Cluster, seed int64, duration time.Durat
 			restartDuringMembershipChange(t, c, victim, members[rng.Intn(len(members))], pause)
 		case "transfer leadership":
 			_ = c.AdminDo(ctx, victim, http.MethodPost, clusterapi.PathLeader, nil, nil)
+		case "pause leader":
+			// SIGSTOP: its sockets stay open and what it is sent waits, so
+			// that it acts on stale answers and requests when it resumes.
+			victim.Pause()
+			pause()
+			victim.Resume()
+		case "pause transfer target":
+			// A transfer to a paused follower, which acts on the TimeoutNow
+			// when it resumes, cut off from the old leader (and, half the
+			// time, the old leader from it).
+			old := leader()
+			if old == nil {
+				break
+			}
+			target := members[rng.Intn(len(members))]
+			if target == old {
+				target = members[(target.Index+1)%len(members)]
+			}
+			both := rng.Intn(2) == 0
+			target.Pause()
+			_, _, _ = c.Transfer(ctx, old, target.ID)
+			target.Proxy().Cut(old.Index)
+			if both {
+				old.Proxy().Cut(target.Index)
+			}
+			pause()
+			target.Resume()
+			pause()
+			target.Proxy().Heal()
+			old.Proxy().Heal()
 		case "partition", "partition leader":
 			victim.Proxy().Cut()
 			for _, o := range members {
