@@ -104,11 +104,16 @@ func openCluster(t *testing.T, voters, nonVoters int, lease bool) []*Node {
 		if err := add(raft.ServerID(n.cfg.NodeID), n.trans.LocalAddr(), 0, 5*time.Second).Error(); err != nil {
 			t.Fatal(err)
 		}
+		// Admit its volume, as Promote does, so that it votes.
+		cmd, _ := core.Event{Type: core.EventMeta, Key: metaAdmitKey(n.cfg.NodeID), Value: []byte(n.vol.get().ID)}.MarshalBinary()
+		if err := l.apply(context.Background(), cmd); err != nil {
+			t.Fatal(err)
+		}
 	}
 	testutil.Eventually(t, 10*time.Second, "every member caught up", func() error {
 		for _, n := range nodes {
-			if n.raft.LastIndex() != l.raft.LastIndex() {
-				return fmt.Errorf("%s has %d entries, the leader %d", n.cfg.NodeID, n.raft.LastIndex(), l.raft.LastIndex())
+			if n.raft.LastIndex() != l.raft.LastIndex() || !n.vol.get().Admitted {
+				return fmt.Errorf("%s has %d entries, the leader %d; admitted: %v", n.cfg.NodeID, n.raft.LastIndex(), l.raft.LastIndex(), n.vol.get().Admitted)
 			}
 		}
 		return nil
@@ -298,8 +303,16 @@ func TestRestartedNodeHoldsItsVotes(t *testing.T) {
 		rpc  raft.RPC
 		held bool
 	}{{"vote", vote, true}, {"pre-vote", preVote, true}, {"transfer's vote", transfer, false}, {"AppendEntries", appendEntries, false}} {
-		if _, err, handled := n.restartVoteGuard(c.rpc); handled != c.held || (err != nil) != c.held {
-			t.Errorf("%s right after the start: handled %v, %v", c.name, handled, err)
+		resp, err, handled := n.restartVoteGuard(c.rpc)
+		granted := true
+		switch r := resp.(type) {
+		case *raft.RequestVoteResponse:
+			granted = r.Granted
+		case *raft.RequestPreVoteResponse:
+			granted = r.Granted
+		}
+		if handled != c.held || err != nil || (handled && granted) {
+			t.Errorf("%s right after the start: handled %v, answer %+v, %v", c.name, handled, resp, err)
 		}
 	}
 	time.Sleep(n.voteHold)

@@ -136,16 +136,20 @@ func (n *Node) restartVoteGuard(rpc raft.RPC) (any, error, bool) {
 	if n.clock() >= n.voteHold {
 		return nil, nil, false
 	}
+	why := fmt.Errorf("no votes for %v after a start: a leader may have been heard from just before", n.voteHold)
+	// Refused as voteGuard refuses: with the candidate's own term.
 	switch req := rpc.Command.(type) {
 	case *raft.RequestVoteRequest:
 		if req.LeadershipTransfer {
 			return nil, nil, false
 		}
+		n.refusedVote(string(req.ID), req.Term, why)
+		return &raft.RequestVoteResponse{RPCHeader: n.rpcHeader(), Term: req.Term}, nil, true
 	case *raft.RequestPreVoteRequest:
-	default:
-		return nil, nil, false
+		n.refusedVote(string(req.ID), req.Term, why)
+		return &raft.RequestPreVoteResponse{RPCHeader: n.rpcHeader(), Term: req.Term}, nil, true
 	}
-	return nil, fmt.Errorf("cluster: no votes for %v after a start: a leader may have been heard from just before", n.voteHold), true
+	return nil, nil, false
 }
 
 // currentTerm is raft's current term, 0 before raft runs; the transport's
