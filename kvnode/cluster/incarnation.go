@@ -219,7 +219,7 @@ func (n *Node) voteGuard(rpc raft.RPC) (any, error, bool) {
 		// disrupt the cluster: its higher term deposes the leader, and then
 		// it cannot ask for votes. The transfer fails instead.
 		if err := n.mayCampaign(); err != nil {
-			return nil, err, true
+			return nil, fmt.Errorf("cluster: %s: %v", timeoutNowRefused, err), true
 		}
 	}
 	return nil, nil, false

@@ -393,7 +393,7 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 	}
 	if ok {
 		if id == n.cfg.NodeID {
-			if err := n.transfer(n.raft.LeadershipTransfer); err != nil {
+			if err := n.transferToAny(ctx); err != nil {
 				return fmt.Errorf("hand over leadership before leaving: %w", err)
 			}
 			return core.ErrNotLeader // the caller retries on the new leader
@@ -424,7 +424,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		if n.voters() < 2 {
 			return ErrNoTransferTarget
 		}
-		return n.transfer(n.raft.LeadershipTransfer)
+		return n.transferToAny(ctx)
 	}
 	s, ok, _, err := n.server(id)
 	if err != nil {

@@ -539,7 +539,9 @@ func (n *Node) Shutdown() error {
 // answers, instead of failing against a closed listener.
 func (n *Node) HandOver() {
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
-		if err := n.transfer(n.raft.LeadershipTransfer); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := n.transferToAny(ctx); err != nil {
 			n.cfg.Logger.Warn("leadership transfer on shutdown failed", "error", err)
 		}
 	}

@@ -2,14 +2,17 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 )
 
@@ -174,4 +177,54 @@ func (n *Node) awaitLeader(d time.Duration) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// transferToAny hands leadership to the voter best placed to win: one that
+// is admitted (a member on a new volume refuses the TimeoutNow and cannot
+// be elected) and ready, with the highest applied index. raft's own choice
+// (the highest next index) knows nothing of admission. When no member's
+// status says so, raft chooses.
+func (n *Node) transferToAny(ctx context.Context) error {
+	if s, ok := n.transferTarget(ctx); ok {
+		return n.transfer(func() raft.Future { return n.raft.LeadershipTransferToServer(s.ID, s.Address) })
+	}
+	return n.transfer(n.raft.LeadershipTransfer)
+}
+
+func (n *Node) transferTarget(ctx context.Context) (raft.Server, bool) {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return raft.Server{}, false
+	}
+	var voters []raft.Server
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.NodeID {
+			voters = append(voters, s)
+		}
+	}
+	statuses := make([]*clusterapi.NodeStatus, len(voters))
+	var wg sync.WaitGroup
+	for i, s := range voters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st, err := n.memberStatus(ctx, string(s.ID), n.store.Meta(metaAPIKey(string(s.ID)))); err == nil {
+				statuses[i] = &st
+			}
+		}()
+	}
+	wg.Wait()
+	best := -1
+	for i, st := range statuses {
+		if st == nil || !st.Ready || (st.Incarnation != "" && !st.Admitted) {
+			continue
+		}
+		if best < 0 || st.AppliedIndex > statuses[best].AppliedIndex {
+			best = i
+		}
+	}
+	if best < 0 {
+		return raft.Server{}, false
+	}
+	return voters[best], true
 }

@@ -289,3 +289,44 @@ func TestLostVolumesAreAdmittedInPlace(t *testing.T) {
 		}
 	}
 }
+
+// A leadership transfer to "any voter" never picks a member that lost its
+// volume and is not admitted: it would refuse (or, acting on it, depose the
+// leader without being able to win).
+func TestTransferAvoidsPendingMembers(t *testing.T) {
+	c := newCluster(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	leader := leaderOf(t, c)
+	var pending *harness.Member
+	for _, m := range c.Members() {
+		if m != leader {
+			pending = m
+			break
+		}
+	}
+	pending.Kill()
+	if err := pending.WipeData(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pending.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// It catches up as a voter, and raft's own pick (the highest next
+	// index) may well be this member.
+	if code, body, err := kv(c, leader, "PUT", "k", "v", ""); err != nil || code != 201 {
+		t.Fatalf("PUT: %d %s %v", code, body, err)
+	}
+	for i := 0; i < 4; i++ {
+		code, body, err := c.Transfer(ctx, leader, "")
+		if err != nil || code != 200 {
+			t.Fatalf("transfer %d from %s: %d %s %v", i, leader.ID, code, body, err)
+		}
+		leader = leaderOf(t, c)
+		if leader == pending {
+			t.Fatalf("transfer %d handed leadership to %s, which is not admitted", i, pending.ID)
+		}
+	}
+}
