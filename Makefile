@@ -40,7 +40,7 @@ test: ## Run all tests: unit, real processes, real clusters under faults, contro
 	for m in $(SUBMODULES); do (cd $$m && $(GO) vet ./... && $(GO) test -count=1 ./...); done
 
 soak: ## The linearizability test under faults for SOAK (default 10m).
-	KV_LIN_DURATION=$${SOAK:-10m} $(GO) test -count=1 -v -timeout 2h -run TestLinearizableUnderFaults ./test/cluster
+	KV_LIN_SEEDS=1 KV_LIN_DURATION=$${SOAK:-10m} $(GO) test -count=1 -v -timeout 2h -run TestLinearizableUnderFaults ./test/cluster
 
 cluster-local: build ## Start a 3-member kvnode cluster on loopback (HTTPS, mutual-TLS peers) and print how to use it.
 	$(GO) run ./hack/cluster-local -n $${N:-3} -kvnode $(BIN)/kvnode

@@ -112,7 +112,32 @@ func linDuration(t *testing.T) time.Duration {
 	if testing.Short() {
 		return 15 * time.Second
 	}
-	return 60 * time.Second
+	return 40 * time.Second
+}
+
+// linSeeds are the fault schedules to run: KV_LIN_SEED alone, or
+// KV_LIN_SEEDS (default 3) schedules from the clock.
+func linSeeds(t *testing.T) []int64 {
+	if s := os.Getenv("KV_LIN_SEED"); s != "" {
+		seed, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("KV_LIN_SEED: %v", err)
+		}
+		return []int64{seed}
+	}
+	n := 3
+	if s := os.Getenv("KV_LIN_SEEDS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			t.Fatalf("KV_LIN_SEEDS: %q", s)
+		}
+	}
+	base := time.Now().UnixNano()
+	seeds := make([]int64, n)
+	for i := range seeds {
+		seeds[i] = base + int64(i)*7919
+	}
+	return seeds
 }
 
 // Concurrent clients put, get and delete a few keys through random members
@@ -122,12 +147,16 @@ func linDuration(t *testing.T) time.Duration {
 // old leader. The recorded history must be linearizable
 // (porcupine), final reads included: an acknowledged write that is missing
 // at the end makes it fail.
+//
+// Each seed is a schedule of its own, on a new cluster.
 func TestLinearizableUnderFaults(t *testing.T) {
 	duration := linDuration(t)
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("KV_LIN_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 10, 64)
+	for _, seed := range linSeeds(t) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { linearizableUnderFaults(t, seed, duration) })
 	}
+}
+
+func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 	t.Logf("seed %d (KV_LIN_SEED reproduces the fault schedule), duration %v (KV_LIN_DURATION)", seed, duration)
 	c := newCluster(t, "--snapshot-threshold", "500", "--snapshot-interval", "500ms")
 	ctx := ctxFor(t, duration+3*time.Minute)
