@@ -2,7 +2,6 @@ package txlog
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,7 +28,7 @@ func TestFailedSyncDuringCompactionDoesNotDeadlock(t *testing.T) {
 			appendRange(t, l, 1, 200)
 			entered, release := make(chan struct{}), make(chan struct{})
 			var once sync.Once
-			l.faults.datasync = func(*os.File) error {
+			l.faults.datasync = func(file) error {
 				stalled := false
 				once.Do(func() { stalled = true })
 				if stalled {

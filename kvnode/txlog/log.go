@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -58,10 +58,11 @@ type Options struct {
 type Log struct {
 	dir    string
 	opts   Options
+	fs     fileSystem
 	stable *stableFile
 	// lock holds the directory's flock from Open until Close, so that no
 	// second Log, in this process or another, writes the same files.
-	lock *os.File
+	lock io.Closer
 
 	// Lock order (see the package doc): syncMu, then mu, then fileMu, then
 	// stable.mu. A goroutine never waits for a lock earlier in that order
@@ -94,23 +95,23 @@ type Log struct {
 // operation part way, as a crash would.
 type faults struct {
 	// datasync, if set, replaces the group commit's fdatasync.
-	datasync func(*os.File) error
+	datasync func(file) error
 	// truncateStep, if set, runs after the first durable step of a
 	// suffix deletion; an error stops the deletion there, as a crash would.
 	truncateStep func() error
 }
 
-func (l *Log) datasync(f *os.File) error {
+func (l *Log) datasync(f file) error {
 	if l.faults.datasync != nil {
 		return l.faults.datasync(f)
 	}
-	return datasync(f)
+	return f.Sync()
 }
 
 type segment struct {
 	base    uint64
 	path    string
-	f       *os.File
+	f       file
 	offsets []int64 // file offset of entry base+i
 	end     int64   // end of the records
 	sealed  bool
@@ -127,25 +128,27 @@ var (
 // Open opens or creates the log in dir, recovering from a torn last write.
 // It fails, naming the file and byte offset, when a record before the tail
 // is corrupt.
-func Open(dir string, opts Options) (*Log, error) {
+func Open(dir string, opts Options) (*Log, error) { return open(osFS{}, dir, opts) }
+
+func open(fsys fileSystem, dir string, opts Options) (*Log, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
 	// Locked before anything is read: a second opener must not even cut
 	// what looks like a torn tail but is the holder's append in flight.
-	lock, err := lockDir(dir)
+	lock, err := fsys.Lock(dir)
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStable(dir)
+	st, err := openStable(fsys, dir)
 	if err != nil {
 		_ = lock.Close() // releases the lock; nothing was written
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	l := &Log{dir: dir, opts: opts, stable: st, lock: lock}
+	l := &Log{dir: dir, opts: opts, fs: fsys, stable: st, lock: lock}
 	l.syncCond = sync.NewCond(&l.syncMu)
 	if err := l.load(); err != nil {
 		l.closeFiles()
@@ -155,13 +158,12 @@ func Open(dir string, opts Options) (*Log, error) {
 }
 
 func (l *Log) load() error {
-	entries, err := os.ReadDir(l.dir)
+	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
 		return fmt.Errorf("txlog: %w", err)
 	}
 	var bases []uint64
-	for _, e := range entries {
-		name := e.Name()
+	for _, name := range names {
 		if !strings.HasSuffix(name, ".seg") {
 			continue
 		}
@@ -217,14 +219,14 @@ func (l *Log) load() error {
 // segment it cuts off a torn tail; anywhere else a bad record is an error.
 func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 	path := filepath.Join(l.dir, segmentName(base))
-	data, err := os.ReadFile(path)
+	data, err := l.fs.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
 	if len(data) < segmentHeader || string(data[:8]) != segmentMagic || binary.LittleEndian.Uint64(data[8:]) != base {
 		if last && allZero(data[min(len(data), 8):]) {
 			// Created but its header never reached the disk.
-			if err := os.Remove(path); err != nil {
+			if err := l.fs.Remove(path); err != nil {
 				return nil, fmt.Errorf("txlog: %w", err)
 			}
 			return nil, nil
@@ -253,7 +255,7 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		off += int64(n)
 	}
 	seg.end = off
-	seg.f, err = os.OpenFile(path, os.O_RDWR, 0o600)
+	seg.f, err = l.fs.OpenRW(path)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
@@ -269,7 +271,7 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		}
 	}
 	if last {
-		if err := preallocate(seg.f, l.opts.SegmentBytes); err != nil {
+		if err := seg.f.Allocate(l.opts.SegmentBytes); err != nil {
 			_ = seg.f.Close()
 			return nil, fmt.Errorf("txlog: preallocate %s: %w", path, err)
 		}
@@ -511,14 +513,14 @@ func (l *Log) roll(base uint64) (*segment, error) {
 
 func (l *Log) createSegment(base uint64) (*segment, error) {
 	path := filepath.Join(l.dir, segmentName(base))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := l.fs.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
 	hdr := make([]byte, segmentHeader)
 	copy(hdr, segmentMagic)
 	binary.LittleEndian.PutUint64(hdr[8:], base)
-	err = preallocate(f, l.opts.SegmentBytes)
+	err = f.Allocate(l.opts.SegmentBytes)
 	if err == nil {
 		_, err = f.WriteAt(hdr, 0)
 	}
@@ -526,7 +528,7 @@ func (l *Log) createSegment(base uint64) (*segment, error) {
 		err = f.Sync()
 	}
 	if err == nil {
-		err = syncDir(l.dir)
+		err = l.fs.SyncDir(l.dir)
 	}
 	if err != nil {
 		_ = f.Close()
@@ -701,7 +703,7 @@ func (l *Log) deleteSuffix(from uint64) error {
 	if err := seg.f.Truncate(cut); err != nil {
 		return l.fail(fmt.Errorf("txlog: truncate %s: %w", seg.path, err))
 	}
-	if err := preallocate(seg.f, l.opts.SegmentBytes); err != nil {
+	if err := seg.f.Allocate(l.opts.SegmentBytes); err != nil {
 		return l.fail(fmt.Errorf("txlog: preallocate %s: %w", seg.path, err))
 	}
 	if err := seg.f.Sync(); err != nil {
@@ -731,11 +733,11 @@ func (l *Log) removeSegments(segs []*segment) error {
 	}
 	l.fileMu.Unlock()
 	for _, s := range segs {
-		if err := os.Remove(s.path); err != nil {
+		if err := l.fs.Remove(s.path); err != nil {
 			return l.fail(fmt.Errorf("txlog: %w", err))
 		}
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := l.fs.SyncDir(l.dir); err != nil {
 		return l.fail(err)
 	}
 	return nil
