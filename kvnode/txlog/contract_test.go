@@ -187,6 +187,15 @@ func TestContractDeleteAllThenStartElsewhere(t *testing.T) {
 		assertRange(t, s, 1000, 1010)
 		s = restart(s)
 		assertRange(t, s, 1000, 1010)
+		// A follower whose whole log conflicts with the leader's deletes
+		// it and starts again lower.
+		if err := s.DeleteRange(1000, 1010); err != nil {
+			t.Fatal(err)
+		}
+		appendRange(t, s, 5, 12)
+		assertRange(t, s, 5, 12)
+		s = restart(s)
+		assertRange(t, s, 5, 12)
 	})
 }
 

@@ -88,14 +88,27 @@
 //
 // After a Raft snapshot, raft calls DeleteRange for the prefix the snapshot
 // covers. The new first index is recorded in the stable file (written to a
-// temporary name, fsynced and renamed), then every segment that lies wholly
-// before it is deleted. So the log does not grow forever: its size is
-// bounded by the snapshot threshold plus the trailing entries kept for
-// slow followers.
+// temporary name, fsynced, renamed and the directory fsynced), then every
+// segment that lies wholly before it is deleted, and the directory fsynced
+// once. The removals need no order: Open ignores, and removes, a segment
+// followed by one that starts at or before the recorded first index; the
+// fsync only keeps the space freed after a crash. So the log does not grow
+// forever: its size is bounded by the snapshot threshold plus the trailing
+// entries kept for slow followers.
+//
+// Deleting everything (raft does after installing a snapshot, then starts
+// the log again past it) records the index after the last entry as the
+// first one before it removes any file: a crash in between leaves segments
+// that Open knows hold only deleted entries, not a log that starts at the
+// old first index with a gap before the next append. When the log starts
+// again below that index (a follower whose whole log conflicted with the
+// leader's), the first append lowers it first.
 //
 // A follower whose tail conflicts with the leader's deletes a suffix. The
-// segments wholly after the cut are removed first, the highest first, and
-// the directory is fsynced; only then is the segment holding the cut
-// truncated. A crash at any point leaves a contiguous log that ends at or
-// after the cut, and raft deletes the conflicting entries again.
+// segments wholly after the cut are removed first, the highest first, each
+// removal fsynced before the next (a crash that kept a lower removal but
+// not a higher one would leave a gap); only then is the segment holding
+// the cut truncated. A crash at any point leaves a contiguous log that
+// ends at or after the cut, and raft deletes the conflicting entries
+// again.
 package txlog

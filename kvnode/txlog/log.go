@@ -85,27 +85,6 @@ type Log struct {
 	syncCond *sync.Cond
 	syncing  bool
 	synced   uint64
-
-	// faults lets tests fail or stall the disk at chosen points. Its zero
-	// value is the real disk.
-	faults faults
-}
-
-// faults are the points where a test can inject a disk error or stop an
-// operation part way, as a crash would.
-type faults struct {
-	// datasync, if set, replaces the group commit's fdatasync.
-	datasync func(file) error
-	// truncateStep, if set, runs after the first durable step of a
-	// suffix deletion; an error stops the deletion there, as a crash would.
-	truncateStep func() error
-}
-
-func (l *Log) datasync(f file) error {
-	if l.faults.datasync != nil {
-		return l.faults.datasync(f)
-	}
-	return f.Sync()
 }
 
 type segment struct {
@@ -174,6 +153,17 @@ func (l *Log) load() error {
 		bases = append(bases, base)
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	// A segment followed by one that starts at or before the recorded first
+	// index holds only deleted entries: compaction records the first index
+	// before it removes files, and removes them in no particular order, so
+	// a crash can leave any of them. They are not read, and are removed
+	// below.
+	recorded := l.recordedFirst()
+	var dead []string
+	for len(bases) > 1 && bases[1] <= recorded {
+		dead = append(dead, filepath.Join(l.dir, segmentName(bases[0])))
+		bases = bases[1:]
+	}
 	for i, base := range bases {
 		last := i == len(bases)-1
 		seg, err := l.loadSegment(base, last)
@@ -186,6 +176,7 @@ func (l *Log) load() error {
 		if n := len(l.segs); n > 0 {
 			prev := l.segs[n-1]
 			if prev.base+prev.count() != seg.base {
+				_ = seg.f.Close()
 				return fmt.Errorf("txlog: %s starts at index %d but %s ends at %d: a segment is missing", seg.path, seg.base, prev.path, prev.base+prev.count()-1)
 			}
 		}
@@ -198,21 +189,33 @@ func (l *Log) load() error {
 	for _, s := range l.segs {
 		total += s.count()
 	}
-	if total == 0 {
-		return nil
-	}
-	l.first = l.segs[0].base
-	l.last = l.segs[len(l.segs)-1].base + l.segs[len(l.segs)-1].count() - 1
-	if b, ok := l.stable.get(firstIndexKey); ok && len(b) == 8 {
-		if f := binary.LittleEndian.Uint64(b); f > l.first {
-			l.first = f
+	if total > 0 {
+		l.first = max(l.segs[0].base, recorded)
+		l.last = l.segs[len(l.segs)-1].base + l.segs[len(l.segs)-1].count() - 1
+		if l.first > l.last {
+			// Every entry was deleted (deleteAll) before a crash kept the
+			// files: nothing is live.
+			l.fileMu.Lock()
+			for _, s := range l.segs {
+				_ = s.f.Close() // removed next
+				dead = append(dead, s.path)
+			}
+			l.fileMu.Unlock()
+			l.segs, l.first, l.last = nil, 0, 0
 		}
 	}
-	if l.first > l.last {
-		// Compaction recorded a first index past every entry: nothing is live.
-		l.first, l.last = 0, 0
+	if len(dead) > 0 {
+		return l.removeFiles(dead, false)
 	}
 	return nil
+}
+
+// recordedFirst is the first index compaction recorded, 0 when none.
+func (l *Log) recordedFirst() uint64 {
+	if b, ok := l.stable.get(firstIndexKey); ok && len(b) == 8 {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
 }
 
 // loadSegment reads one segment and indexes its records. For the last
@@ -420,6 +423,11 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 			return 0, fmt.Errorf("%w: entry %d would be a %d-byte record; the limit is %d", ErrRecordTooLarge, log.Index, n, MaxRecordBytes)
 		}
 	}
+	if l.last == 0 {
+		if err := l.lowerFirst(logs[0].Index); err != nil {
+			return 0, l.fail(err)
+		}
+	}
 	seg, err := l.activeFor(logs[0].Index)
 	if err != nil {
 		return 0, l.fail(err)
@@ -455,6 +463,17 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	return l.written, nil
 }
 
+// lowerFirst makes sure the recorded first index does not hide an empty
+// log's first entry, index: deleteAll records the index after the last
+// entry it deletes, and raft may start the log again below it (a follower
+// whose whole log conflicts with the leader's).
+func (l *Log) lowerFirst(index uint64) error {
+	if l.recordedFirst() <= index {
+		return nil
+	}
+	return l.setFirst(index)
+}
+
 // activeFor returns the segment the entry at index goes to, starting one
 // when the log is empty.
 func (l *Log) activeFor(index uint64) (*segment, error) {
@@ -465,7 +484,7 @@ func (l *Log) activeFor(index uint64) (*segment, error) {
 		}
 		// An empty segment left by a truncation at a different index.
 		l.segs = l.segs[:n-1]
-		if err := l.removeSegments([]*segment{seg}); err != nil {
+		if err := l.removeSegments([]*segment{seg}, false); err != nil {
 			return nil, err
 		}
 	}
@@ -585,7 +604,7 @@ func (l *Log) syncActive() (uint64, error) {
 	l.fileMu.RLock()
 	l.mu.RUnlock()
 	start := time.Now()
-	err := l.datasync(seg.f)
+	err := seg.f.Sync()
 	// Released before mu is taken again to record a failure: compaction and
 	// Close hold mu while they wait for fileMu, so taking mu with fileMu
 	// held deadlocks the node on the first failed fdatasync.
@@ -647,13 +666,18 @@ func (l *Log) DeleteRange(min, max uint64) error {
 	}
 }
 
+// deleteAll records that every entry is deleted before it removes any
+// file: raft deletes everything after installing a snapshot and starts the
+// log again past it, so a crash that left an old segment as the log's
+// start would leave a gap in front of the next append. Open treats the
+// segments that survive such a crash as leftovers.
 func (l *Log) deleteAll() error {
-	if err := l.setFirst(0); err != nil {
+	if err := l.setFirst(l.last + 1); err != nil {
 		return l.fail(err)
 	}
 	segs := l.segs
 	l.segs, l.first, l.last = nil, 0, 0
-	return l.removeSegments(segs)
+	return l.removeSegments(segs, false)
 }
 
 func (l *Log) deletePrefix(first uint64) error {
@@ -669,15 +693,16 @@ func (l *Log) deletePrefix(first uint64) error {
 	}
 	gone := l.segs[:n:n]
 	l.segs = l.segs[n:]
-	return l.removeSegments(gone)
+	return l.removeSegments(gone, false)
 }
 
 // deleteSuffix deletes the entries from index from on. Whole segments
-// after the cut go first, the highest first, and their removal is made
-// durable before the segment holding the cut is truncated: a crash at any
-// point then leaves a contiguous log that still ends at or after from-1,
-// whose conflicting tail raft deletes again. Truncating first would leave,
-// after a crash, segments that start past the truncated one's end, and Open
+// after the cut go first, the highest first, each removal durable before
+// the next, and all of them before the segment holding the cut is
+// truncated: a crash at any point then leaves a contiguous log that still
+// ends at or after from-1, whose conflicting tail raft deletes again.
+// Truncating first, or removing in an order a crash may not keep, would
+// leave segments that start past the end of the one before, and Open
 // would refuse the log as missing a segment.
 func (l *Log) deleteSuffix(from uint64) error {
 	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > from }) - 1
@@ -690,13 +715,8 @@ func (l *Log) deleteSuffix(from uint64) error {
 	// From here the log in memory ends where seg ends, as it will on disk
 	// once the later segments are gone.
 	l.last = seg.base + seg.count() - 1
-	if err := l.removeSegments(gone); err != nil {
+	if err := l.removeSegments(gone, true); err != nil {
 		return err
-	}
-	if l.faults.truncateStep != nil {
-		if err := l.faults.truncateStep(); err != nil {
-			return l.fail(err)
-		}
 	}
 	k := from - seg.base
 	cut := seg.offsets[k]
@@ -720,25 +740,44 @@ func (l *Log) setFirst(first uint64) error {
 	return l.stable.set(firstIndexKey, binary.LittleEndian.AppendUint64(nil, first))
 }
 
-// removeSegments closes and deletes segs in the order given, then fsyncs
-// the directory. Callers order them so that a crash part way leaves the
-// remaining segments contiguous.
-func (l *Log) removeSegments(segs []*segment) error {
+// removeSegments closes and deletes segs in the order given.
+func (l *Log) removeSegments(segs []*segment, ordered bool) error {
 	if len(segs) == 0 {
 		return nil
 	}
 	l.fileMu.Lock()
-	for _, s := range segs {
+	paths := make([]string, len(segs))
+	for i, s := range segs {
 		_ = s.f.Close() // removed next
+		paths[i] = s.path
 	}
 	l.fileMu.Unlock()
-	for _, s := range segs {
-		if err := l.fs.Remove(s.path); err != nil {
-			return l.fail(fmt.Errorf("txlog: %w", err))
+	if err := l.removeFiles(paths, ordered); err != nil {
+		return l.fail(err)
+	}
+	return nil
+}
+
+// removeFiles deletes paths in the order given. When ordered, each removal
+// is made durable before the next, because a crash that kept an earlier
+// removal but not a later one would leave a gap in the log; otherwise the
+// directory is synced once at the end, so that the space freed stays
+// freed after a crash.
+func (l *Log) removeFiles(paths []string, ordered bool) error {
+	for _, p := range paths {
+		if err := l.fs.Remove(p); err != nil {
+			return fmt.Errorf("txlog: %w", err)
+		}
+		if ordered {
+			if err := l.fs.SyncDir(l.dir); err != nil {
+				return fmt.Errorf("txlog: sync %s: %w", l.dir, err)
+			}
 		}
 	}
-	if err := l.fs.SyncDir(l.dir); err != nil {
-		return l.fail(err)
+	if !ordered {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return fmt.Errorf("txlog: sync %s: %w", l.dir, err)
+		}
 	}
 	return nil
 }
@@ -764,7 +803,7 @@ func (l *Log) Close() error {
 	}
 	var err error
 	if n := len(l.segs); n > 0 && l.failed == nil {
-		err = l.datasync(l.segs[n-1].f)
+		err = l.segs[n-1].f.Sync()
 	}
 	l.failed = ErrClosed
 	l.closeFiles()
