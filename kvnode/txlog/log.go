@@ -15,7 +15,8 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// DefaultSegmentBytes is the size segments are preallocated to.
+// DefaultSegmentBytes is the room for records segments are preallocated
+// with.
 const DefaultSegmentBytes = 64 << 20
 
 // firstIndexKey is the stable-file key that holds the log's first index
@@ -46,7 +47,8 @@ type Observer interface {
 
 // Options tune a Log. The zero value is ready to use.
 type Options struct {
-	// SegmentBytes is the preallocated size of a segment file.
+	// SegmentBytes is the room for records in one segment. A segment file
+	// is preallocated to that plus its header pages.
 	SegmentBytes int64
 	// Observer, if set, receives timings.
 	Observer Observer
@@ -74,6 +76,13 @@ type Log struct {
 	failed  error  // sticky: after a failed write or sync nothing is trusted
 	written uint64 // number of completed writes; a write's number is its sync target
 	buf     []byte
+	// durable is what the last completed group-commit fdatasync covered:
+	// the next round writes it into the active segment's durable mark.
+	durable durableState
+	// epoch counts the deletions that cut or removed the active segment,
+	// so that a round whose fdatasync ran across one does not record an
+	// end that no longer exists.
+	epoch uint64
 
 	// fileMu keeps a segment file open while the group-commit leader syncs
 	// it outside mu. Closing a segment file takes it exclusively, always
@@ -84,16 +93,35 @@ type Log struct {
 	syncMu   sync.Mutex
 	syncCond *sync.Cond
 	syncing  bool
-	synced   uint64
+	acked    uint64 // writes up to this number may be acknowledged
+}
+
+// durableState says that the records of writes numbered up to upto are on
+// disk, and in seg those before offset end.
+type durableState struct {
+	seg  *segment
+	end  int64
+	upto uint64
 }
 
 type segment struct {
-	base    uint64
-	path    string
-	f       file
+	base uint64
+	path string
+	f    file
+	// v1 marks a segment written by format version 1: it is read, and
+	// truncated by deletions, but never appended to, because it has no
+	// durable mark.
+	v1      bool
+	start   int64   // offset of the first record
 	offsets []int64 // file offset of entry base+i
 	end     int64   // end of the records
-	sealed  bool
+	// markSeq and mark are the sequence number of the segment's latest
+	// durable mark and the offset it claims.
+	markSeq uint64
+	mark    int64
+	// torn is set by Open on the last segment when bytes other than zeros
+	// follow its last record.
+	torn bool
 }
 
 func (s *segment) count() uint64 { return uint64(len(s.offsets)) }
@@ -105,8 +133,8 @@ var (
 )
 
 // Open opens or creates the log in dir, recovering from a torn last write.
-// It fails, naming the file and byte offset, when a record before the tail
-// is corrupt.
+// It fails, naming the file and byte offset, when a record that was on
+// disk before the crash is corrupt.
 func Open(dir string, opts Options) (*Log, error) { return open(osFS{}, dir, opts) }
 
 func open(fsys fileSystem, dir string, opts Options) (*Log, error) {
@@ -182,9 +210,6 @@ func (l *Log) load() error {
 		}
 		l.segs = append(l.segs, seg)
 	}
-	for i, s := range l.segs {
-		s.sealed = i < len(l.segs)-1
-	}
 	var total uint64
 	for _, s := range l.segs {
 		total += s.count()
@@ -205,9 +230,11 @@ func (l *Log) load() error {
 		}
 	}
 	if len(dead) > 0 {
-		return l.removeFiles(dead, false)
+		if err := l.removeFiles(dead, false); err != nil {
+			return err
+		}
 	}
-	return nil
+	return l.repairTail()
 }
 
 // recordedFirst is the first index compaction recorded, 0 when none.
@@ -218,17 +245,43 @@ func (l *Log) recordedFirst() uint64 {
 	return 0
 }
 
-// loadSegment reads one segment and indexes its records. For the last
-// segment it cuts off a torn tail; anywhere else a bad record is an error.
+// loadSegment reads one segment and indexes its records. In the last
+// segment, records after its durable mark that a crash tore are left out
+// (repairTail cuts them); anywhere else a bad record is corruption.
 func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 	path := filepath.Join(l.dir, segmentName(base))
 	data, err := l.fs.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	if len(data) < segmentHeader || string(data[:8]) != segmentMagic || binary.LittleEndian.Uint64(data[8:]) != base {
-		if last && allZero(data[min(len(data), 8):]) {
-			// Created but its header never reached the disk.
+	seg := &segment{base: base, path: path}
+	switch {
+	case hasHeader(data, segmentMagicV1, base):
+		// Version 1 kept no durable mark: in its last segment nothing
+		// tells a torn write from a damaged acknowledged one, and the
+		// torn write is the one a crash makes.
+		seg.v1, seg.start, seg.mark = true, segmentHeader, segmentHeader
+	case hasHeader(data, segmentMagicV2, base):
+		seg.start = recordsV2
+		var ok bool
+		seg.markSeq, seg.mark, ok = readMarks(data, base)
+		if !ok {
+			if last && interruptedCreation(data) {
+				// Created, but its marks never reached the disk.
+				if err := l.fs.Remove(path); err != nil {
+					return nil, fmt.Errorf("txlog: %w", err)
+				}
+				return nil, nil
+			}
+			return nil, fmt.Errorf("txlog: %s: corrupt durable marks at offsets %d and %d", path, markOffset(0), markOffset(1))
+		}
+		if seg.mark > int64(len(data)) {
+			return nil, fmt.Errorf("txlog: %s: durable mark at offset %d says records up to offset %d are on disk, but the file has %d bytes", path, markOffset(seg.markSeq), seg.mark, len(data))
+		}
+	default:
+		if last && interruptedCreation(data) {
+			// Created, but its header never reached the disk; nothing
+			// was written after it.
 			if err := l.fs.Remove(path); err != nil {
 				return nil, fmt.Errorf("txlog: %w", err)
 			}
@@ -236,21 +289,29 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		}
 		return nil, fmt.Errorf("txlog: %s: corrupt segment header at offset 0", path)
 	}
-	seg := &segment{base: base, path: path}
-	off := int64(segmentHeader)
+	off := seg.start
 	var rec raft.Log
 	for off < int64(len(data)) {
 		rest := data[off:]
-		if len(rest) < recordHeader && allZero(rest) || binary.LittleEndian.Uint32(rest) == 0 && allZero(rest) {
-			break
+		if !last && allZero(rest) {
+			break // space preallocated and never used
 		}
 		n, err := decodeRecord(rest, &rec)
 		if err == nil && rec.Index != base+seg.count() {
 			err = fmt.Errorf("index %d where %d was expected", rec.Index, base+seg.count())
 		}
+		if err == nil && off < seg.mark && off+int64(n) > seg.mark {
+			err = fmt.Errorf("record runs past the durable end at offset %d", seg.mark)
+		}
 		if err != nil {
-			if last && tornTail(rest) {
+			if last && off >= seg.mark {
+				// Nothing at or after the mark was acknowledged: see
+				// the package doc, # Recovery.
+				seg.torn = !allZero(rest)
 				break
+			}
+			if last {
+				err = fmt.Errorf("%v (the durable mark says the records up to offset %d were on disk)", err, seg.mark)
 			}
 			return nil, fmt.Errorf("txlog: %s: corrupt record at offset %d: %v", path, off, err)
 		}
@@ -258,45 +319,69 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		off += int64(n)
 	}
 	seg.end = off
-	seg.f, err = l.fs.OpenRW(path)
-	if err != nil {
+	if seg.f, err = l.fs.OpenRW(path); err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
-	}
-	if last && off < int64(len(data)) && !allZero(data[off:]) {
-		// Zero the torn bytes so the next append starts on clean ground.
-		if err := seg.f.Truncate(off); err != nil {
-			_ = seg.f.Close()
-			return nil, fmt.Errorf("txlog: truncate torn tail of %s: %w", path, err)
-		}
-		if err := seg.f.Sync(); err != nil {
-			_ = seg.f.Close()
-			return nil, fmt.Errorf("txlog: %w", err)
-		}
-	}
-	if last {
-		if err := seg.f.Allocate(l.opts.SegmentBytes); err != nil {
-			_ = seg.f.Close()
-			return nil, fmt.Errorf("txlog: preallocate %s: %w", path, err)
-		}
 	}
 	return seg, nil
 }
 
-// tornTail reports whether a bad record at the start of b is the remains of
-// a write that a crash interrupted: every byte after the extent its header
-// claims (or after the header, when the length is implausible) is zero.
-func tornTail(b []byte) bool {
-	if len(b) < recordHeader {
-		return true
+func hasHeader(data []byte, magic string, base uint64) bool {
+	return len(data) >= segmentHeader && string(data[:8]) == magic && binary.LittleEndian.Uint64(data[8:]) == base
+}
+
+// interruptedCreation reports whether a last segment whose header or marks
+// are not intact is one a crash caught while creating it: createSegment
+// syncs the header and marks before any record is written, so then no
+// record follows. A version 1 segment, whose records start right after the
+// header, is never taken for one.
+func interruptedCreation(data []byte) bool {
+	if len(data) > segmentHeader {
+		if _, err := decodeRecord(data[segmentHeader:], &raft.Log{}); err == nil {
+			return false
+		}
 	}
-	extent := int64(recordHeader)
-	if n := int64(binary.LittleEndian.Uint32(b)); n <= MaxRecordBytes {
-		extent += n
+	return len(data) <= recordsV2 || allZero(data[recordsV2:])
+}
+
+// repairTail readies the last segment for appends: it cuts what a crash
+// tore after its last record, makes everything Open read durable, and
+// writes a durable mark that covers it.
+func (l *Log) repairTail() error {
+	if len(l.segs) == 0 {
+		return nil
 	}
-	if extent >= int64(len(b)) {
-		return true
+	seg := l.segs[len(l.segs)-1]
+	if seg.torn {
+		// A later append must not end short of the torn bytes and leave
+		// some after it, where a recovery would read them as the next
+		// record.
+		if err := seg.f.Truncate(seg.end); err != nil {
+			return fmt.Errorf("txlog: truncate torn tail of %s: %w", seg.path, err)
+		}
 	}
-	return allZero(b[extent:])
+	if !seg.v1 {
+		if err := seg.f.Allocate(seg.start + l.opts.SegmentBytes); err != nil {
+			return fmt.Errorf("txlog: preallocate %s: %w", seg.path, err)
+		}
+	}
+	// What Open read may be in the page cache only (the process died, the
+	// machine did not), and raft treats every entry it finds at start as
+	// stored. It must be on disk before it is served, and before a mark
+	// claims it: a mark that reached the disk ahead of the records it
+	// covers would make the next recovery refuse a torn write.
+	if err := seg.f.Sync(); err != nil {
+		return fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
+	}
+	if !seg.v1 && seg.end > seg.mark {
+		if err := l.writeMark(seg, seg.end); err != nil {
+			return err
+		}
+		if err := seg.f.Sync(); err != nil {
+			return fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
+		}
+	}
+	l.durable = durableState{seg: seg, end: seg.end}
+	return nil
 }
 
 func segmentName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
@@ -437,7 +522,7 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	for _, log := range logs {
 		before := len(l.buf)
 		l.buf = appendRecord(l.buf, log)
-		if seg.end+int64(len(l.buf)) > l.opts.SegmentBytes && (seg.count() > 0 || before > 0) {
+		if seg.end-seg.start+int64(len(l.buf)) > l.opts.SegmentBytes && (seg.count() > 0 || before > 0) {
 			// This record does not fit: write what does, then start a new segment.
 			rec := append([]byte(nil), l.buf[before:]...)
 			l.buf = l.buf[:before]
@@ -475,14 +560,19 @@ func (l *Log) lowerFirst(index uint64) error {
 }
 
 // activeFor returns the segment the entry at index goes to, starting one
-// when the log is empty.
+// when the log is empty or its last segment is version 1.
 func (l *Log) activeFor(index uint64) (*segment, error) {
 	if n := len(l.segs); n > 0 {
 		seg := l.segs[n-1]
-		if seg.count() > 0 || seg.base == index {
+		switch {
+		case seg.v1 && seg.count() > 0:
+			// Never appended to: a version 1 segment has no durable mark.
+			return l.roll(index)
+		case !seg.v1 && (seg.count() > 0 || seg.base == index):
 			return seg, nil
 		}
-		// An empty segment left by a truncation at a different index.
+		// An empty segment left by a truncation at a different index, or
+		// an empty version 1 segment.
 		l.segs = l.segs[:n-1]
 		if err := l.removeSegments([]*segment{seg}, false); err != nil {
 			return nil, err
@@ -511,8 +601,10 @@ func (l *Log) flush(seg *segment, offs []int64) error {
 	return nil
 }
 
-// roll seals the active segment (synced, cut to its data) and starts a new
-// one whose first entry will be base.
+// roll seals the active segment (cut to its data and synced) and starts a
+// new one whose first entry will be base. Once the new segment exists on
+// disk the sealed one is no longer last, so Open checks every record in it
+// as acknowledged: it must be on disk in full first.
 func (l *Log) roll(base uint64) (*segment, error) {
 	old := l.segs[len(l.segs)-1]
 	if err := old.f.Truncate(old.end); err != nil {
@@ -521,7 +613,6 @@ func (l *Log) roll(base uint64) (*segment, error) {
 	if err := old.f.Sync(); err != nil {
 		return nil, fmt.Errorf("txlog: seal %s: %w", old.path, err)
 	}
-	old.sealed = true
 	seg, err := l.createSegment(base)
 	if err != nil {
 		return nil, err
@@ -530,18 +621,24 @@ func (l *Log) roll(base uint64) (*segment, error) {
 	return seg, nil
 }
 
+// createSegment creates a version 2 segment: the header, and both durable
+// marks claiming no records, are on disk, and so is its directory entry,
+// before any record is written to it. A crash before then leaves a segment
+// with no record, which Open removes.
 func (l *Log) createSegment(base uint64) (*segment, error) {
 	path := filepath.Join(l.dir, segmentName(base))
 	f, err := l.fs.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	hdr := make([]byte, segmentHeader)
-	copy(hdr, segmentMagic)
-	binary.LittleEndian.PutUint64(hdr[8:], base)
-	err = f.Allocate(l.opts.SegmentBytes)
+	head := make([]byte, recordsV2)
+	copy(head, segmentMagicV2)
+	binary.LittleEndian.PutUint64(head[8:], base)
+	copy(head[markOffset(0):], encodeMark(0, base, recordsV2))
+	copy(head[markOffset(1):], encodeMark(1, base, recordsV2))
+	err = f.Allocate(recordsV2 + l.opts.SegmentBytes)
 	if err == nil {
-		_, err = f.WriteAt(hdr, 0)
+		_, err = f.WriteAt(head, 0)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -553,31 +650,49 @@ func (l *Log) createSegment(base uint64) (*segment, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("txlog: create %s: %w", path, err)
 	}
-	return &segment{base: base, path: path, f: f, end: segmentHeader}, nil
+	return &segment{base: base, path: path, f: f, start: recordsV2, end: recordsV2, markSeq: 1, mark: recordsV2}, nil
 }
 
-// waitDurable returns once an fdatasync that started after write number
-// target has finished. The first waiter to find no sync running runs one
-// for everyone who has written so far (group commit).
+// writeMark writes a durable mark claiming that seg's records before end
+// are on disk. The caller has seen that claim come true (a completed
+// fdatasync covered them) and syncs the mark before it relies on it; it
+// also makes sure no other mark write is still unsynced, because a power
+// cut may tear both pages being written and leave no valid mark.
+func (l *Log) writeMark(seg *segment, end int64) error {
+	seq := seg.markSeq + 1
+	if _, err := seg.f.WriteAt(encodeMark(seq, seg.base, end), markOffset(seq)); err != nil {
+		return fmt.Errorf("txlog: write durable mark of %s: %w", seg.path, err)
+	}
+	seg.markSeq, seg.mark = seq, end
+	return nil
+}
+
+// waitDurable returns once write number target may be acknowledged: its
+// records are on disk, and so is a durable mark covering them (or they
+// are in a sealed segment). Each round of the group commit writes the
+// mark for what the previous round's fdatasync covered, then runs one
+// fdatasync: under load, each round makes one batch durable and
+// acknowledges the batch before it. The first waiter to find no round
+// running runs one for everyone.
 func (l *Log) waitDurable(target uint64) error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	for l.synced < target {
+	for l.acked < target {
 		if l.syncing {
 			l.syncCond.Wait()
 			continue
 		}
 		l.syncing = true
 		l.syncMu.Unlock()
-		upto, err := l.syncActive()
+		acked, err := l.syncRound()
 		l.syncMu.Lock()
 		l.syncing = false
 		l.syncCond.Broadcast()
 		if err != nil {
 			return err
 		}
-		if upto > l.synced {
-			l.synced = upto
+		if acked > l.acked {
+			l.acked = acked
 		}
 	}
 	l.mu.RLock()
@@ -585,29 +700,45 @@ func (l *Log) waitDurable(target uint64) error {
 	return l.failed
 }
 
-// syncActive flushes the active segment and returns the write number it
-// covers. Sealed segments were synced when they were sealed.
-func (l *Log) syncActive() (uint64, error) {
-	l.mu.RLock()
-	upto, failed := l.written, l.failed
+// syncRound is one round of the group commit. It returns the write number
+// up to which appends may now be acknowledged.
+func (l *Log) syncRound() (uint64, error) {
+	l.mu.Lock()
+	if l.failed != nil {
+		defer l.mu.Unlock()
+		return 0, l.failed
+	}
+	d := l.durable
 	var seg *segment
 	if n := len(l.segs); n > 0 {
 		seg = l.segs[n-1]
 	}
-	if failed != nil || seg == nil {
-		l.mu.RUnlock()
-		return upto, failed
+	if seg == nil {
+		// Everything written was deleted.
+		l.mu.Unlock()
+		return l.written, nil
 	}
+	if d.seg == seg && !seg.v1 && d.end > seg.mark {
+		// Whatever the previous round's fdatasync covered is now claimed;
+		// this round's fdatasync makes the claim durable. When d.seg is
+		// not the active segment, its records are in segments sealed
+		// since, which need no mark.
+		if err := l.writeMark(seg, d.end); err != nil {
+			defer l.mu.Unlock()
+			return 0, l.fail(err)
+		}
+	}
+	upto, end, epoch := l.written, seg.end, l.epoch
 	// fileMu is taken before mu is released, so that the file cannot be
 	// closed under the sync; it is taken inside mu, in the package's lock
 	// order.
 	l.fileMu.RLock()
-	l.mu.RUnlock()
+	l.mu.Unlock()
 	start := time.Now()
 	err := seg.f.Sync()
-	// Released before mu is taken again to record a failure: compaction and
-	// Close hold mu while they wait for fileMu, so taking mu with fileMu
-	// held deadlocks the node on the first failed fdatasync.
+	// Released before mu is taken again: compaction and Close hold mu
+	// while they wait for fileMu, so taking mu with fileMu held deadlocks
+	// the node on the first failed fdatasync.
 	l.fileMu.RUnlock()
 	if err != nil {
 		err = fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
@@ -621,7 +752,12 @@ func (l *Log) syncActive() (uint64, error) {
 	if l.opts.Observer != nil {
 		l.opts.Observer.ObserveSync(time.Since(start))
 	}
-	return upto, nil
+	l.mu.Lock()
+	if l.epoch == epoch && upto > l.durable.upto {
+		l.durable = durableState{seg: seg, end: end, upto: upto}
+	}
+	l.mu.Unlock()
+	return d.upto, nil
 }
 
 // fail makes err sticky. Called with mu held.
@@ -677,6 +813,8 @@ func (l *Log) deleteAll() error {
 	}
 	segs := l.segs
 	l.segs, l.first, l.last = nil, 0, 0
+	l.epoch++
+	l.durable = durableState{upto: l.written}
 	return l.removeSegments(segs, false)
 }
 
@@ -696,14 +834,16 @@ func (l *Log) deletePrefix(first uint64) error {
 	return l.removeSegments(gone, false)
 }
 
-// deleteSuffix deletes the entries from index from on. Whole segments
-// after the cut go first, the highest first, each removal durable before
-// the next, and all of them before the segment holding the cut is
-// truncated: a crash at any point then leaves a contiguous log that still
-// ends at or after from-1, whose conflicting tail raft deletes again.
-// Truncating first, or removing in an order a crash may not keep, would
-// leave segments that start past the end of the one before, and Open
-// would refuse the log as missing a segment.
+// deleteSuffix deletes the entries from index from on. First the segment
+// holding the cut gets a durable mark at the cut: it is about to become
+// the last segment, and its mark must claim neither the records being
+// deleted (the next appends reuse their space, and a torn one below a
+// stale mark would read as corruption) nor less than the entries that
+// stay. Then the whole segments after the cut go, the highest first, each
+// removal durable before the next: a crash then leaves a contiguous log
+// that ends at or after from-1, whose conflicting tail raft deletes again.
+// Only then is the segment holding the cut truncated; truncating first
+// would leave, after a crash, segments that start past its end.
 func (l *Log) deleteSuffix(from uint64) error {
 	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > from }) - 1
 	gone := make([]*segment, 0, len(l.segs)-i-1)
@@ -711,27 +851,50 @@ func (l *Log) deleteSuffix(from uint64) error {
 		gone = append(gone, l.segs[j])
 	}
 	seg := l.segs[i]
+	k := from - seg.base
+	cut := seg.offsets[k]
+	if !seg.v1 {
+		// The mark claims the records before the cut: this sync puts them
+		// on disk, along with any mark a group-commit round wrote and has
+		// not yet synced, so that only one mark write is ever unsynced.
+		if err := seg.f.Sync(); err != nil {
+			return l.fail(fmt.Errorf("txlog: sync %s: %w", seg.path, err))
+		}
+		if err := l.writeMark(seg, cut); err != nil {
+			return l.fail(err)
+		}
+		// Durable before the truncation can be: a stale mark past the cut
+		// over a truncated file would read as lost records.
+		if err := seg.f.Sync(); err != nil {
+			return l.fail(fmt.Errorf("txlog: sync %s: %w", seg.path, err))
+		}
+	}
 	l.segs = l.segs[:i+1]
 	// From here the log in memory ends where seg ends, as it will on disk
 	// once the later segments are gone.
 	l.last = seg.base + seg.count() - 1
+	l.epoch++
+	l.durable = durableState{seg: seg, end: cut, upto: l.written}
 	if err := l.removeSegments(gone, true); err != nil {
 		return err
 	}
-	k := from - seg.base
-	cut := seg.offsets[k]
 	if err := seg.f.Truncate(cut); err != nil {
 		return l.fail(fmt.Errorf("txlog: truncate %s: %w", seg.path, err))
 	}
-	if err := seg.f.Allocate(l.opts.SegmentBytes); err != nil {
-		return l.fail(fmt.Errorf("txlog: preallocate %s: %w", seg.path, err))
+	if !seg.v1 {
+		if err := seg.f.Allocate(seg.start + l.opts.SegmentBytes); err != nil {
+			return l.fail(fmt.Errorf("txlog: preallocate %s: %w", seg.path, err))
+		}
 	}
+	// The deletion is durable when DeleteRange returns, and the space
+	// after the cut reads as zeros on disk before an append reuses it: a
+	// torn append must not leave a deleted record behind it that a
+	// recovery would read as the next entry.
 	if err := seg.f.Sync(); err != nil {
 		return l.fail(fmt.Errorf("txlog: sync %s: %w", seg.path, err))
 	}
 	seg.offsets = seg.offsets[:k]
 	seg.end = cut
-	seg.sealed = false
 	l.last = from - 1
 	return nil
 }
@@ -789,7 +952,7 @@ func (l *Log) Size() int64 {
 	defer l.mu.RUnlock()
 	var n int64
 	for _, s := range l.segs {
-		n += s.end
+		n += s.end - s.start
 	}
 	return n
 }

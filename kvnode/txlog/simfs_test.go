@@ -54,9 +54,6 @@ func newSimFS() *simFS {
 
 var errPowerCut = errors.New("simulated power cut")
 
-// pageBytes is the unit a power cut tears writes at.
-const pageBytes = 4096
-
 const simDir = "/data/log"
 
 func openSim(t testing.TB, fsys *simFS, opts Options) *Log {
@@ -504,18 +501,68 @@ func (s *simFS) segmentPaths(dir string) []string {
 	return paths
 }
 
-// The cut policies every crash test runs: the extremes, and the orders of
-// directory changes a disk may choose that hurt a log most.
+// The cut policies every crash test runs: the extremes, the orders a disk
+// may choose that hurt a log most, and random ones.
 func cutPolicies() []cutPolicy {
 	all := func(t tear) func(string, int64) tear { return func(string, int64) tear { return t } }
 	yes := func(string) bool { return true }
 	keepEntry := func(string, []string) bool { return true }
-	return []cutPolicy{
+	isMarkPage := func(path string, p int64) bool {
+		return strings.HasSuffix(path, ".seg") && p*pageBytes >= markOffset(0) && p*pageBytes < recordsV2
+	}
+	ps := []cutPolicy{
 		{name: "nothing unsynced survives"},
 		{name: "everything survives", page: all(landed), size: yes, entry: keepEntry},
 		{name: "unsynced pages zeroed", page: all(zeroed), size: yes, entry: keepEntry},
 		{name: "unsynced pages zeroed, sizes and names as synced", page: all(zeroed)},
+		{name: "unsynced pages garbage", page: all(garbage), size: yes, entry: keepEntry, seed: 1},
+		{name: "only the durable marks landed", page: func(path string, p int64) tear {
+			if isMarkPage(path, p) {
+				return landed
+			}
+			return zeroed
+		}, size: yes, entry: keepEntry},
+		{name: "all but the durable marks landed", page: func(path string, p int64) tear {
+			if isMarkPage(path, p) {
+				return stale
+			}
+			return landed
+		}, size: yes, entry: keepEntry},
+		{name: "headers lost, records landed", page: func(path string, p int64) tear {
+			if strings.HasSuffix(path, ".seg") && p*pageBytes < recordsV2 {
+				return zeroed
+			}
+			return landed
+		}, size: yes, entry: keepEntry},
 		{name: "only the first unsynced name change survives", page: all(landed), size: yes, entry: func(n string, changed []string) bool { return n == changed[0] }},
 		{name: "only the last unsynced name change survives", page: all(landed), size: yes, entry: func(n string, changed []string) bool { return n == changed[len(changed)-1] }},
 	}
+	for seed := int64(1); seed <= 6; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		pages, sizes, entries := map[string]tear{}, map[string]bool{}, map[string]bool{}
+		ps = append(ps, cutPolicy{
+			name: fmt.Sprintf("random %d", seed),
+			seed: seed,
+			page: func(path string, p int64) tear {
+				k := fmt.Sprint(path, p)
+				if _, ok := pages[k]; !ok {
+					pages[k] = tear(rng.Intn(4))
+				}
+				return pages[k]
+			},
+			size: func(path string) bool {
+				if _, ok := sizes[path]; !ok {
+					sizes[path] = rng.Intn(2) == 0
+				}
+				return sizes[path]
+			},
+			entry: func(n string, _ []string) bool {
+				if _, ok := entries[n]; !ok {
+					entries[n] = rng.Intn(2) == 0
+				}
+				return entries[n]
+			},
+		})
+	}
+	return ps
 }
