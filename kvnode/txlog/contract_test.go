@@ -37,6 +37,25 @@ var implementations = []struct {
 		},
 	},
 	{
+		// The same log on the simulated disk the crash tests use, so that
+		// its behaviour with no crash is known to match the real one.
+		name: "file on a simulated disk",
+		open: func(t *testing.T) store {
+			l := openSim(t, newSimFS(), Options{SegmentBytes: 4096})
+			t.Cleanup(func() { l.Close() })
+			return l
+		},
+		reopen: func(t *testing.T, s store) store {
+			l := s.(*Log)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l = openSim(t, l.fs.(*simFS), l.opts)
+			t.Cleanup(func() { l.Close() })
+			return l
+		},
+	},
+	{
 		name:   "inmem",
 		open:   func(*testing.T) store { return raft.NewInmemStore() },
 		reopen: func(*testing.T, store) store { return nil },
@@ -187,6 +206,15 @@ func TestContractDeleteAllThenStartElsewhere(t *testing.T) {
 		assertRange(t, s, 1000, 1010)
 		s = restart(s)
 		assertRange(t, s, 1000, 1010)
+		// A follower whose whole log conflicts with the leader's deletes
+		// it and starts again lower.
+		if err := s.DeleteRange(1000, 1010); err != nil {
+			t.Fatal(err)
+		}
+		appendRange(t, s, 5, 12)
+		assertRange(t, s, 5, 12)
+		s = restart(s)
+		assertRange(t, s, 5, 12)
 	})
 }
 

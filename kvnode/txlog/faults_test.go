@@ -2,7 +2,6 @@ package txlog
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,14 +21,15 @@ func TestFailedSyncDuringCompactionDoesNotDeadlock(t *testing.T) {
 		{"close", func(l *Log) error { return l.Close() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := Open(t.TempDir(), Options{SegmentBytes: 4096})
-			if err != nil {
-				t.Fatal(err)
-			}
+			fsys := newSimFS()
+			l := openSim(t, fsys, Options{SegmentBytes: 4096})
 			appendRange(t, l, 1, 200)
 			entered, release := make(chan struct{}), make(chan struct{})
 			var once sync.Once
-			l.faults.datasync = func(*os.File) error {
+			fsys.beforeSync = func(path string) error {
+				if !strings.HasSuffix(path, ".seg") {
+					return nil // compaction records its first index
+				}
 				stalled := false
 				once.Do(func() { stalled = true })
 				if stalled {
@@ -73,59 +73,194 @@ func TestFailedSyncDuringCompactionDoesNotDeadlock(t *testing.T) {
 }
 
 // A crash part way through a suffix deletion (raft truncating a follower's
-// conflicting tail) must leave a log that opens: whole segments after the
-// cut are removed before the segment holding the cut is truncated, so no
-// state in between has a gap.
+// conflicting tail) must leave a log that opens: the segment holding the
+// cut gets its durable mark first, whole segments after the cut are removed
+// (the highest first, each durably) before the segment holding the cut is
+// truncated, so no state in between has a gap or a mark past its records.
+// The power goes at each sync of the deletion in turn.
 func TestCrashDuringSuffixDeletionLeavesAnOpenableLog(t *testing.T) {
 	for _, from := range []uint64{
 		60,  // inside an earlier segment
 		0,   // at the first entry of an earlier segment (set below)
 		199, // inside the last segment: nothing to remove
 	} {
-		dir := t.TempDir()
-		opts := Options{SegmentBytes: 4096}
-		l, err := Open(dir, opts)
-		if err != nil {
-			t.Fatal(err)
+		for k := 1; ; k++ {
+			fsys := newSimFS()
+			opts := Options{SegmentBytes: 4096}
+			l := openSim(t, fsys, opts)
+			appendRange(t, l, 1, 200)
+			if len(l.segs) < 3 {
+				t.Fatalf("want several segments, got %d", len(l.segs))
+			}
+			from := from
+			if from == 0 {
+				from = l.segs[1].base
+			}
+			var snap *simFS
+			syncs := 0
+			fsys.beforeSync = func(string) error {
+				if syncs++; syncs == k {
+					snap = fsys.clone()
+				}
+				if syncs >= k {
+					return errPowerCut
+				}
+				return nil
+			}
+			err := l.DeleteRange(from, 200)
+			if snap == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				break // past the deletion's last sync
+			}
+			if !errors.Is(err, errPowerCut) {
+				t.Fatalf("from %d: DeleteRange = %v, want the power cut", from, err)
+			}
+			for _, p := range cutPolicies() {
+				img := snap.clone()
+				img.powerCut(p)
+				l, err := open(img, simDir, opts)
+				if err != nil {
+					t.Fatalf("from %d, power cut at the deletion's sync %d, %s: Open: %v", from, k, p.name, err)
+				}
+				// Each entry before the cut survives; anything after it may
+				// or may not, but the log is contiguous and raft can finish
+				// the deletion.
+				last, _ := l.LastIndex()
+				if first, _ := l.FirstIndex(); first != 1 || last < from-1 || last > 200 {
+					t.Fatalf("from %d, sync %d, %s: log is %d..%d after the crash", from, k, p.name, first, last)
+				}
+				assertRange(t, l, 1, last)
+				if err := l.DeleteRange(from, last); err != nil {
+					t.Fatal(err)
+				}
+				appendRange(t, l, from, from+5)
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+				l, err = open(img, simDir, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertRange(t, l, 1, from+5)
+				_ = l.Close()
+			}
 		}
-		appendRange(t, l, 1, 200)
-		if from == 0 {
-			from = l.segs[1].base
-		}
-		if len(l.segs) < 3 {
-			t.Fatalf("want several segments, got %d", len(l.segs))
-		}
-		crash := errors.New("simulated crash")
-		l.faults.truncateStep = func() error { return crash }
-		if err := l.DeleteRange(from, 200); !errors.Is(err, crash) {
-			t.Fatalf("from %d: DeleteRange = %v, want the simulated crash", from, err)
-		}
-		_ = l.Close() // only closes the files: the log failed at the crash
+	}
+}
 
-		l, err = Open(dir, opts)
-		if err != nil {
-			t.Fatalf("from %d: Open after a crash in DeleteRange: %v", from, err)
+// A crash part way through compaction or the deletion of everything must
+// leave a log that opens at the right first index: the deletion either
+// did not happen, or it did and the segments a crash kept are recognised
+// as deleted and removed, never read as the log's start. The power goes at
+// each sync of the deletion in turn.
+func TestCrashDuringCompactionLeavesTheRightStart(t *testing.T) {
+	for _, max := range []uint64{150, 200} {
+		for k := 1; ; k++ {
+			fsys := newSimFS()
+			opts := Options{SegmentBytes: 4096}
+			l := openSim(t, fsys, opts)
+			appendRange(t, l, 1, 200)
+			var snap *simFS
+			syncs := 0
+			fsys.beforeSync = func(string) error {
+				if syncs++; syncs == k {
+					snap = fsys.clone()
+				}
+				if syncs >= k {
+					return errPowerCut
+				}
+				return nil
+			}
+			err := l.DeleteRange(1, max)
+			if snap == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				break // past the deletion's last sync
+			}
+			for _, p := range cutPolicies() {
+				img := snap.clone()
+				img.powerCut(p)
+				l, err := open(img, simDir, opts)
+				if err != nil {
+					t.Fatalf("deleting 1..%d, power cut at its sync %d, %s: Open: %v", max, k, p.name, err)
+				}
+				first, _ := l.FirstIndex()
+				last, _ := l.LastIndex()
+				switch {
+				case first == 1 && last == 200:
+					// Not deleted: raft deletes again.
+					assertRange(t, l, 1, 200)
+					if err := l.DeleteRange(1, max); err != nil {
+						t.Fatal(err)
+					}
+				case max == 200 && first == 0 && last == 0:
+				case max < 200 && first == max+1 && last == 200:
+					assertRange(t, l, max+1, 200)
+				default:
+					t.Fatalf("deleting 1..%d, power cut at its sync %d, %s: log is %d..%d", max, k, p.name, first, last)
+				}
+				// Open removed what the crash kept of deleted segments.
+				for _, path := range img.segmentPaths(simDir) {
+					found := false
+					for _, s := range l.segs {
+						found = found || s.path == path
+					}
+					if !found {
+						t.Fatalf("deleting 1..%d, power cut at its sync %d, %s: %s is left over", max, k, p.name, path)
+					}
+				}
+				// The log goes on, after a snapshot install's restart past it.
+				next := uint64(201)
+				if max == 200 {
+					next = 1000
+				}
+				appendRange(t, l, next, next+5)
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+				l, err = open(img, simDir, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				first, _ = l.FirstIndex()
+				if max == 200 {
+					assertRange(t, l, 1000, 1005)
+				} else {
+					assertRange(t, l, first, 206)
+				}
+				_ = l.Close()
+			}
 		}
-		// Each entry before the cut survives; anything after it may or may
-		// not, but the log is contiguous and raft can finish the deletion.
-		last, _ := l.LastIndex()
-		if first, _ := l.FirstIndex(); first != 1 || last < from-1 || last > 200 {
-			t.Fatalf("from %d: log is %d..%d after the crash", from, first, last)
-		}
-		assertRange(t, l, 1, last)
-		if err := l.DeleteRange(from, last); err != nil {
+	}
+}
+
+// Compaction is there to free space: once DeleteRange returns, a power
+// cut must not bring the removed segments back.
+func TestCompactedSegmentsStayRemoved(t *testing.T) {
+	for _, max := range []uint64{250, 300} {
+		fsys := newSimFS()
+		l := openSim(t, fsys, Options{SegmentBytes: 4096})
+		appendRange(t, l, 1, 300)
+		before := fsys.segmentPaths(simDir)
+		if err := l.DeleteRange(1, max); err != nil {
 			t.Fatal(err)
 		}
-		appendRange(t, l, from, from+5)
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
+		after := map[string]bool{}
+		for _, p := range fsys.segmentPaths(simDir) {
+			after[p] = true
 		}
-		l, err = Open(dir, opts)
-		if err != nil {
-			t.Fatal(err)
+		if len(after) >= len(before) {
+			t.Fatalf("deleting 1..%d removed no segment", max)
 		}
-		assertRange(t, l, 1, from+5)
-		_ = l.Close()
+		fsys.powerCut(cutPolicy{}) // nothing unsynced survives
+		for _, p := range before {
+			if !after[p] && fsys.exists(p) {
+				t.Errorf("deleting 1..%d: %s is back after a power cut", max, p)
+			}
+		}
 	}
 }
 

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -15,7 +15,8 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// DefaultSegmentBytes is the size segments are preallocated to.
+// DefaultSegmentBytes is the room for records segments are preallocated
+// with.
 const DefaultSegmentBytes = 64 << 20
 
 // firstIndexKey is the stable-file key that holds the log's first index
@@ -46,7 +47,8 @@ type Observer interface {
 
 // Options tune a Log. The zero value is ready to use.
 type Options struct {
-	// SegmentBytes is the preallocated size of a segment file.
+	// SegmentBytes is the room for records in one segment. A segment file
+	// is preallocated to that plus its header pages.
 	SegmentBytes int64
 	// Observer, if set, receives timings.
 	Observer Observer
@@ -58,10 +60,11 @@ type Options struct {
 type Log struct {
 	dir    string
 	opts   Options
+	fs     fileSystem
 	stable *stableFile
 	// lock holds the directory's flock from Open until Close, so that no
 	// second Log, in this process or another, writes the same files.
-	lock *os.File
+	lock io.Closer
 
 	// Lock order (see the package doc): syncMu, then mu, then fileMu, then
 	// stable.mu. A goroutine never waits for a lock earlier in that order
@@ -73,6 +76,13 @@ type Log struct {
 	failed  error  // sticky: after a failed write or sync nothing is trusted
 	written uint64 // number of completed writes; a write's number is its sync target
 	buf     []byte
+	// durable is what the last completed group-commit fdatasync covered:
+	// the next round writes it into the active segment's durable mark.
+	durable durableState
+	// epoch counts the deletions that cut or removed the active segment,
+	// so that a round whose fdatasync ran across one does not record an
+	// end that no longer exists.
+	epoch uint64
 
 	// fileMu keeps a segment file open while the group-commit leader syncs
 	// it outside mu. Closing a segment file takes it exclusively, always
@@ -83,37 +93,35 @@ type Log struct {
 	syncMu   sync.Mutex
 	syncCond *sync.Cond
 	syncing  bool
-	synced   uint64
-
-	// faults lets tests fail or stall the disk at chosen points. Its zero
-	// value is the real disk.
-	faults faults
+	acked    uint64 // writes up to this number may be acknowledged
 }
 
-// faults are the points where a test can inject a disk error or stop an
-// operation part way, as a crash would.
-type faults struct {
-	// datasync, if set, replaces the group commit's fdatasync.
-	datasync func(*os.File) error
-	// truncateStep, if set, runs after the first durable step of a
-	// suffix deletion; an error stops the deletion there, as a crash would.
-	truncateStep func() error
-}
-
-func (l *Log) datasync(f *os.File) error {
-	if l.faults.datasync != nil {
-		return l.faults.datasync(f)
-	}
-	return datasync(f)
+// durableState says that the records of writes numbered up to upto are on
+// disk, and in seg those before offset end.
+type durableState struct {
+	seg  *segment
+	end  int64
+	upto uint64
 }
 
 type segment struct {
-	base    uint64
-	path    string
-	f       *os.File
+	base uint64
+	path string
+	f    file
+	// v1 marks a segment written by format version 1: it is read, and
+	// truncated by deletions, but never appended to, because it has no
+	// durable mark.
+	v1      bool
+	start   int64   // offset of the first record
 	offsets []int64 // file offset of entry base+i
 	end     int64   // end of the records
-	sealed  bool
+	// markSeq and mark are the sequence number of the segment's latest
+	// durable mark and the offset it claims.
+	markSeq uint64
+	mark    int64
+	// torn is set by Open on the last segment when bytes other than zeros
+	// follow its last record.
+	torn bool
 }
 
 func (s *segment) count() uint64 { return uint64(len(s.offsets)) }
@@ -125,27 +133,29 @@ var (
 )
 
 // Open opens or creates the log in dir, recovering from a torn last write.
-// It fails, naming the file and byte offset, when a record before the tail
-// is corrupt.
-func Open(dir string, opts Options) (*Log, error) {
+// It fails, naming the file and byte offset, when a record that was on
+// disk before the crash is corrupt.
+func Open(dir string, opts Options) (*Log, error) { return open(osFS{}, dir, opts) }
+
+func open(fsys fileSystem, dir string, opts Options) (*Log, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
 	// Locked before anything is read: a second opener must not even cut
 	// what looks like a torn tail but is the holder's append in flight.
-	lock, err := lockDir(dir)
+	lock, err := fsys.Lock(dir)
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStable(dir)
+	st, err := openStable(fsys, dir)
 	if err != nil {
 		_ = lock.Close() // releases the lock; nothing was written
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	l := &Log{dir: dir, opts: opts, stable: st, lock: lock}
+	l := &Log{dir: dir, opts: opts, fs: fsys, stable: st, lock: lock}
 	l.syncCond = sync.NewCond(&l.syncMu)
 	if err := l.load(); err != nil {
 		l.closeFiles()
@@ -155,13 +165,12 @@ func Open(dir string, opts Options) (*Log, error) {
 }
 
 func (l *Log) load() error {
-	entries, err := os.ReadDir(l.dir)
+	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
 		return fmt.Errorf("txlog: %w", err)
 	}
 	var bases []uint64
-	for _, e := range entries {
-		name := e.Name()
+	for _, name := range names {
 		if !strings.HasSuffix(name, ".seg") {
 			continue
 		}
@@ -172,6 +181,17 @@ func (l *Log) load() error {
 		bases = append(bases, base)
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	// A segment followed by one that starts at or before the recorded first
+	// index holds only deleted entries: compaction records the first index
+	// before it removes files, and removes them in no particular order, so
+	// a crash can leave any of them. They are not read, and are removed
+	// below.
+	recorded := l.recordedFirst()
+	var dead []string
+	for len(bases) > 1 && bases[1] <= recorded {
+		dead = append(dead, filepath.Join(l.dir, segmentName(bases[0])))
+		bases = bases[1:]
+	}
 	for i, base := range bases {
 		last := i == len(bases)-1
 		seg, err := l.loadSegment(base, last)
@@ -184,68 +204,114 @@ func (l *Log) load() error {
 		if n := len(l.segs); n > 0 {
 			prev := l.segs[n-1]
 			if prev.base+prev.count() != seg.base {
+				_ = seg.f.Close()
 				return fmt.Errorf("txlog: %s starts at index %d but %s ends at %d: a segment is missing", seg.path, seg.base, prev.path, prev.base+prev.count()-1)
 			}
 		}
 		l.segs = append(l.segs, seg)
 	}
-	for i, s := range l.segs {
-		s.sealed = i < len(l.segs)-1
-	}
 	var total uint64
 	for _, s := range l.segs {
 		total += s.count()
 	}
-	if total == 0 {
-		return nil
-	}
-	l.first = l.segs[0].base
-	l.last = l.segs[len(l.segs)-1].base + l.segs[len(l.segs)-1].count() - 1
-	if b, ok := l.stable.get(firstIndexKey); ok && len(b) == 8 {
-		if f := binary.LittleEndian.Uint64(b); f > l.first {
-			l.first = f
+	if total > 0 {
+		l.first = max(l.segs[0].base, recorded)
+		l.last = l.segs[len(l.segs)-1].base + l.segs[len(l.segs)-1].count() - 1
+		if l.first > l.last {
+			// Every entry was deleted (deleteAll) before a crash kept the
+			// files: nothing is live.
+			l.fileMu.Lock()
+			for _, s := range l.segs {
+				_ = s.f.Close() // removed next
+				dead = append(dead, s.path)
+			}
+			l.fileMu.Unlock()
+			l.segs, l.first, l.last = nil, 0, 0
 		}
 	}
-	if l.first > l.last {
-		// Compaction recorded a first index past every entry: nothing is live.
-		l.first, l.last = 0, 0
+	if len(dead) > 0 {
+		if err := l.removeFiles(dead, false); err != nil {
+			return err
+		}
 	}
-	return nil
+	return l.repairTail()
 }
 
-// loadSegment reads one segment and indexes its records. For the last
-// segment it cuts off a torn tail; anywhere else a bad record is an error.
+// recordedFirst is the first index compaction recorded, 0 when none.
+func (l *Log) recordedFirst() uint64 {
+	if b, ok := l.stable.get(firstIndexKey); ok && len(b) == 8 {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
+}
+
+// loadSegment reads one segment and indexes its records. In the last
+// segment, records after its durable mark that a crash tore are left out
+// (repairTail cuts them); anywhere else a bad record is corruption.
 func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 	path := filepath.Join(l.dir, segmentName(base))
-	data, err := os.ReadFile(path)
+	data, err := l.fs.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	if len(data) < segmentHeader || string(data[:8]) != segmentMagic || binary.LittleEndian.Uint64(data[8:]) != base {
-		if last && allZero(data[min(len(data), 8):]) {
-			// Created but its header never reached the disk.
-			if err := os.Remove(path); err != nil {
+	seg := &segment{base: base, path: path}
+	switch {
+	case hasHeader(data, segmentMagicV1, base):
+		// Version 1 kept no durable mark: in its last segment nothing
+		// tells a torn write from a damaged acknowledged one, and the
+		// torn write is the one a crash makes.
+		seg.v1, seg.start, seg.mark = true, segmentHeader, segmentHeader
+	case hasHeader(data, segmentMagicV2, base):
+		seg.start = recordsV2
+		var ok bool
+		seg.markSeq, seg.mark, ok = readMarks(data, base)
+		if !ok {
+			if last && interruptedCreation(data) {
+				// Created, but its marks never reached the disk.
+				if err := l.fs.Remove(path); err != nil {
+					return nil, fmt.Errorf("txlog: %w", err)
+				}
+				return nil, nil
+			}
+			return nil, fmt.Errorf("txlog: %s: corrupt durable marks at offsets %d and %d", path, markOffset(0), markOffset(1))
+		}
+		if seg.mark > int64(len(data)) {
+			return nil, fmt.Errorf("txlog: %s: durable mark at offset %d says records up to offset %d are on disk, but the file has %d bytes", path, markOffset(seg.markSeq), seg.mark, len(data))
+		}
+	default:
+		if last && interruptedCreation(data) {
+			// Created, but its header never reached the disk; nothing
+			// was written after it.
+			if err := l.fs.Remove(path); err != nil {
 				return nil, fmt.Errorf("txlog: %w", err)
 			}
 			return nil, nil
 		}
 		return nil, fmt.Errorf("txlog: %s: corrupt segment header at offset 0", path)
 	}
-	seg := &segment{base: base, path: path}
-	off := int64(segmentHeader)
+	off := seg.start
 	var rec raft.Log
 	for off < int64(len(data)) {
 		rest := data[off:]
-		if len(rest) < recordHeader && allZero(rest) || binary.LittleEndian.Uint32(rest) == 0 && allZero(rest) {
-			break
+		if !last && allZero(rest) {
+			break // space preallocated and never used
 		}
 		n, err := decodeRecord(rest, &rec)
 		if err == nil && rec.Index != base+seg.count() {
 			err = fmt.Errorf("index %d where %d was expected", rec.Index, base+seg.count())
 		}
+		if err == nil && off < seg.mark && off+int64(n) > seg.mark {
+			err = fmt.Errorf("record runs past the durable end at offset %d", seg.mark)
+		}
 		if err != nil {
-			if last && tornTail(rest) {
+			if last && off >= seg.mark {
+				// Nothing at or after the mark was acknowledged: see
+				// the package doc, # Recovery.
+				seg.torn = !allZero(rest)
 				break
+			}
+			if last {
+				err = fmt.Errorf("%v (the durable mark says the records up to offset %d were on disk)", err, seg.mark)
 			}
 			return nil, fmt.Errorf("txlog: %s: corrupt record at offset %d: %v", path, off, err)
 		}
@@ -253,45 +319,69 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		off += int64(n)
 	}
 	seg.end = off
-	seg.f, err = os.OpenFile(path, os.O_RDWR, 0o600)
-	if err != nil {
+	if seg.f, err = l.fs.OpenRW(path); err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
-	}
-	if last && off < int64(len(data)) && !allZero(data[off:]) {
-		// Zero the torn bytes so the next append starts on clean ground.
-		if err := seg.f.Truncate(off); err != nil {
-			_ = seg.f.Close()
-			return nil, fmt.Errorf("txlog: truncate torn tail of %s: %w", path, err)
-		}
-		if err := seg.f.Sync(); err != nil {
-			_ = seg.f.Close()
-			return nil, fmt.Errorf("txlog: %w", err)
-		}
-	}
-	if last {
-		if err := preallocate(seg.f, l.opts.SegmentBytes); err != nil {
-			_ = seg.f.Close()
-			return nil, fmt.Errorf("txlog: preallocate %s: %w", path, err)
-		}
 	}
 	return seg, nil
 }
 
-// tornTail reports whether a bad record at the start of b is the remains of
-// a write that a crash interrupted: every byte after the extent its header
-// claims (or after the header, when the length is implausible) is zero.
-func tornTail(b []byte) bool {
-	if len(b) < recordHeader {
-		return true
+func hasHeader(data []byte, magic string, base uint64) bool {
+	return len(data) >= segmentHeader && string(data[:8]) == magic && binary.LittleEndian.Uint64(data[8:]) == base
+}
+
+// interruptedCreation reports whether a last segment whose header or marks
+// are not intact is one a crash caught while creating it: createSegment
+// syncs the header and marks before any record is written, so then no
+// record follows. A version 1 segment, whose records start right after the
+// header, is never taken for one.
+func interruptedCreation(data []byte) bool {
+	if len(data) > segmentHeader {
+		if _, err := decodeRecord(data[segmentHeader:], &raft.Log{}); err == nil {
+			return false
+		}
 	}
-	extent := int64(recordHeader)
-	if n := int64(binary.LittleEndian.Uint32(b)); n <= MaxRecordBytes {
-		extent += n
+	return len(data) <= recordsV2 || allZero(data[recordsV2:])
+}
+
+// repairTail readies the last segment for appends: it cuts what a crash
+// tore after its last record, makes everything Open read durable, and
+// writes a durable mark that covers it.
+func (l *Log) repairTail() error {
+	if len(l.segs) == 0 {
+		return nil
 	}
-	if extent >= int64(len(b)) {
-		return true
+	seg := l.segs[len(l.segs)-1]
+	if seg.torn {
+		// A later append must not end short of the torn bytes and leave
+		// some after it, where a recovery would read them as the next
+		// record.
+		if err := seg.f.Truncate(seg.end); err != nil {
+			return fmt.Errorf("txlog: truncate torn tail of %s: %w", seg.path, err)
+		}
 	}
-	return allZero(b[extent:])
+	if !seg.v1 {
+		if err := seg.f.Allocate(seg.start + l.opts.SegmentBytes); err != nil {
+			return fmt.Errorf("txlog: preallocate %s: %w", seg.path, err)
+		}
+	}
+	// What Open read may be in the page cache only (the process died, the
+	// machine did not), and raft treats every entry it finds at start as
+	// stored. It must be on disk before it is served, and before a mark
+	// claims it: a mark that reached the disk ahead of the records it
+	// covers would make the next recovery refuse a torn write.
+	if err := seg.f.Sync(); err != nil {
+		return fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
+	}
+	if !seg.v1 && seg.end > seg.mark {
+		if err := l.writeMark(seg, seg.end); err != nil {
+			return err
+		}
+		if err := seg.f.Sync(); err != nil {
+			return fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
+		}
+	}
+	l.durable = durableState{seg: seg, end: seg.end}
+	return nil
 }
 
 func segmentName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
@@ -418,6 +508,11 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 			return 0, fmt.Errorf("%w: entry %d would be a %d-byte record; the limit is %d", ErrRecordTooLarge, log.Index, n, MaxRecordBytes)
 		}
 	}
+	if l.last == 0 {
+		if err := l.lowerFirst(logs[0].Index); err != nil {
+			return 0, l.fail(err)
+		}
+	}
 	seg, err := l.activeFor(logs[0].Index)
 	if err != nil {
 		return 0, l.fail(err)
@@ -427,7 +522,7 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	for _, log := range logs {
 		before := len(l.buf)
 		l.buf = appendRecord(l.buf, log)
-		if seg.end+int64(len(l.buf)) > l.opts.SegmentBytes && (seg.count() > 0 || before > 0) {
+		if seg.end-seg.start+int64(len(l.buf)) > l.opts.SegmentBytes && (seg.count() > 0 || before > 0) {
 			// This record does not fit: write what does, then start a new segment.
 			rec := append([]byte(nil), l.buf[before:]...)
 			l.buf = l.buf[:before]
@@ -453,17 +548,33 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	return l.written, nil
 }
 
+// lowerFirst makes sure the recorded first index does not hide an empty
+// log's first entry, index: deleteAll records the index after the last
+// entry it deletes, and raft may start the log again below it (a follower
+// whose whole log conflicts with the leader's).
+func (l *Log) lowerFirst(index uint64) error {
+	if l.recordedFirst() <= index {
+		return nil
+	}
+	return l.setFirst(index)
+}
+
 // activeFor returns the segment the entry at index goes to, starting one
-// when the log is empty.
+// when the log is empty or its last segment is version 1.
 func (l *Log) activeFor(index uint64) (*segment, error) {
 	if n := len(l.segs); n > 0 {
 		seg := l.segs[n-1]
-		if seg.count() > 0 || seg.base == index {
+		switch {
+		case seg.v1 && seg.count() > 0:
+			// Never appended to: a version 1 segment has no durable mark.
+			return l.roll(index)
+		case !seg.v1 && (seg.count() > 0 || seg.base == index):
 			return seg, nil
 		}
-		// An empty segment left by a truncation at a different index.
+		// An empty segment left by a truncation at a different index, or
+		// an empty version 1 segment.
 		l.segs = l.segs[:n-1]
-		if err := l.removeSegments([]*segment{seg}); err != nil {
+		if err := l.removeSegments([]*segment{seg}, false); err != nil {
 			return nil, err
 		}
 	}
@@ -490,8 +601,10 @@ func (l *Log) flush(seg *segment, offs []int64) error {
 	return nil
 }
 
-// roll seals the active segment (synced, cut to its data) and starts a new
-// one whose first entry will be base.
+// roll seals the active segment (cut to its data and synced) and starts a
+// new one whose first entry will be base. Once the new segment exists on
+// disk the sealed one is no longer last, so Open checks every record in it
+// as acknowledged: it must be on disk in full first.
 func (l *Log) roll(base uint64) (*segment, error) {
 	old := l.segs[len(l.segs)-1]
 	if err := old.f.Truncate(old.end); err != nil {
@@ -500,7 +613,6 @@ func (l *Log) roll(base uint64) (*segment, error) {
 	if err := old.f.Sync(); err != nil {
 		return nil, fmt.Errorf("txlog: seal %s: %w", old.path, err)
 	}
-	old.sealed = true
 	seg, err := l.createSegment(base)
 	if err != nil {
 		return nil, err
@@ -509,54 +621,78 @@ func (l *Log) roll(base uint64) (*segment, error) {
 	return seg, nil
 }
 
+// createSegment creates a version 2 segment: the header, and both durable
+// marks claiming no records, are on disk, and so is its directory entry,
+// before any record is written to it. A crash before then leaves a segment
+// with no record, which Open removes.
 func (l *Log) createSegment(base uint64) (*segment, error) {
 	path := filepath.Join(l.dir, segmentName(base))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := l.fs.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
-	hdr := make([]byte, segmentHeader)
-	copy(hdr, segmentMagic)
-	binary.LittleEndian.PutUint64(hdr[8:], base)
-	err = preallocate(f, l.opts.SegmentBytes)
+	head := make([]byte, recordsV2)
+	copy(head, segmentMagicV2)
+	binary.LittleEndian.PutUint64(head[8:], base)
+	copy(head[markOffset(0):], encodeMark(0, base, recordsV2))
+	copy(head[markOffset(1):], encodeMark(1, base, recordsV2))
+	err = f.Allocate(recordsV2 + l.opts.SegmentBytes)
 	if err == nil {
-		_, err = f.WriteAt(hdr, 0)
+		_, err = f.WriteAt(head, 0)
 	}
 	if err == nil {
 		err = f.Sync()
 	}
 	if err == nil {
-		err = syncDir(l.dir)
+		err = l.fs.SyncDir(l.dir)
 	}
 	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("txlog: create %s: %w", path, err)
 	}
-	return &segment{base: base, path: path, f: f, end: segmentHeader}, nil
+	return &segment{base: base, path: path, f: f, start: recordsV2, end: recordsV2, markSeq: 1, mark: recordsV2}, nil
 }
 
-// waitDurable returns once an fdatasync that started after write number
-// target has finished. The first waiter to find no sync running runs one
-// for everyone who has written so far (group commit).
+// writeMark writes a durable mark claiming that seg's records before end
+// are on disk. The caller has seen that claim come true (a completed
+// fdatasync covered them) and syncs the mark before it relies on it; it
+// also makes sure no other mark write is still unsynced, because a power
+// cut may tear both pages being written and leave no valid mark.
+func (l *Log) writeMark(seg *segment, end int64) error {
+	seq := seg.markSeq + 1
+	if _, err := seg.f.WriteAt(encodeMark(seq, seg.base, end), markOffset(seq)); err != nil {
+		return fmt.Errorf("txlog: write durable mark of %s: %w", seg.path, err)
+	}
+	seg.markSeq, seg.mark = seq, end
+	return nil
+}
+
+// waitDurable returns once write number target may be acknowledged: its
+// records are on disk, and so is a durable mark covering them (or they
+// are in a sealed segment). Each round of the group commit writes the
+// mark for what the previous round's fdatasync covered, then runs one
+// fdatasync: under load, each round makes one batch durable and
+// acknowledges the batch before it. The first waiter to find no round
+// running runs one for everyone.
 func (l *Log) waitDurable(target uint64) error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	for l.synced < target {
+	for l.acked < target {
 		if l.syncing {
 			l.syncCond.Wait()
 			continue
 		}
 		l.syncing = true
 		l.syncMu.Unlock()
-		upto, err := l.syncActive()
+		acked, err := l.syncRound()
 		l.syncMu.Lock()
 		l.syncing = false
 		l.syncCond.Broadcast()
 		if err != nil {
 			return err
 		}
-		if upto > l.synced {
-			l.synced = upto
+		if acked > l.acked {
+			l.acked = acked
 		}
 	}
 	l.mu.RLock()
@@ -564,29 +700,45 @@ func (l *Log) waitDurable(target uint64) error {
 	return l.failed
 }
 
-// syncActive flushes the active segment and returns the write number it
-// covers. Sealed segments were synced when they were sealed.
-func (l *Log) syncActive() (uint64, error) {
-	l.mu.RLock()
-	upto, failed := l.written, l.failed
+// syncRound is one round of the group commit. It returns the write number
+// up to which appends may now be acknowledged.
+func (l *Log) syncRound() (uint64, error) {
+	l.mu.Lock()
+	if l.failed != nil {
+		defer l.mu.Unlock()
+		return 0, l.failed
+	}
+	d := l.durable
 	var seg *segment
 	if n := len(l.segs); n > 0 {
 		seg = l.segs[n-1]
 	}
-	if failed != nil || seg == nil {
-		l.mu.RUnlock()
-		return upto, failed
+	if seg == nil {
+		// Everything written was deleted.
+		l.mu.Unlock()
+		return l.written, nil
 	}
+	if d.seg == seg && !seg.v1 && d.end > seg.mark {
+		// Whatever the previous round's fdatasync covered is now claimed;
+		// this round's fdatasync makes the claim durable. When d.seg is
+		// not the active segment, its records are in segments sealed
+		// since, which need no mark.
+		if err := l.writeMark(seg, d.end); err != nil {
+			defer l.mu.Unlock()
+			return 0, l.fail(err)
+		}
+	}
+	upto, end, epoch := l.written, seg.end, l.epoch
 	// fileMu is taken before mu is released, so that the file cannot be
 	// closed under the sync; it is taken inside mu, in the package's lock
 	// order.
 	l.fileMu.RLock()
-	l.mu.RUnlock()
+	l.mu.Unlock()
 	start := time.Now()
-	err := l.datasync(seg.f)
-	// Released before mu is taken again to record a failure: compaction and
-	// Close hold mu while they wait for fileMu, so taking mu with fileMu
-	// held deadlocks the node on the first failed fdatasync.
+	err := seg.f.Sync()
+	// Released before mu is taken again: compaction and Close hold mu
+	// while they wait for fileMu, so taking mu with fileMu held deadlocks
+	// the node on the first failed fdatasync.
 	l.fileMu.RUnlock()
 	if err != nil {
 		err = fmt.Errorf("txlog: fdatasync %s: %w", seg.path, err)
@@ -600,7 +752,12 @@ func (l *Log) syncActive() (uint64, error) {
 	if l.opts.Observer != nil {
 		l.opts.Observer.ObserveSync(time.Since(start))
 	}
-	return upto, nil
+	l.mu.Lock()
+	if l.epoch == epoch && upto > l.durable.upto {
+		l.durable = durableState{seg: seg, end: end, upto: upto}
+	}
+	l.mu.Unlock()
+	return d.upto, nil
 }
 
 // fail makes err sticky. Called with mu held.
@@ -645,13 +802,20 @@ func (l *Log) DeleteRange(min, max uint64) error {
 	}
 }
 
+// deleteAll records that every entry is deleted before it removes any
+// file: raft deletes everything after installing a snapshot and starts the
+// log again past it, so a crash that left an old segment as the log's
+// start would leave a gap in front of the next append. Open treats the
+// segments that survive such a crash as leftovers.
 func (l *Log) deleteAll() error {
-	if err := l.setFirst(0); err != nil {
+	if err := l.setFirst(l.last + 1); err != nil {
 		return l.fail(err)
 	}
 	segs := l.segs
 	l.segs, l.first, l.last = nil, 0, 0
-	return l.removeSegments(segs)
+	l.epoch++
+	l.durable = durableState{upto: l.written}
+	return l.removeSegments(segs, false)
 }
 
 func (l *Log) deletePrefix(first uint64) error {
@@ -667,16 +831,19 @@ func (l *Log) deletePrefix(first uint64) error {
 	}
 	gone := l.segs[:n:n]
 	l.segs = l.segs[n:]
-	return l.removeSegments(gone)
+	return l.removeSegments(gone, false)
 }
 
-// deleteSuffix deletes the entries from index from on. Whole segments
-// after the cut go first, the highest first, and their removal is made
-// durable before the segment holding the cut is truncated: a crash at any
-// point then leaves a contiguous log that still ends at or after from-1,
-// whose conflicting tail raft deletes again. Truncating first would leave,
-// after a crash, segments that start past the truncated one's end, and Open
-// would refuse the log as missing a segment.
+// deleteSuffix deletes the entries from index from on. First the segment
+// holding the cut gets a durable mark at the cut: it is about to become
+// the last segment, and its mark must claim neither the records being
+// deleted (the next appends reuse their space, and a torn one below a
+// stale mark would read as corruption) nor less than the entries that
+// stay. Then the whole segments after the cut go, the highest first, each
+// removal durable before the next: a crash then leaves a contiguous log
+// that ends at or after from-1, whose conflicting tail raft deletes again.
+// Only then is the segment holding the cut truncated; truncating first
+// would leave, after a crash, segments that start past its end.
 func (l *Log) deleteSuffix(from uint64) error {
 	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > from }) - 1
 	gone := make([]*segment, 0, len(l.segs)-i-1)
@@ -684,32 +851,50 @@ func (l *Log) deleteSuffix(from uint64) error {
 		gone = append(gone, l.segs[j])
 	}
 	seg := l.segs[i]
+	k := from - seg.base
+	cut := seg.offsets[k]
+	if !seg.v1 {
+		// The mark claims the records before the cut: this sync puts them
+		// on disk, along with any mark a group-commit round wrote and has
+		// not yet synced, so that only one mark write is ever unsynced.
+		if err := seg.f.Sync(); err != nil {
+			return l.fail(fmt.Errorf("txlog: sync %s: %w", seg.path, err))
+		}
+		if err := l.writeMark(seg, cut); err != nil {
+			return l.fail(err)
+		}
+		// Durable before the truncation can be: a stale mark past the cut
+		// over a truncated file would read as lost records.
+		if err := seg.f.Sync(); err != nil {
+			return l.fail(fmt.Errorf("txlog: sync %s: %w", seg.path, err))
+		}
+	}
 	l.segs = l.segs[:i+1]
 	// From here the log in memory ends where seg ends, as it will on disk
 	// once the later segments are gone.
 	l.last = seg.base + seg.count() - 1
-	if err := l.removeSegments(gone); err != nil {
+	l.epoch++
+	l.durable = durableState{seg: seg, end: cut, upto: l.written}
+	if err := l.removeSegments(gone, true); err != nil {
 		return err
 	}
-	if l.faults.truncateStep != nil {
-		if err := l.faults.truncateStep(); err != nil {
-			return l.fail(err)
-		}
-	}
-	k := from - seg.base
-	cut := seg.offsets[k]
 	if err := seg.f.Truncate(cut); err != nil {
 		return l.fail(fmt.Errorf("txlog: truncate %s: %w", seg.path, err))
 	}
-	if err := preallocate(seg.f, l.opts.SegmentBytes); err != nil {
-		return l.fail(fmt.Errorf("txlog: preallocate %s: %w", seg.path, err))
+	if !seg.v1 {
+		if err := seg.f.Allocate(seg.start + l.opts.SegmentBytes); err != nil {
+			return l.fail(fmt.Errorf("txlog: preallocate %s: %w", seg.path, err))
+		}
 	}
+	// The deletion is durable when DeleteRange returns, and the space
+	// after the cut reads as zeros on disk before an append reuses it: a
+	// torn append must not leave a deleted record behind it that a
+	// recovery would read as the next entry.
 	if err := seg.f.Sync(); err != nil {
 		return l.fail(fmt.Errorf("txlog: sync %s: %w", seg.path, err))
 	}
 	seg.offsets = seg.offsets[:k]
 	seg.end = cut
-	seg.sealed = false
 	l.last = from - 1
 	return nil
 }
@@ -718,25 +903,44 @@ func (l *Log) setFirst(first uint64) error {
 	return l.stable.set(firstIndexKey, binary.LittleEndian.AppendUint64(nil, first))
 }
 
-// removeSegments closes and deletes segs in the order given, then fsyncs
-// the directory. Callers order them so that a crash part way leaves the
-// remaining segments contiguous.
-func (l *Log) removeSegments(segs []*segment) error {
+// removeSegments closes and deletes segs in the order given.
+func (l *Log) removeSegments(segs []*segment, ordered bool) error {
 	if len(segs) == 0 {
 		return nil
 	}
 	l.fileMu.Lock()
-	for _, s := range segs {
+	paths := make([]string, len(segs))
+	for i, s := range segs {
 		_ = s.f.Close() // removed next
+		paths[i] = s.path
 	}
 	l.fileMu.Unlock()
-	for _, s := range segs {
-		if err := os.Remove(s.path); err != nil {
-			return l.fail(fmt.Errorf("txlog: %w", err))
+	if err := l.removeFiles(paths, ordered); err != nil {
+		return l.fail(err)
+	}
+	return nil
+}
+
+// removeFiles deletes paths in the order given. When ordered, each removal
+// is made durable before the next, because a crash that kept an earlier
+// removal but not a later one would leave a gap in the log; otherwise the
+// directory is synced once at the end, so that the space freed stays
+// freed after a crash.
+func (l *Log) removeFiles(paths []string, ordered bool) error {
+	for _, p := range paths {
+		if err := l.fs.Remove(p); err != nil {
+			return fmt.Errorf("txlog: %w", err)
+		}
+		if ordered {
+			if err := l.fs.SyncDir(l.dir); err != nil {
+				return fmt.Errorf("txlog: sync %s: %w", l.dir, err)
+			}
 		}
 	}
-	if err := syncDir(l.dir); err != nil {
-		return l.fail(err)
+	if !ordered {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return fmt.Errorf("txlog: sync %s: %w", l.dir, err)
+		}
 	}
 	return nil
 }
@@ -748,7 +952,7 @@ func (l *Log) Size() int64 {
 	defer l.mu.RUnlock()
 	var n int64
 	for _, s := range l.segs {
-		n += s.end
+		n += s.end - s.start
 	}
 	return n
 }
@@ -762,7 +966,7 @@ func (l *Log) Close() error {
 	}
 	var err error
 	if n := len(l.segs); n > 0 && l.failed == nil {
-		err = l.datasync(l.segs[n-1].f)
+		err = l.segs[n-1].f.Sync()
 	}
 	l.failed = ErrClosed
 	l.closeFiles()

@@ -11,10 +11,23 @@ import (
 )
 
 const (
-	segmentMagic  = "KVTXLOG1"
-	segmentHeader = 16
-	recordHeader  = 8
-	bodyFixed     = 8 + 8 + 1 + 8
+	segmentMagicV1 = "KVTXLOG1"
+	segmentMagicV2 = "KVTXLOG2"
+	segmentHeader  = 16
+	recordHeader   = 8
+	bodyFixed      = 8 + 8 + 1 + 8
+
+	// pageBytes is the unit a power cut is assumed to tear writes at. The
+	// header and each durable mark of a version 2 segment have a page of
+	// their own, so that rewriting a mark can never damage the header or
+	// the other mark, and no record shares a page with either.
+	pageBytes = 4096
+	// recordsV2 is where the records of a version 2 segment start: after
+	// the header page and the two durable-mark pages.
+	recordsV2 = 3 * pageBytes
+
+	markMagic = "KVTXMARK"
+	markBytes = 8 + 8 + 8 + 8 + 4
 )
 
 // MaxRecordBytes is the largest record the log writes or reads: far above
@@ -114,4 +127,46 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// markOffset is where the durable mark with sequence number seq is
+// written: marks alternate between the two mark pages, so that the one
+// being rewritten is never the only valid one.
+func markOffset(seq uint64) int64 { return pageBytes * int64(1+seq%2) }
+
+// encodeMark encodes a durable mark: magic, sequence number, the segment's
+// base index, the offset every record before which is durable, and a
+// CRC-32C of those 32 bytes.
+func encodeMark(seq, base uint64, end int64) []byte {
+	b := make([]byte, 0, markBytes)
+	b = append(b, markMagic...)
+	b = binary.LittleEndian.AppendUint64(b, seq)
+	b = binary.LittleEndian.AppendUint64(b, base)
+	b = binary.LittleEndian.AppendUint64(b, uint64(end))
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// readMarks returns the valid durable mark with the highest sequence
+// number in a version 2 segment's data, and false when neither mark page
+// holds a valid one.
+func readMarks(data []byte, base uint64) (seq uint64, end int64, ok bool) {
+	for slot := uint64(0); slot < 2; slot++ {
+		off := markOffset(slot)
+		if int64(len(data)) < off+markBytes {
+			continue
+		}
+		b := data[off : off+markBytes]
+		if string(b[:8]) != markMagic || crc32.Checksum(b[:32], castagnoli) != binary.LittleEndian.Uint32(b[32:]) {
+			continue
+		}
+		s := binary.LittleEndian.Uint64(b[8:])
+		e := int64(binary.LittleEndian.Uint64(b[24:]))
+		if s%2 != slot || binary.LittleEndian.Uint64(b[16:]) != base || e < recordsV2 {
+			continue
+		}
+		if !ok || s > seq {
+			seq, end, ok = s, e, true
+		}
+	}
+	return seq, end, ok
 }

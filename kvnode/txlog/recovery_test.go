@@ -84,7 +84,7 @@ func TestCorruptionBeforeTheTailRefusesToOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Flip a bit inside the second record's body.
-			off := segmentHeader + len(appendRecord(nil, entry(1))) + recordHeader + 3
+			off := recordsV2 + len(appendRecord(nil, entry(1))) + recordHeader + 3
 			b[off] ^= 0x40
 			if err := os.WriteFile(path, b, 0o600); err != nil {
 				t.Fatal(err)

@@ -26,13 +26,14 @@ const stableMagic = "KVSTBL01"
 // only on term changes and votes.
 type stableFile struct {
 	mu   sync.Mutex
+	fs   fileSystem
 	path string
 	m    map[string][]byte
 }
 
-func openStable(dir string) (*stableFile, error) {
-	s := &stableFile{path: filepath.Join(dir, "stable"), m: map[string][]byte{}}
-	b, err := os.ReadFile(s.path)
+func openStable(fsys fileSystem, dir string) (*stableFile, error) {
+	s := &stableFile{fs: fsys, path: filepath.Join(dir, "stable"), m: map[string][]byte{}}
+	b, err := fsys.ReadFile(s.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}
@@ -108,21 +109,23 @@ func (s *stableFile) persistLocked() error {
 		b = append(b, s.m[k]...)
 	}
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	return writeFileAtomic(s.path, b)
+	return writeFileAtomic(s.fs, s.path, b)
 }
 
 // writeFileAtomic writes b to path so that a crash leaves the old content or
 // the new, never a mix: temp file, fsync, rename, fsync the directory.
-func writeFileAtomic(path string, b []byte) error {
+func writeFileAtomic(fsys fileSystem, path string, b []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := fsys.Create(tmp)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	if _, err := f.WriteAt(b, 0); err != nil {
 		_ = f.Close()
 		return err
 	}
+	// On disk before the rename can be: a rename that reached the disk
+	// ahead of the data would replace the old state with a torn file.
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
 		return err
@@ -130,18 +133,8 @@ func writeFileAtomic(path string, b []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := fsys.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	_ = d.Close() // read-only
-	return err
+	return fsys.SyncDir(filepath.Dir(path))
 }
