@@ -104,7 +104,10 @@ func openVolume(dir string, hasState, bootstrap bool) (*volume, error) {
 		return nil, err
 	}
 	v.inc = incarnation{ID: hex.EncodeToString(id), Admitted: hasState || bootstrap}
-	return v, v.save(v.inc)
+	if err := v.save(v.inc); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 func (v *volume) get() incarnation {

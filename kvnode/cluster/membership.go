@@ -324,11 +324,11 @@ func (n *Node) Promote(ctx context.Context, id string) error {
 		return err
 	}
 	self, err := n.memberStatus(ctx, id, n.store.Meta(metaAPIKey(id)))
-	if s.Suffrage == raft.Voter && (err != nil || self.Incarnation == "" || self.Admitted) {
-		return nil
-	}
 	if err != nil {
 		return fmt.Errorf("%w: its status is unavailable: %v", ErrNotCaughtUp, err)
+	}
+	if s.Suffrage == raft.Voter && (self.Incarnation == "" || self.Admitted) {
+		return nil
 	}
 	if commit := n.raft.CommitIndex(); self.AppliedIndex+n.cfg.CatchUpLag < commit {
 		return fmt.Errorf("%w: applied %d, leader committed %d", ErrNotCaughtUp, self.AppliedIndex, commit)

@@ -57,7 +57,8 @@ func selfStatus(c *harness.Cluster, m *harness.Member) (clusterapi.NodeStatus, e
 		return self, err
 	}
 	defer resp.Body.Close()
-	return self, jsonDecode(resp, &self)
+	err = jsonDecode(resp, &self)
+	return self, err
 }
 
 // A voter that lost its volume must not vote: a follower is cut off, the
