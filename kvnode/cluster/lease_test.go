@@ -204,6 +204,26 @@ func TestQuorumRoundCountsOnlyVoters(t *testing.T) {
 	}
 }
 
+// GET /v1/cluster says leaderVerified only on the word of a voter quorum:
+// a leader that one of two voters and a non-voter still answer has no
+// majority, and the operator must not act on its configuration.
+func TestLeaderVerifiedCountsOnlyVoters(t *testing.T) {
+	nodes := openCluster(t, 2, 1, true)
+	l, v := nodes[0], nodes[1]
+	info, err := l.Info(context.Background())
+	if err != nil || !info.LeaderVerified {
+		t.Fatalf("a leader with both voters: verified %v, %v", info.LeaderVerified, err)
+	}
+	v.Shutdown()
+	info, err = l.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LeaderVerified {
+		t.Fatal("leaderVerified with one of two voters and a non-voter")
+	}
+}
+
 // A strict read makes a quorum round (an entry in the log) even while the
 // lease holds; a linearizable one does not, unless the lease is off.
 func TestStrictReadsAlwaysMakeAQuorumRound(t *testing.T) {

@@ -140,8 +140,17 @@ func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 	_, leader := n.raft.LeaderWithID()
 	// Leadership is confirmed before the commit index is read, and both
 	// after the configuration: a configuration index at or below that
-	// commit index is committed, by a leader that still led after it.
-	verified := n.raft.State() == raft.Leader && n.raft.VerifyLeader().Error() == nil
+	// commit index is committed, by a leader that still led after it. The
+	// confirmation is a quorum round (quorumRound), which only voters'
+	// answers to entries sent after it started can complete: raft's
+	// VerifyLeader also counts non-voters, and answers still in flight.
+	verified := false
+	if n.raft.State() == raft.Leader {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := n.rounds.confirm(rctx)
+		cancel()
+		verified = err == nil
+	}
 	info := clusterapi.Cluster{
 		ClusterID: n.clusterID(), HasState: has, Leader: string(leader), CommitIndex: n.raft.CommitIndex(),
 		ConfigurationIndex: f.Index(), LeaderVerified: verified,
