@@ -48,6 +48,8 @@ cluster-local: build ## Start a 3-member kvnode cluster on loopback (HTTPS, mutu
 fuzz: ## Fuzz the decoders for FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $${FUZZTIME:-30s} ./kvnode/txlog
 	$(GO) test -run '^$$' -fuzz FuzzUnmarshalEvent -fuzztime $${FUZZTIME:-30s} ./kvnode/core
+	$(GO) test -run '^$$' -fuzz FuzzTornTail -fuzztime $${FUZZTIME:-30s} ./kvnode/txlog
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s} ./kvnode/backup
 
 bench: build ## Benchmarks: the log store against raft-wal and raft-boltdb, HTTP against a bare net/http ceiling.
 	cd hack/bench && $(GO) run ./logstore -dir $${BENCH_DIR:-/var/tmp} -entries 4000 -rounds 3

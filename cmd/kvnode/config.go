@@ -37,6 +37,7 @@ type config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	ReadLease         bool
+	RestoreFrom       string
 	LogLevel          string
 	// ClusterFlags are the cluster flags that were set (see clusterFlags).
 	ClusterFlags []string
@@ -77,6 +78,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("drain-delay", "KV_DRAIN_DELAY", "after SIGTERM, how long /readyz fails while requests are still served, so that load balancers stop sending traffic first", func(u string) { fs.DurationVar(&c.DrainDelay, "drain-delay", 0, u) })
 	bind("snapshot-threshold", "KV_SNAPSHOT_THRESHOLD", "log entries after which a snapshot is taken and the log compacted", func(u string) { fs.Uint64Var(&c.SnapshotThreshold, "snapshot-threshold", 8192, u) })
 	bind("snapshot-interval", "KV_SNAPSHOT_INTERVAL", "how often the snapshot threshold is checked", func(u string) { fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 30*time.Second, u) })
+	bind("restore-from", "KV_RESTORE_FROM", "a backup file (GET /v1/cluster/backup) to start a new cluster from: on an empty data directory the node checks the backup, restores it with a new cluster ID and leads a one-member cluster; with Raft state it starts as usual if that state came from this backup, and refuses otherwise", func(u string) { fs.StringVar(&c.RestoreFrom, "restore-from", "", u) })
 	bind("read-lease", "KV_READ_LEASE", "let the leader answer linearizable reads without a quorum round for 250ms after one (its read lease). This assumes that the members' clocks run at rates within a factor of two of each other (wall-clock steps do not matter); false makes every linearizable read make a quorum round, like ?consistency=strict", func(u string) { fs.BoolVar(&c.ReadLease, "read-lease", true, u) })
 	bind("log-level", "KV_LOG_LEVEL", "debug, info, warn or error", func(u string) { fs.StringVar(&c.LogLevel, "log-level", "info", u) })
 	fs.Usage = func() {

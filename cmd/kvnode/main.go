@@ -88,6 +88,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
 		ReadLease:         cfg.ReadLease,
+		RestoreFrom:       cfg.RestoreFrom,
 		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
 		LogObserver:       m,
 		Logger:            cluster.SlogLogger(logger, "raft"),

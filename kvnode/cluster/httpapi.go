@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/hashicorp/raft"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/backup"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 )
@@ -30,6 +31,7 @@ import (
 //	DELETE /v1/cluster/members/{id}             remove
 //	POST   /v1/cluster/leader                   {"id"}: transfer leadership (to any voter when id is empty); 200 done, 202 outcome unknown
 //	POST   /v1/cluster/snapshot                 take a snapshot now and compact the log
+//	GET    /v1/cluster/backup                   stream a backup (package backup); ?local=true from this node, else from the leader
 //
 // Every call is idempotent. Changes are made by the leader: another node
 // answers 307 with the leader's URL, which HTTP clients follow.
@@ -51,6 +53,7 @@ func Handler(n *Node, auth Authorizers) http.Handler {
 	admin.HandleFunc(route(clusterapi.PathMember), h.change(n.Remove)).Methods(http.MethodDelete)
 	admin.HandleFunc(route(clusterapi.PathLeader), h.transfer).Methods(http.MethodPost)
 	admin.HandleFunc(route(clusterapi.PathSnapshot), h.snapshot).Methods(http.MethodPost)
+	admin.HandleFunc(route(clusterapi.PathBackup), h.backup).Methods(http.MethodGet)
 	// mux joins a subrouter's prefix and its routes with one slash.
 	internalPrefix := strings.TrimSuffix(clusterapi.PathInternal, "/")
 	internal := r.PathPrefix(internalPrefix).Subrouter()
@@ -221,6 +224,57 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
 
 // fail maps membership errors to statuses; a call that only the leader can
 // serve is redirected there.
+// backup streams a backup of the leader's store (307 to the leader
+// elsewhere), or with ?local=true of this node's own, which is how to save
+// a survivor's data when no leader can be elected. The headers say what
+// it holds; the checksum ends the body and is repeated as a trailer.
+func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Query().Get("local") {
+	case "", "false":
+		if err := h.n.leaderOnly(); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+	case "true":
+	default:
+		httpError(w, http.StatusBadRequest, "local must be true or false")
+		return
+	}
+	hdr, rc, err := h.n.OpenBackup()
+	if err != nil {
+		if errors.Is(err, ErrSnapshotBusy) {
+			w.Header().Set("Retry-After", "1")
+			httpError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		h.fail(w, r, err)
+		return
+	}
+	defer func() { _ = rc.Close() }()
+	w.Header().Set("Content-Type", backup.ContentType)
+	w.Header().Set(backup.HeaderFormatVersion, strconv.Itoa(backup.FormatVersion))
+	w.Header().Set(backup.HeaderClusterID, hdr.ClusterID)
+	w.Header().Set(backup.HeaderIndex, strconv.FormatUint(hdr.Index, 10))
+	w.Header().Set(backup.HeaderTerm, strconv.FormatUint(hdr.Term, 10))
+	w.Header().Set(backup.HeaderKeys, strconv.FormatUint(hdr.Keys, 10))
+	w.Header().Set("Trailer", backup.TrailerSHA256)
+	w.WriteHeader(http.StatusOK)
+	bw, err := backup.NewWriter(w, hdr)
+	if err == nil {
+		_, err = io.Copy(bw, rc)
+	}
+	if err == nil {
+		err = bw.Close()
+	}
+	if err != nil {
+		// The status is sent: a client sees a body without a valid
+		// trailer (and no checksum trailer), which backup.Verify refuses.
+		h.n.cfg.Logger.Warn("backup stream failed", "error", err)
+		return
+	}
+	w.Header().Set(backup.TrailerSHA256, bw.Sum())
+}
+
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, core.ErrNotLeader), errors.Is(err, raft.ErrNotLeader):

@@ -64,6 +64,9 @@ type Config struct {
 	// assumes that the members' clocks run at rates within a factor of two
 	// of each other. Off, every linearizable read is strict.
 	ReadLease bool
+	// RestoreFrom is a backup file (package backup) that a node on an
+	// empty data directory starts a new cluster from; see restore.
+	RestoreFrom string
 	// Fast shortens raft's timers for tests on loopback.
 	Fast bool
 }
@@ -145,7 +148,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	// The incarnation is written before any Raft state, so a volume with
 	// Raft state and no incarnation can only be one from before they
 	// existed (admitted); see openVolume.
-	vol, err := openVolume(cfg.DataDir, hasState, cfg.Bootstrap)
+	vol, err := openVolume(cfg.DataDir, hasState, cfg.Bootstrap || cfg.RestoreFrom != "")
 	if err != nil {
 		_ = log.Close()
 		return nil, err
@@ -198,6 +201,13 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	n.lease = newReadLease(leaseFor, clock)
 	n.voteHold = rc.HeartbeatTimeout
 	n.trans = newGuardedTransport(trans, n.mayCampaign, n, n.guards()...)
+	if cfg.RestoreFrom != "" {
+		if err := n.restore(cfg.RestoreFrom, hasState); err != nil {
+			_ = n.closeStorage()
+			return nil, err
+		}
+		hasState = true
+	}
 
 	cache, err := raft.NewLogCache(4096, log)
 	if err != nil {

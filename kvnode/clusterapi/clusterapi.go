@@ -37,6 +37,9 @@ const (
 	PathLeader = PathCluster + "/leader"
 	// PathSnapshot: POST takes a snapshot and compacts the log.
 	PathSnapshot = PathCluster + "/snapshot"
+	// PathBackup: GET streams a backup (format: package kvnode/backup) of
+	// the leader's store; ?local=true of the answering node's own.
+	PathBackup = PathCluster + "/backup"
 )
 
 // The calls members make to each other, on the same port and with the

@@ -261,6 +261,37 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	return n, bw.Flush()
 }
 
+// SnapshotHeader returns the applied index and the key count a snapshot
+// written by WriteTo starts with, without consuming anything from br.
+func SnapshotHeader(br *bufio.Reader) (index, keys uint64, err error) {
+	hdr, err := br.Peek(16)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read snapshot header: %w", err)
+	}
+	if string(hdr[:8]) != snapshotMagic {
+		return 0, 0, fmt.Errorf("%w: not a store snapshot", ErrCorruptEvent)
+	}
+	index = binary.BigEndian.Uint64(hdr[8:])
+	rest, _ := br.Peek(16 + binary.MaxVarintLen64)
+	keys, n := binary.Uvarint(rest[16:])
+	if n <= 0 {
+		return 0, 0, fmt.Errorf("%w: snapshot key count", ErrCorruptEvent)
+	}
+	return index, keys, nil
+}
+
+// MetaKeys returns the cluster metadata keys.
+func (s *Store) MetaKeys() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	keys := make([]string, 0, len(s.meta))
+	for k := range s.meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // Restore replaces the whole store with a snapshot written by WriteTo.
 func (s *Store) Restore(r io.Reader) error {
 	br := bufio.NewReaderSize(r, 256<<10)

@@ -1,0 +1,238 @@
+package cluster
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/backup"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+// metaRestoredFrom names the backup a cluster was restored from.
+const metaRestoredFrom = "restored-from"
+
+// ErrSnapshotBusy: another snapshot is being taken; try again.
+var ErrSnapshotBusy = errors.New("a snapshot is being taken; try again")
+
+// OpenBackup returns a consistent copy of the store as of a committed
+// index: this node takes a Raft snapshot (or, with nothing new since the
+// last one, opens that) and streams it. The snapshot is the one raft
+// keeps on disk, so a backup holds up no write: the store was frozen on
+// raft's FSM goroutine and is written out while writes continue. The
+// caller closes the reader.
+func (n *Node) OpenBackup() (backup.Header, io.ReadCloser, error) {
+	var (
+		meta *raft.SnapshotMeta
+		rc   io.ReadCloser
+	)
+	f := n.raft.Snapshot()
+	err := f.Error()
+	switch {
+	case err == nil:
+		meta, rc, err = f.Open()
+	case errors.Is(err, raft.ErrNothingNewToSnapshot):
+		meta, rc, err = n.latestSnapshot()
+	case strings.Contains(err.Error(), "snapshot") && strings.Contains(err.Error(), "progress"):
+		err = fmt.Errorf("%w: %v", ErrSnapshotBusy, err)
+	}
+	if err != nil {
+		return backup.Header{}, nil, fmt.Errorf("cluster: a snapshot for the backup: %w", err)
+	}
+	br := bufio.NewReaderSize(rc, 256<<10)
+	_, keys, err := core.SnapshotHeader(br)
+	if err != nil {
+		_ = rc.Close()
+		return backup.Header{}, nil, err
+	}
+	hdr := backup.Header{
+		ClusterID: n.clusterID(), Index: meta.Index, Term: meta.Term, Keys: keys,
+		SnapshotBytes: meta.Size, CreatedAt: time.Now().UTC(),
+	}
+	return hdr, struct {
+		io.Reader
+		io.Closer
+	}{br, rc}, nil
+}
+
+func (n *Node) latestSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) {
+	list, err := n.snaps.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(list) == 0 {
+		return nil, nil, errors.New("the node has no snapshot and nothing to snapshot yet")
+	}
+	return n.snaps.Open(list[0].ID)
+}
+
+// A restore starts a new cluster whose first member holds a backup's data.
+//
+// The node must start on an empty volume with --restore-from. It checks
+// the whole backup (checksum, format, length) before it writes anything,
+// records which backup it restores (restoredFile), then reads the backup
+// again into a store, checking it once more, gives the store a new cluster
+// ID, names the backup in its metadata (metaRestoredFrom), drops the old
+// members' addresses and admissions, and writes it as a Raft snapshot
+// whose configuration is this node alone, at the backup's index and term.
+// raft then starts from that snapshot as from any other, and elects this
+// node; the others join as new members.
+//
+// A crash before the snapshot is written leaves no Raft state, and the
+// next start restores again. A node restarted later with the same flag
+// finds Raft state and the record of this backup, and starts as usual;
+// with any other backup, or with state it did not restore, it refuses: a
+// restore never overwrites data.
+const restoredFile = "restored-from"
+
+type restoreRecord struct {
+	ClusterID string    `json:"clusterID"`
+	Index     uint64    `json:"index"`
+	Term      uint64    `json:"term"`
+	CreatedAt time.Time `json:"createdAt"`
+	SHA256    string    `json:"sha256"`
+}
+
+func (r restoreRecord) same(h backup.Header) bool {
+	return r.ClusterID == h.ClusterID && r.Index == h.Index && r.Term == h.Term && r.CreatedAt.Equal(h.CreatedAt)
+}
+
+// restore runs before raft starts. hasState says whether the data
+// directory holds Raft state.
+func (n *Node) restore(path string, hasState bool) error {
+	record := filepath.Join(n.cfg.DataDir, restoredFile)
+	if hasState {
+		return n.alreadyRestored(path, record)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	hdr, sum, err := backup.Verify(bufio.NewReaderSize(f, 1<<20))
+	_ = f.Close()
+	if err != nil {
+		return fmt.Errorf("restore from %s: %w", path, err)
+	}
+	b, _ := json.Marshal(restoreRecord{ClusterID: hdr.ClusterID, Index: hdr.Index, Term: hdr.Term, CreatedAt: hdr.CreatedAt, SHA256: sum})
+	if err := writeFileSync(record, b); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	st, err := readBackup(path)
+	if err != nil {
+		return err
+	}
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return err
+	}
+	for _, k := range st.MetaKeys() {
+		if strings.HasPrefix(k, metaAPIKey("")) || strings.HasPrefix(k, metaAdmitKey("")) {
+			st.Apply(0, core.Event{Type: core.EventMeta, Key: k})
+		}
+	}
+	st.Apply(0, core.Event{Type: core.EventMeta, Key: metaClusterID, Value: []byte(hex.EncodeToString(id))})
+	from := fmt.Sprintf("cluster %s at index %d (sha256 %s)", hdr.ClusterID, hdr.Index, sum)
+	st.Apply(0, core.Event{Type: core.EventMeta, Key: metaRestoredFrom, Value: []byte(from)})
+
+	self := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.NodeID), Address: n.trans.LocalAddr()}}}
+	sink, err := n.snaps.Create(raft.SnapshotVersionMax, hdr.Index, hdr.Term, self, hdr.Index, n.trans)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if _, err := st.Snapshot().WriteTo(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("restore: write the snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("restore: write the snapshot: %w", err)
+	}
+	// raft's current term starts at the backup's, so that the first
+	// election is in a later term than any entry the snapshot covers.
+	if err := n.log.SetUint64([]byte(keyCurrentTerm), hdr.Term); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	n.cfg.Logger.Info("restored a backup", "from", from, "keys", hdr.Keys, "index", hdr.Index)
+	return nil
+}
+
+// readBackup reads a backup into a new store, and checks it again.
+func readBackup(path string) (*core.Store, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	b, err := backup.Open(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("restore from %s: %w", path, err)
+	}
+	st := core.NewStore()
+	if err := st.Restore(b.Snapshot()); err != nil {
+		return nil, fmt.Errorf("restore from %s: %w: %v", path, backup.ErrCorrupt, err)
+	}
+	if _, err := b.Check(); err != nil {
+		return nil, fmt.Errorf("restore from %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// alreadyRestored accepts Raft state on a node given --restore-from only
+// when it is the state that backup started.
+func (n *Node) alreadyRestored(path, record string) error {
+	refuse := fmt.Errorf("restore from %s: the data directory %s already holds Raft state; a restore needs an empty volume and never overwrites data", path, n.cfg.DataDir)
+	b, err := os.ReadFile(record)
+	if err != nil {
+		return refuse
+	}
+	var rec restoreRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return refuse
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	r, err := backup.Open(f)
+	if err != nil {
+		return fmt.Errorf("restore from %s: %w", path, err)
+	}
+	if !rec.same(r.Header()) {
+		return fmt.Errorf("restore from %s: the data directory %s was restored from another backup (cluster %s at index %d); a restore never overwrites data", path, n.cfg.DataDir, rec.ClusterID, rec.Index)
+	}
+	return nil
+}
+
+// writeFileSync writes a small file durably: temporary name, fsync,
+// rename, directory fsync.
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	return err
+}
