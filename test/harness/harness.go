@@ -72,11 +72,13 @@ type Cluster struct {
 // Member is one kvnode process slot: it keeps its identity, addresses
 // and data directory across restarts.
 type Member struct {
-	c        *Cluster
-	Index    int
-	ID       string
-	IP       string
-	API      string // https://ip:port
+	c     *Cluster
+	Index int
+	ID    string
+	IP    string
+	API   string // https://ip:port
+	// Args are extra flags for this member only, after Options.ExtraArgs.
+	Args     []string
 	PeerAddr string // the proxy, as advertised
 	peerReal string // the process's own peer listener
 	DataDir  string
@@ -246,6 +248,7 @@ func (m *Member) Start() error {
 			"--peer-tls-cert", filepath.Join(cd, "peer.crt"), "--peer-tls-key", filepath.Join(cd, "peer.key"), "--peer-tls-ca", filepath.Join(cd, "ca.crt"))
 	}
 	args = append(args, m.c.opts.ExtraArgs...)
+	args = append(args, m.Args...)
 	cmd := exec.Command(m.c.opts.Binary, args...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw

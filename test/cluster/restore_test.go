@@ -1,0 +1,101 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/test/harness"
+)
+
+// A backup of a 3-member cluster, taken while clients write, restores
+// into a new cluster: its first member starts from the backup, the others
+// join, and every write acknowledged before the backup is read back
+// through every member, under a new cluster ID.
+func TestRestoreStartsANewClusterOthersJoin(t *testing.T) {
+	a := newCluster(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	if err := a.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(a, 4)
+	time.Sleep(time.Second)
+	acked := map[string]string{}
+	w.mu.Lock()
+	for k, v := range w.acked {
+		acked[k] = v
+	}
+	w.mu.Unlock()
+	leader := leaderOf(t, a)
+	resp, err := a.Admin.Get(leader.API + clusterapi.PathBackup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "a.kvb")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(f, resp.Body)
+	resp.Body.Close()
+	f.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("backup: %d %v", resp.StatusCode, err)
+	}
+	w.finish()
+	infoA, err := a.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if len(acked) < 20 {
+		t.Fatalf("only %d writes acknowledged before the backup", len(acked))
+	}
+
+	b := newCluster(t)
+	first, err := b.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Args = []string{"--restore-from", file}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 3; i++ {
+		m, err := b.Add()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Join(ctx, m, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info := waitVoters(t, b, "kv-0", "kv-1", "kv-2")
+	if info.ClusterID == "" || info.ClusterID == infoA.ClusterID {
+		t.Fatalf("restored cluster ID %q, the backup's %q", info.ClusterID, infoA.ClusterID)
+	}
+	err = harness.Retry(ctxFor(t, 30*time.Second), func() error {
+		for _, m := range b.Members() {
+			for k, v := range acked {
+				if code, body, err := kv(b, m, "GET", k, "", ""); err != nil || code != 200 || body != v {
+					return fmt.Errorf("%s through %s: %d %q %v", k, m.ID, code, body, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body, err := kv(b, b.Member(2), "PUT", "new", "1", ""); err != nil || code != 201 {
+		t.Fatalf("PUT on the restored cluster: %d %s %v", code, body, err)
+	}
+}
