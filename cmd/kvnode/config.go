@@ -38,6 +38,7 @@ type config struct {
 	SnapshotInterval  time.Duration
 	ReadLease         bool
 	RestoreFrom       string
+	RecoverAlone      string
 	LogLevel          string
 	// ClusterFlags are the cluster flags that were set (see clusterFlags).
 	ClusterFlags []string
@@ -79,6 +80,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("snapshot-threshold", "KV_SNAPSHOT_THRESHOLD", "log entries after which a snapshot is taken and the log compacted", func(u string) { fs.Uint64Var(&c.SnapshotThreshold, "snapshot-threshold", 8192, u) })
 	bind("snapshot-interval", "KV_SNAPSHOT_INTERVAL", "how often the snapshot threshold is checked", func(u string) { fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 30*time.Second, u) })
 	bind("restore-from", "KV_RESTORE_FROM", "a backup file (GET /v1/cluster/backup) to start a new cluster from: on an empty data directory the node checks the backup, restores it with a new cluster ID and leads a one-member cluster; with Raft state it starts as usual if that state came from this backup, and refuses otherwise", func(u string) { fs.StringVar(&c.RestoreFrom, "restore-from", "", u) })
+	bind("recover-alone", "KV_RECOVER_ALONE", "a token: once per token, make this member the whole cluster before it starts, for the survivor of a quorum that is lost for good (volumes gone). Writes other members committed after this member's last entry are lost; the others join again as new members. A restart with the same token starts as usual", func(u string) { fs.StringVar(&c.RecoverAlone, "recover-alone", "", u) })
 	bind("read-lease", "KV_READ_LEASE", "let the leader answer linearizable reads without a quorum round for 250ms after one (its read lease). This assumes that the members' clocks run at rates within a factor of two of each other (wall-clock steps do not matter); false makes every linearizable read make a quorum round, like ?consistency=strict", func(u string) { fs.BoolVar(&c.ReadLease, "read-lease", true, u) })
 	bind("log-level", "KV_LOG_LEVEL", "debug, info, warn or error", func(u string) { fs.StringVar(&c.LogLevel, "log-level", "info", u) })
 	fs.Usage = func() {

@@ -89,6 +89,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		SnapshotInterval:  cfg.SnapshotInterval,
 		ReadLease:         cfg.ReadLease,
 		RestoreFrom:       cfg.RestoreFrom,
+		RecoverAlone:      cfg.RecoverAlone,
 		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
 		LogObserver:       m,
 		Logger:            cluster.SlogLogger(logger, "raft"),

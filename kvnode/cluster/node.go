@@ -67,6 +67,10 @@ type Config struct {
 	// RestoreFrom is a backup file (package backup) that a node on an
 	// empty data directory starts a new cluster from; see restore.
 	RestoreFrom string
+	// RecoverAlone, when set, is a token: once per token, before raft
+	// starts, the configuration is reset to this member alone (see
+	// recoverAlone). For a survivor of a lost quorum.
+	RecoverAlone string
 	// Fast shortens raft's timers for tests on loopback.
 	Fast bool
 }
@@ -209,6 +213,12 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		hasState = true
 	}
 
+	if cfg.RecoverAlone != "" {
+		if err := n.recoverAlone(rc, cfg.RecoverAlone, hasState); err != nil {
+			_ = n.closeStorage()
+			return nil, err
+		}
+	}
 	cache, err := raft.NewLogCache(4096, log)
 	if err != nil {
 		_ = n.closeStorage()

@@ -99,3 +99,77 @@ func TestRestoreStartsANewClusterOthersJoin(t *testing.T) {
 		t.Fatalf("PUT on the restored cluster: %d %s %v", code, body, err)
 	}
 }
+
+// Two of three members lose their volumes for good: no quorum, no leader.
+// The survivor, started with --recover-alone, becomes the whole cluster
+// with every write it holds; the others join it again as new members; a
+// restart with the same token does not reset the configuration again.
+func TestRecoverAloneAfterQuorumLoss(t *testing.T) {
+	c := newCluster(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	survivor := c.Member(0)
+	acked := map[string]string{}
+	for i := 0; i < 100; i++ {
+		k, v := fmt.Sprintf("k%d", i), fmt.Sprint(i)
+		if code, body, err := kv(c, survivor, "PUT", k, v, ""); err != nil || code != 201 {
+			t.Fatalf("PUT %s: %d %s %v", k, code, body, err)
+		}
+		acked[k] = v
+	}
+	// The survivor holds every acknowledged write once it has applied the
+	// last commit index it knows of.
+	err := harness.Retry(ctx, func() error {
+		self, err := selfStatus(c, survivor)
+		if err != nil || self.AppliedIndex < self.CommitIndex || self.LastIndex < self.CommitIndex {
+			return fmt.Errorf("%+v %v", self, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range c.Members()[1:] {
+		m.Kill()
+		if err := m.WipeData(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _, err := kv(c, survivor, "PUT", "no-quorum", "x", ""); err == nil && code == 201 {
+		t.Fatal("a write was acknowledged without a quorum")
+	}
+	survivor.Stop()
+	survivor.Args = []string{"--recover-alone", "t1"}
+	if err := survivor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitVoters(t, c, "kv-0")
+	for k, v := range acked {
+		err := harness.Retry(ctxFor(t, 20*time.Second), func() error {
+			if code, body, err := kv(c, survivor, "GET", k, "", ""); err != nil || code != 200 || body != v {
+				return fmt.Errorf("%s: %d %q %v", k, code, body, err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range c.Members()[1:] {
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Join(ctx, m, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
+	survivor.Stop()
+	if err := survivor.Start(); err != nil { // still --recover-alone t1
+		t.Fatal(err)
+	}
+	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
+	verify(t, c, acked)
+}

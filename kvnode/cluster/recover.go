@@ -1,0 +1,97 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+)
+
+// Recovery from the loss of a quorum.
+//
+// When a majority of the voters is gone for good (their volumes lost), no
+// leader can be elected and nothing can be committed: Raft cannot tell a
+// dead member from a slow one, and waits. Only a person can decide that
+// the missing members are not coming back. Config.RecoverAlone is that
+// decision for one survivor, the one whose log goes furthest: before raft
+// starts, its configuration is reset to itself alone (hashicorp/raft's
+// RecoverCluster), so it elects itself and serves what it holds; the others
+// then join it as new members. What it costs: entries that other members
+// committed and this one never received are lost, and entries this one
+// holds that were never committed become committed. The log line and
+// <data-dir>/recovered name the index it recovered at.
+//
+// It happens once per token: a member restarted with the same token (the
+// flag is still on its command line) starts as usual, since by then other
+// members may have joined, and resetting the configuration again would
+// remove them.
+const recoveredFile = "recovered"
+
+type recoveryRecord struct {
+	Token string    `json:"token"`
+	Index uint64    `json:"index"`
+	Term  uint64    `json:"term"`
+	At    time.Time `json:"at"`
+}
+
+// recoverAlone runs before raft starts.
+func (n *Node) recoverAlone(rc *raft.Config, token string, hasState bool) error {
+	path := filepath.Join(n.cfg.DataDir, recoveredFile)
+	if b, err := os.ReadFile(path); err == nil {
+		var rec recoveryRecord
+		if json.Unmarshal(b, &rec) == nil && rec.Token == token {
+			return nil // done before; see above
+		}
+	}
+	if !hasState {
+		return fmt.Errorf("recover: %s holds no Raft state; only a member that holds the data can start a cluster alone", n.cfg.DataDir)
+	}
+	if inc := n.vol.get(); !inc.Admitted {
+		return fmt.Errorf("recover: this member's volume is new (incarnation %s, not admitted): it may lack committed writes and cannot recover the cluster", inc.ID)
+	}
+	index, term, err := n.lastEntry()
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	self := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.NodeID), Address: n.trans.LocalAddr()}}}
+	if err := raft.RecoverCluster(rc, &fsm{store: core.NewStore()}, n.log, n.log, n.snaps, n.trans, self); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	b, _ := json.Marshal(recoveryRecord{Token: token, Index: index, Term: term, At: time.Now().UTC()})
+	if err := writeFileSync(path, b); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	n.cfg.Logger.Warn("recovered from the loss of a quorum: this member alone is the cluster; writes other members committed after its last entry are lost",
+		"last-index", index, "last-term", term, "token", token)
+	return nil
+}
+
+// lastEntry is the index and term of the last entry this node holds, in
+// its log or, with an empty log, its latest snapshot.
+func (n *Node) lastEntry() (uint64, uint64, error) {
+	last, err := n.log.LastIndex()
+	if err != nil {
+		return 0, 0, err
+	}
+	if last > 0 {
+		var l raft.Log
+		if err := n.log.GetLog(last, &l); err != nil {
+			return 0, 0, err
+		}
+		return l.Index, l.Term, nil
+	}
+	list, err := n.snaps.List()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(list) == 0 {
+		return 0, 0, errors.New("neither log entries nor a snapshot")
+	}
+	return list[0].Index, list[0].Term, nil
+}
