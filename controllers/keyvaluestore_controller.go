@@ -307,6 +307,13 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		// Members and Leader are set only when the leader itself answered.
 		st.plan.Running, st.plan.Members, st.plan.Leader = seen.Running, seen.Members, seen.Leader
 		st.plan.Reports = seen.Reports
+		st.obs.quorumLost = membership.QuorumLoss(seen, func(i int) string { return kvv1.PodName(kvs, i) })
+		if st.obs.quorumLost != "" {
+			// One event per change, not one per reconcile.
+			if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Reason != kvv1.ReasonQuorumLost || c.Message != st.obs.quorumLost {
+				r.event(kvs, corev1.EventTypeWarning, kvv1.ReasonQuorumLost, "CheckQuorum", st.obs.quorumLost)
+			}
+		}
 		if view := seen.View; view != nil {
 			st.obs.reachable = true
 			st.obs.leader = view.Leader

@@ -21,6 +21,7 @@ type observation struct {
 	stepDone        bool   // the step was made: the next one can follow at once
 	blocked         string // why the membership change the spec asks for waits
 	mismatch        string // a pod reports another cluster ID than the store's
+	quorumLost      string // a majority of the voters lost their volumes
 	waiting         string // what the reconcile waits for, "" when nothing
 	immutable       string // a spec change that cannot be applied
 	err             error  // the first real error of the reconcile
@@ -81,6 +82,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonReconcileFailed, obs.err.Error())
 	case obs.mismatch != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonClusterIDMismatch, obs.mismatch)
+	case obs.quorumLost != "":
+		cond(kvv1.ConditionDegraded, true, kvv1.ReasonQuorumLost, obs.quorumLost)
 	case obs.immutable != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonImmutableField, obs.immutable)
 	case obs.blocked != "":

@@ -55,6 +55,19 @@ func TestSetStatus(t *testing.T) {
 	}
 }
 
+// A quorum lost for good is Degraded with reason QuorumLost and the
+// message that names the survivor.
+func TestSetStatusQuorumLost(t *testing.T) {
+	kvs := testutil.StoredKVS("demo")
+	kvs.Status.Bootstrapped = true
+	msg := "quorum lost: 2 of 3 voters lost their volumes (demo-1, demo-2), and a majority is 2; the most up-to-date survivor is demo-0"
+	setStatus(kvs, observation{pods: 3, voters: 3, reachable: true, quorumLost: msg, blocked: "member 1 lost its volume"})
+	d := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded)
+	if kvs.Status.Phase != kvv1.PhaseDegraded || d.Reason != kvv1.ReasonQuorumLost || d.Message != msg {
+		t.Fatalf("phase %s, Degraded %s %s %q", kvs.Status.Phase, d.Status, d.Reason, d.Message)
+	}
+}
+
 // A change the plan will not make is Degraded with the plan's reason,
 // even while the cluster serves.
 func TestSetStatusUnsafeMembershipChange(t *testing.T) {

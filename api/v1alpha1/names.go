@@ -42,6 +42,9 @@ const (
 	// one recorded for the store (or than the other pods); no membership
 	// change is made until a person finds out which cluster is the store's.
 	ReasonClusterIDMismatch = "ClusterIDMismatch"
+	// ReasonQuorumLost: a majority of the voters lost their volumes; the
+	// message names the survivor to recover from (docs/quorum-loss.md).
+	ReasonQuorumLost = "QuorumLost"
 	// ReasonClusterAdopted: the store had no record of a cluster, and its
 	// pods' volumes held one, which it took as its own instead of
 	// bootstrapping a new one.

@@ -103,7 +103,10 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation 
 	}
 	wg.Wait()
 	report := func(i int, v *clusterapi.Cluster) {
-		o.Reports = append(o.Reports, Report{Ordinal: i, ClusterID: v.ClusterID, HasState: v.HasState})
+		o.Reports = append(o.Reports, Report{
+			Ordinal: i, ClusterID: v.ClusterID, HasState: v.HasState,
+			NewVolume: v.Incarnation != "" && !v.Admitted, LastIndex: v.LastIndex, Term: v.Term,
+		})
 	}
 	// Only the leader's own answer counts, and only when a quorum confirmed
 	// its leadership and its configuration is committed (Authoritative).

@@ -99,7 +99,7 @@ func TestObserveReportsEveryPod(t *testing.T) {
 	emptyPod := &clusterapi.Cluster{}
 	noLeader := &clusterapi.Cluster{ClusterID: "c1", HasState: true, Members: []clusterapi.Member{voter("kv-1", false), voter("kv-2", false)}}
 	o := fakeNodes(t, []*clusterapi.Cluster{emptyPod, noLeader, nil, {HasState: true}}).Observe(t.Context(), 4, 0)
-	want := []Report{{0, "", false}, {1, "c1", true}, {3, "", true}}
+	want := []Report{{Ordinal: 0, ClusterID: "", HasState: false}, {Ordinal: 1, ClusterID: "c1", HasState: true}, {Ordinal: 3, ClusterID: "", HasState: true}}
 	if fmt.Sprint(o.Reports) != fmt.Sprint(want) {
 		t.Fatalf("reports %+v, want %+v", o.Reports, want)
 	}

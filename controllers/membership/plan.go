@@ -130,6 +130,11 @@ type Report struct {
 	// HasState: the pod's volume holds Raft state, or it hears from a
 	// leader; it belongs to a cluster, named or not yet.
 	HasState bool
+	// NewVolume: the pod reports a volume that is not admitted to vote
+	// (it lost its volume and has not been re-admitted).
+	NewVolume bool
+	// LastIndex and Term: the pod's last log index and current term.
+	LastIndex, Term uint64
 }
 
 // Mismatch is a pod that reports another cluster than expected.

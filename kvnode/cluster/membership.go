@@ -157,6 +157,7 @@ func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 	}
 	inc := n.vol.get()
 	info.Incarnation, info.Admitted = inc.ID, inc.Admitted
+	info.LastIndex, info.Term = n.raft.LastIndex(), n.raft.CurrentTerm()
 	servers := f.Configuration().Servers
 	info.Members = make([]clusterapi.Member, len(servers))
 	var wg sync.WaitGroup

@@ -96,9 +96,14 @@ type Cluster struct {
 	LeaderVerified bool `json:"leaderVerified"`
 	// Incarnation and Admitted are the answering node's own, as in
 	// NodeStatus.
-	Incarnation string   `json:"incarnation"`
-	Admitted    bool     `json:"admitted"`
-	Members     []Member `json:"members"` // sorted by ID
+	Incarnation string `json:"incarnation"`
+	Admitted    bool   `json:"admitted"`
+	// LastIndex and Term are the answering node's last log index and
+	// current term: after a quorum loss, the survivor with the highest
+	// holds the most.
+	LastIndex uint64   `json:"lastIndex"`
+	Term      uint64   `json:"term"`
+	Members   []Member `json:"members"` // sorted by ID
 }
 
 // Authoritative reports whether c is a configuration the operator may act

@@ -19,7 +19,7 @@ func TestWireFormat(t *testing.T) {
 				LastContact: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Ready: true, ClusterID: "c1",
 			}},
 			{ID: "kv-1", Address: "kv-1:8081", Role: RoleNonVoter, Error: "status 503"},
-		}}, `{"clusterID":"c1","hasState":true,"leader":"kv-0","commitIndex":7,"configurationIndex":0,"leaderVerified":false,"incarnation":"","admitted":false,"members":[` +
+		}}, `{"clusterID":"c1","hasState":true,"leader":"kv-0","commitIndex":7,"configurationIndex":0,"leaderVerified":false,"incarnation":"","admitted":false,"lastIndex":0,"term":0,"members":[` +
 			`{"id":"kv-0","address":"kv-0:8081","api":"https://kv-0:8080","role":"voter","leader":true,"healthy":true,"status":` +
 			`{"id":"kv-0","state":"Leader","term":2,"leaderID":"kv-0","appliedIndex":7,"commitIndex":7,"lastIndex":7,"lastContact":"2026-01-02T03:04:05Z","ready":true,"clusterID":"c1","incarnation":"","admitted":false}},` +
 			`{"id":"kv-1","address":"kv-1:8081","role":"non-voter","leader":false,"healthy":false,"error":"status 503"}]}`},
