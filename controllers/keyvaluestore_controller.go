@@ -294,6 +294,11 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 	if err != nil {
 		return st, fail(err)
 	}
+	if name, ok := kvs.Annotations[kvv1.AnnotationRecoverFrom]; ok {
+		if o, valid := kvv1.PodOrdinal(kvs, name); valid {
+			st.plan.RecoverFrom = &o
+		}
+	}
 	if admin := certs.Admin; len(running) > 0 && admin != nil {
 		st.mc, err = r.NewMembershipClient(kvs, admin.Data[tlssecrets.CACert], admin.Data[tlssecrets.TLSCert], admin.Data[tlssecrets.TLSKey])
 		if err != nil {
@@ -308,6 +313,7 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		st.plan.Running, st.plan.Members, st.plan.Leader = seen.Running, seen.Members, seen.Leader
 		st.plan.Reports = seen.Reports
 		st.obs.quorumLost = membership.QuorumLoss(seen, func(i int) string { return kvv1.PodName(kvs, i) })
+		st.plan.QuorumLost = st.obs.quorumLost
 		if st.obs.quorumLost != "" {
 			// One event per change, not one per reconcile.
 			if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Reason != kvv1.ReasonQuorumLost || c.Message != st.obs.quorumLost {
@@ -464,8 +470,18 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 	reason := map[string]string{
 		kvv1.ActionBootstrap: "Bootstrapped", kvv1.ActionAddNonVoter: "MemberAdded", kvv1.ActionPromote: "MemberPromoted",
 		kvv1.ActionDemote: "MemberDemoted", kvv1.ActionRemove: "MemberRemoved", kvv1.ActionTransfer: "LeadershipTransferred",
-		kvv1.ActionUpdateAddress: "MemberAddressUpdated", kvv1.ActionAdmit: "MemberAdmitted",
+		kvv1.ActionUpdateAddress: "MemberAddressUpdated", kvv1.ActionAdmit: "MemberAdmitted", kvv1.ActionRecover: "RecoveryStarted",
 	}[s.Action]
+	if s.Action == kvv1.ActionRecover {
+		var last uint64
+		for _, rep := range st.plan.Reports {
+			if rep.Ordinal == s.Ordinal {
+				last = rep.LastIndex
+			}
+		}
+		r.event(kvs, corev1.EventTypeWarning, reason, s.Action, fmt.Sprintf("%s becomes the whole cluster at its last index %d: writes that other members committed after index %d are lost; the others join it again. Remove the %s annotation once the store is healthy", member, last, last, kvv1.AnnotationRecoverFrom))
+		return done()
+	}
 	r.event(kvs, corev1.EventTypeNormal, reason, s.Action, fmt.Sprintf("%s %s", s.Action, member))
 	return done()
 }

@@ -233,7 +233,7 @@ type MemberStatus struct {
 // status before the change is made, so an operator that restarts mid-step
 // finishes it (every step is idempotent on the kvnodes).
 type MembershipStep struct {
-	// Action: Bootstrap, AddNonVoter, Promote, Demote, Remove, TransferLeadership, UpdateAddress or Admit.
+	// Action: Bootstrap, AddNonVoter, Promote, Demote, Remove, TransferLeadership, UpdateAddress, Admit or Recover.
 	Action string `json:"action"`
 	// Member is the pod the step is about.
 	Member string `json:"member"`

@@ -71,10 +71,22 @@ const (
 	// ActionUpdateAddress records a member's peer address as its pod's
 	// stable DNS name.
 	ActionUpdateAddress = "UpdateAddress"
+	// ActionRecover makes a survivor of a lost quorum the whole cluster
+	// (AnnotationRecoverFrom).
+	ActionRecover = "Recover"
 	// ActionAdmit lets a voter that lost its volume vote again once it
 	// has caught up, when removing it is not safe.
 	ActionAdmit = "Admit"
 )
+
+// AnnotationRecoverFrom on a KeyValueStore names the pod (e.g. demo-0)
+// to rebuild the store from after it lost its quorum for good (status
+// reason QuorumLost names the most up-to-date survivor). The operator acts
+// on it only while the quorum is lost: it makes that member the whole
+// cluster, giving up writes only the lost members held, and the others
+// join it again. Remove it once the store is healthy; to recover again
+// later, set it anew (a new value, or remove and re-add it).
+const AnnotationRecoverFrom = "kv.kvstore.dev/recover-from"
 
 // AnnotationRenewCertificates on a KeyValueStore asks for new certificates
 // now: set it to any new value (a timestamp) and the operator reissues the

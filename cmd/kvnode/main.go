@@ -90,9 +90,15 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		ReadLease:         cfg.ReadLease,
 		RestoreFrom:       cfg.RestoreFrom,
 		RecoverAlone:      cfg.RecoverAlone,
-		TrailingLogs:      min(10240, max(cfg.SnapshotThreshold, 64)),
-		LogObserver:       m,
-		Logger:            cluster.SlogLogger(logger, "raft"),
+		Restart: func() {
+			select {
+			case sigs <- syscall.SIGTERM:
+			default:
+			}
+		},
+		TrailingLogs: min(10240, max(cfg.SnapshotThreshold, 64)),
+		LogObserver:  m,
+		Logger:       cluster.SlogLogger(logger, "raft"),
 	}, store)
 	if err != nil {
 		_ = ln.Close() // nothing was served on it

@@ -195,6 +195,16 @@ func (c *Client) Execute(ctx context.Context, s Step, via int) error {
 			return fmt.Errorf("leadership transfer outcome unknown, it may still take effect: %w", err)
 		}
 		return err
+	case kvv1.ActionRecover:
+		// One token per annotation value and store: the kvnode recovers
+		// once per token, and refuses the same token again.
+		token := string(c.kvs.UID) + "/" + c.kvs.Annotations[kvv1.AnnotationRecoverFrom]
+		err := c.post(ctx, s.Ordinal, clusterapi.PathRecover, clusterapi.RecoverRequest{Token: token})
+		var he *HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusAccepted {
+			return nil
+		}
+		return err
 	case kvv1.ActionRemove:
 		return c.do(ctx, via, http.MethodDelete, clusterapi.MemberPath(clusterapi.PathMember, name), nil, nil)
 	}

@@ -120,6 +120,12 @@ type Observed struct {
 	// Reports are what the pods that answered GET /v1/cluster said about
 	// themselves; a pod without a report did not answer.
 	Reports []Report
+	// QuorumLost says why the quorum is lost for good (QuorumLoss); ""
+	// when it is not.
+	QuorumLost string
+	// RecoverFrom is the ordinal a person named to recover a lost quorum
+	// from (kvv1.AnnotationRecoverFrom); nil when none.
+	RecoverFrom *int
 }
 
 // Report is what one pod says about itself through GET /v1/cluster.
@@ -200,6 +206,15 @@ func Plan(o Observed) Decision {
 	o.Bootstrapped = o.Bootstrapped || id != ""
 	for _, r := range reports {
 		o.Bootstrapped = o.Bootstrapped || r.HasState
+	}
+	// A lost quorum changes nothing by itself: only a person may give up
+	// the writes that only the lost members held, by naming the survivor.
+	if o.QuorumLost != "" {
+		d := Decision{Keep: hold, Bootstrapped: o.Bootstrapped, ClusterID: id}
+		if o.RecoverFrom != nil {
+			d.Step = Step{Action: kvv1.ActionRecover, Ordinal: *o.RecoverFrom}
+		}
+		return d
 	}
 	d := plan(o, reports, hold)
 	d.Bootstrapped, d.ClusterID = o.Bootstrapped, id

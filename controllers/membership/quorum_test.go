@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
@@ -41,5 +42,24 @@ func TestQuorumLoss(t *testing.T) {
 				t.Fatalf("QuorumLoss = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// A lost quorum changes nothing by itself; with a survivor named, the one
+// step is to recover from it.
+func TestPlanOnQuorumLoss(t *testing.T) {
+	o := Observed{Voters: 3, Pods: 3, Current: 3, Bootstrapped: true, Running: ords(3), Leader: -1, QuorumLost: "quorum lost"}
+	if d := Plan(o); d.Step != (Step{}) || d.Keep != 3 {
+		t.Fatalf("quorum lost, nobody named: %+v", d)
+	}
+	zero := 0
+	o.RecoverFrom = &zero
+	if d := Plan(o); d.Step != (Step{Action: kvv1.ActionRecover, Ordinal: 0}) || d.Keep != 3 {
+		t.Fatalf("quorum lost, pod 0 named: %+v", d)
+	}
+	o.QuorumLost = ""
+	o.Members, o.Leader = voters(3), 0
+	if d := Plan(o); d.Step.Action == kvv1.ActionRecover {
+		t.Fatalf("a store with a quorum is recovered: %+v", d)
 	}
 }

@@ -32,6 +32,7 @@ import (
 //	POST   /v1/cluster/leader                   {"id"}: transfer leadership (to any voter when id is empty); 200 done, 202 outcome unknown
 //	POST   /v1/cluster/snapshot                 take a snapshot now and compact the log
 //	GET    /v1/cluster/backup                   stream a backup (package backup); ?local=true from this node, else from the leader
+//	POST   /v1/cluster/recover                  {"token"}: after a quorum loss, restart as the whole cluster (once per token)
 //
 // Every call is idempotent. Changes are made by the leader: another node
 // answers 307 with the leader's URL, which HTTP clients follow.
@@ -54,6 +55,7 @@ func Handler(n *Node, auth Authorizers) http.Handler {
 	admin.HandleFunc(route(clusterapi.PathLeader), h.transfer).Methods(http.MethodPost)
 	admin.HandleFunc(route(clusterapi.PathSnapshot), h.snapshot).Methods(http.MethodPost)
 	admin.HandleFunc(route(clusterapi.PathBackup), h.backup).Methods(http.MethodGet)
+	admin.HandleFunc(route(clusterapi.PathRecover), h.recover).Methods(http.MethodPost)
 	// mux joins a subrouter's prefix and its routes with one slash.
 	internalPrefix := strings.TrimSuffix(clusterapi.PathInternal, "/")
 	internal := r.PathPrefix(internalPrefix).Subrouter()
@@ -224,6 +226,23 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
 
 // fail maps membership errors to statuses; a call that only the leader can
 // serve is redirected there.
+func (h *handler) recover(w http.ResponseWriter, r *http.Request) {
+	var req clusterapi.RecoverRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil || req.Token == "" {
+		httpError(w, http.StatusBadRequest, `body must be {"token":"..."} with a token`)
+		return
+	}
+	if err := h.n.RequestRecovery(req.Token); err != nil {
+		if errors.Is(err, ErrHasLeader) || errors.Is(err, ErrCannotRecover) {
+			httpError(w, http.StatusConflict, err.Error())
+			return
+		}
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, clusterapi.Result{Result: "restarting to recover alone", ID: h.n.cfg.NodeID})
+}
+
 // backup streams a backup of the leader's store (307 to the leader
 // elsewhere), or with ?local=true of this node's own, which is how to save
 // a survivor's data when no leader can be elected. The headers say what

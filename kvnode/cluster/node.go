@@ -71,6 +71,10 @@ type Config struct {
 	// starts, the configuration is reset to this member alone (see
 	// recoverAlone). For a survivor of a lost quorum.
 	RecoverAlone string
+	// Restart, when set, stops the process so that it starts again (its
+	// supervisor restarts it): a recovery requested over the API runs at
+	// the next start.
+	Restart func()
 	// Fast shortens raft's timers for tests on loopback.
 	Fast bool
 }
@@ -213,6 +217,16 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		hasState = true
 	}
 
+	if token := requestedRecovery(cfg.DataDir); token != "" {
+		if err := n.recoverAlone(rc, token, hasState); err != nil {
+			_ = n.closeStorage()
+			return nil, err
+		}
+		if err := os.Remove(filepath.Join(cfg.DataDir, recoverRequestFile)); err != nil {
+			_ = n.closeStorage()
+			return nil, err
+		}
+	}
 	if cfg.RecoverAlone != "" {
 		if err := n.recoverAlone(rc, cfg.RecoverAlone, hasState); err != nil {
 			_ = n.closeStorage()

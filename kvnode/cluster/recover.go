@@ -95,3 +95,62 @@ func (n *Node) lastEntry() (uint64, uint64, error) {
 	}
 	return list[0].Index, list[0].Term, nil
 }
+
+// A recovery can also be asked for over the admin API (POST
+// clusterapi.PathRecover), which is how the operator does it: the node
+// records the request in <data-dir>/recover-request and restarts
+// (Config.Restart); the next start recovers as if --recover-alone had
+// given the token, then removes the request. A node that has a leader,
+// holds no data or is not admitted refuses.
+const recoverRequestFile = "recover-request"
+
+// Errors of a recovery request.
+var (
+	ErrHasLeader     = errors.New("this cluster has a leader: recovery is only for a quorum that is lost for good")
+	ErrCannotRecover = errors.New("this member cannot recover the cluster")
+)
+
+// RequestRecovery records a request to recover alone with token and
+// restarts the node.
+func (n *Node) RequestRecovery(token string) error {
+	if token == "" {
+		return fmt.Errorf("%w: a token is required", ErrCannotRecover)
+	}
+	if b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, recoveredFile)); err == nil {
+		var rec recoveryRecord
+		if json.Unmarshal(b, &rec) == nil && rec.Token == token {
+			return fmt.Errorf("%w: it recovered with token %q before (at index %d); a new recovery needs a new token", ErrCannotRecover, token, rec.Index)
+		}
+	}
+	if addr, _ := n.raft.LeaderWithID(); addr != "" {
+		return ErrHasLeader
+	}
+	if inc := n.vol.get(); !inc.Admitted {
+		return fmt.Errorf("%w: its volume is new (incarnation %s, not admitted) and may lack committed writes", ErrCannotRecover, inc.ID)
+	}
+	if has, err := raft.HasExistingState(n.log, n.log, n.snaps); err != nil || !has {
+		return fmt.Errorf("%w: it holds no Raft state", ErrCannotRecover)
+	}
+	b, _ := json.Marshal(recoveryRecord{Token: token, At: time.Now().UTC()})
+	if err := writeFileSync(filepath.Join(n.cfg.DataDir, recoverRequestFile), b); err != nil {
+		return err
+	}
+	n.cfg.Logger.Warn("recovery requested: restarting to recover alone", "token", token)
+	if n.cfg.Restart != nil {
+		go n.cfg.Restart()
+	}
+	return nil
+}
+
+// requestedRecovery returns the token of a recovery asked for over the API.
+func requestedRecovery(dataDir string) string {
+	b, err := os.ReadFile(filepath.Join(dataDir, recoverRequestFile))
+	if err != nil {
+		return ""
+	}
+	var rec recoveryRecord
+	if json.Unmarshal(b, &rec) != nil {
+		return ""
+	}
+	return rec.Token
+}

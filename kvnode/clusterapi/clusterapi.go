@@ -40,6 +40,10 @@ const (
 	// PathBackup: GET streams a backup (format: package kvnode/backup) of
 	// the leader's store; ?local=true of the answering node's own.
 	PathBackup = PathCluster + "/backup"
+	// PathRecover: POST with a RecoverRequest makes the answering member,
+	// once per token, the whole cluster (it restarts to do so): for the
+	// survivor of a quorum lost for good. 409 while a leader is known.
+	PathRecover = PathCluster + "/recover"
 )
 
 // The calls members make to each other, on the same port and with the
@@ -169,6 +173,11 @@ type AddMemberRequest struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
 	API     string `json:"api"`
+}
+
+// RecoverRequest is the body of POST PathRecover.
+type RecoverRequest struct {
+	Token string `json:"token"`
 }
 
 // TransferRequest is the body of POST PathLeader; an empty ID (or no body)

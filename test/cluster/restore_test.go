@@ -2,8 +2,10 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -172,4 +174,101 @@ func TestRecoverAloneAfterQuorumLoss(t *testing.T) {
 	}
 	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
 	verify(t, c, acked)
+}
+
+// The operator's way: POST /v1/cluster/recover on the survivor, which
+// restarts as the whole cluster. Here the leader and another member lose
+// their volumes and come back empty: they refuse to vote, so the survivor,
+// a follower, can never be elected. Refused while a leader is known, and
+// for a token used before.
+func TestRecoverOverTheAPI(t *testing.T) {
+	c := newCluster(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	if err := c.StartN(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	leader := leaderOf(t, c)
+	var survivor *harness.Member
+	var lost []*harness.Member
+	for _, m := range c.Members() {
+		if m != leader && survivor == nil {
+			survivor = m
+		} else {
+			lost = append(lost, m)
+		}
+	}
+	var aerr *harness.AdminError
+	recoverReq := clusterapi.RecoverRequest{Token: "t1"}
+	if err := c.AdminDo(ctx, survivor, http.MethodPost, clusterapi.PathRecover, recoverReq, nil); !errors.As(err, &aerr) || aerr.Status != 409 {
+		t.Fatalf("recover with a leader: %v, want 409", err)
+	}
+	for i := 0; i < 50; i++ {
+		if code, body, err := kv(c, survivor, "PUT", fmt.Sprintf("k%d", i), "v", ""); err != nil || code != 201 {
+			t.Fatalf("PUT: %d %s %v", code, body, err)
+		}
+	}
+	err := harness.Retry(ctx, func() error {
+		self, err := selfStatus(c, survivor)
+		if err != nil || self.AppliedIndex < self.CommitIndex || self.LastIndex < self.CommitIndex {
+			return fmt.Errorf("%+v %v", self, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range lost {
+		m.Kill()
+		if err := m.WipeData(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(); err != nil { // back on an empty volume: pending
+			t.Fatal(err)
+		}
+	}
+	err = harness.Retry(ctx, func() error {
+		err := c.AdminDo(ctx, survivor, http.MethodPost, clusterapi.PathRecover, recoverReq, nil)
+		if errors.As(err, &aerr) && aerr.Status == 202 {
+			return nil
+		}
+		return fmt.Errorf("recover: %v", err) // a leader known a little longer
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	survivor.Stop() // it exits by itself; this reaps it
+	if err := survivor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Ask the survivor: the others are in no configuration yet.
+	err = harness.Retry(ctxFor(t, 30*time.Second), func() error {
+		var info clusterapi.Cluster
+		if err := c.AdminDo(ctx, survivor, http.MethodGet, clusterapi.PathCluster, nil, &info); err != nil {
+			return err
+		}
+		if v := info.Voters(); len(v) != 1 || v[0] != survivor.ID || info.Leader != survivor.ID {
+			return fmt.Errorf("voters %v, leader %q", v, info.Leader)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range lost {
+		if err := c.Join(ctx, m, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
+	for i := 0; i < 50; i++ {
+		k := fmt.Sprintf("k%d", i)
+		for _, m := range c.Members() {
+			if code, body, err := kv(c, m, "GET", k, "", ""); err != nil || code != 200 || body != "v" {
+				t.Fatalf("%s through %s: %d %q %v", k, m.ID, code, body, err)
+			}
+		}
+	}
+	if err := c.AdminDo(ctx, survivor, http.MethodPost, clusterapi.PathRecover, recoverReq, nil); !errors.As(err, &aerr) || aerr.Status != 409 {
+		t.Fatalf("recover again with a leader and the same token: %v, want 409", err)
+	}
 }
