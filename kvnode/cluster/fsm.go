@@ -46,16 +46,33 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return nil
 }
 
-// ApplyBatch applies entries committed together.
+// ApplyBatch applies entries committed together. The store applies them
+// in one transaction and publishes one new view (core.Store.ApplyBatch); a
+// metadata entry is applied at its place in the batch before onMeta sees it.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	batch := make([]core.Indexed, 0, len(logs))
 	for i, l := range logs {
-		if l.Type == raft.LogConfiguration {
-			f.store.MarkApplied(l.Index)
+		if l.Type == raft.LogConfiguration || len(l.Data) == 0 {
+			// Advances the applied index only (an event of no type).
+			batch = append(batch, core.Indexed{Index: l.Index})
 			continue
 		}
-		out[i] = f.Apply(l)
+		e, err := core.UnmarshalEvent(l.Data)
+		if err != nil {
+			// As in Apply: the same on every node; the proposer gets it.
+			out[i] = err
+			batch = append(batch, core.Indexed{Index: l.Index})
+			continue
+		}
+		batch = append(batch, core.Indexed{Index: l.Index, Event: e})
+		if e.Type == core.EventMeta && f.onMeta != nil {
+			f.store.ApplyBatch(batch)
+			batch = batch[:0]
+			f.onMeta(e.Key, string(e.Value), l.Term)
+		}
 	}
+	f.store.ApplyBatch(batch)
 	return out
 }
 
@@ -65,8 +82,9 @@ func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
 	f.store.MarkApplied(index)
 }
 
-// Snapshot freezes the store. It runs on raft's FSM goroutine, so no
-// Apply runs while the map is copied.
+// Snapshot takes the store's current view, in O(1). It runs on raft's FSM
+// goroutine, which is blocked only for that; raft calls Persist on another
+// goroutine, which streams the view while entries go on being applied.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{snap: f.store.Snapshot()}, nil
 }

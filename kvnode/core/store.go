@@ -2,30 +2,52 @@ package core
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
+
+	iradix "github.com/hashicorp/go-immutable-radix/v2"
 )
 
-// Store is the in-memory state: a map from key to value plus the index of
-// the last applied event. Only the replicated state machine calls Apply and
-// Restore; everyone else reads.
+// Store is the in-memory state: an immutable radix tree from key to value
+// plus the cluster metadata and the index of the last applied event. Only
+// the replicated state machine calls Apply, ApplyBatch and Restore; everyone
+// else reads.
 //
+// The tree is hashicorp/go-immutable-radix, the structure Consul's state
+// store is built on (and of the same family as hashicorp/raft): a write
+// copies only the path from the root to the changed leaf and shares the
+// rest, so every published root is a consistent point-in-time view that
+// stays valid for as long as someone holds it. A snapshot is the current
+// root, taken in O(1); it streams, in key order, while writes go on.
+// Listing a prefix is a seek and an ordered walk, O(log n + k).
+//
+// Writers (one at a time: the state machine) build the next root and
+// publish it with an atomic store; readers load the root without a lock.
 // Values are never mutated after they are stored, so readers and snapshots
 // may hold on to them without copying.
 type Store struct {
-	mu      sync.RWMutex
-	m       map[string][]byte
-	meta    map[string]string
-	applied uint64
+	// mu serializes writers. Readers never take it.
+	mu   sync.Mutex
+	view atomic.Pointer[view]
 
 	wmu     sync.Mutex
 	waiters []waiter
+}
+
+// view is one published state. Nothing in it changes once published: the
+// tree is immutable and meta is copied before a write changes it.
+type view struct {
+	tree    *iradix.Tree[[]byte]
+	meta    map[string]string
+	applied uint64
 }
 
 type waiter struct {
@@ -34,20 +56,18 @@ type waiter struct {
 }
 
 // NewStore returns an empty store.
-func NewStore() *Store { return &Store{m: make(map[string][]byte), meta: map[string]string{}} }
+func NewStore() *Store {
+	s := &Store{}
+	s.view.Store(&view{tree: iradix.New[[]byte](), meta: map[string]string{}})
+	return s
+}
 
 // Meta returns a cluster metadata value ("" when unset).
-func (s *Store) Meta(key string) string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.meta[key]
-}
+func (s *Store) Meta(key string) string { return s.view.Load().meta[key] }
 
 // Get returns the value of key, or ErrNoSuchKey.
 func (s *Store) Get(key string) ([]byte, error) {
-	s.mu.RLock()
-	v, ok := s.m[key]
-	s.mu.RUnlock()
+	v, ok := s.view.Load().tree.Get([]byte(key))
 	if !ok {
 		return nil, ErrNoSuchKey
 	}
@@ -55,43 +75,76 @@ func (s *Store) Get(key string) ([]byte, error) {
 }
 
 // Len is the number of keys.
-func (s *Store) Len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.m)
-}
+func (s *Store) Len() int { return s.view.Load().tree.Len() }
 
 // AppliedIndex is the log index of the last event applied.
-func (s *Store) AppliedIndex() uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.applied
+func (s *Store) AppliedIndex() uint64 { return s.view.Load().applied }
+
+// Indexed is an event and the log index it was committed at.
+type Indexed struct {
+	Index uint64
+	Event Event
 }
 
 // Apply applies e, committed at log index, and wakes readers waiting for
 // that index. Indexes must not go backwards; an index that does not advance
 // is ignored so that a replay cannot apply an event twice.
 func (s *Store) Apply(index uint64, e Event) {
-	s.mu.Lock()
-	if index != 0 && index <= s.applied {
-		s.mu.Unlock()
+	s.ApplyBatch([]Indexed{{Index: index, Event: e}})
+}
+
+// ApplyBatch applies events committed together, in order, as Apply would
+// one by one, and publishes one new view for all of them: one transaction
+// on the tree, so a path that several events touch is copied once.
+// Readers see the state before the batch or after it, never a part. An
+// event whose Type is zero changes nothing and only advances the applied
+// index, as MarkApplied does (Raft's no-ops and configuration entries).
+func (s *Store) ApplyBatch(events []Indexed) {
+	if len(events) == 0 {
 		return
 	}
-	switch e.Type {
-	case EventPut:
-		s.m[e.Key] = e.Value
-	case EventDelete:
-		delete(s.m, e.Key)
-	case EventMeta:
-		if len(e.Value) == 0 {
-			delete(s.meta, e.Key)
-		} else {
-			s.meta[e.Key] = string(e.Value)
+	s.mu.Lock()
+	cur := s.view.Load()
+	next := &view{tree: cur.tree, meta: cur.meta, applied: cur.applied}
+	var txn *iradix.Txn[[]byte]
+	metaCopied := false
+	for _, ie := range events {
+		index, e := ie.Index, ie.Event
+		if index != 0 && index <= next.applied {
+			continue
+		}
+		switch e.Type {
+		case EventPut, EventDelete:
+			if txn == nil {
+				txn = cur.tree.Txn()
+			}
+			if e.Type == EventPut {
+				txn.Insert([]byte(e.Key), e.Value)
+			} else {
+				txn.Delete([]byte(e.Key))
+			}
+		case EventMeta:
+			if !metaCopied {
+				next.meta = maps.Clone(cur.meta)
+				metaCopied = true
+			}
+			if len(e.Value) == 0 {
+				delete(next.meta, e.Key)
+			} else {
+				next.meta[e.Key] = string(e.Value)
+			}
+		}
+		if index > next.applied {
+			next.applied = index
 		}
 	}
-	s.setAppliedLocked(index)
+	if txn != nil {
+		// CommitOnly: nobody watches the tree's mutation channels.
+		next.tree = txn.CommitOnly()
+	}
+	s.view.Store(next)
 	s.mu.Unlock()
-	s.wake(index)
+	s.wake(next.applied)
 }
 
 // MarkApplied advances the applied index for log entries that carry no
@@ -99,15 +152,12 @@ func (s *Store) Apply(index uint64, e Event) {
 // not wait for an event that will never come.
 func (s *Store) MarkApplied(index uint64) {
 	s.mu.Lock()
-	s.setAppliedLocked(index)
+	cur := s.view.Load()
+	if index > cur.applied {
+		s.view.Store(&view{tree: cur.tree, meta: cur.meta, applied: index})
+	}
 	s.mu.Unlock()
 	s.wake(index)
-}
-
-func (s *Store) setAppliedLocked(index uint64) {
-	if index > s.applied {
-		s.applied = index
-	}
 }
 
 func (s *Store) wake(index uint64) {
@@ -170,48 +220,51 @@ func (s *Store) dequeue(ch chan struct{}) {
 
 // List returns up to limit keys that start with prefix and sort after
 // `after`, in byte order, and the key to pass as `after` for the next page
-// ("" when there is none).
+// ("" when there is none). It walks the tree from the first key at or after
+// max(prefix, after) and stops after limit+1 keys or at the end of the
+// prefix: O(log n + limit), on a view no write waits for.
 func (s *Store) List(prefix, after string, limit int) (keys []string, next string) {
 	if limit <= 0 {
 		return nil, ""
 	}
-	s.mu.RLock()
-	for k := range s.m {
-		if k > after && strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
+	it := s.view.Load().tree.Root().Iterator()
+	start := []byte(prefix)
+	if after >= prefix {
+		// The smallest key greater than after.
+		start = append([]byte(after), 0)
+	}
+	it.SeekLowerBound(start)
+	for {
+		k, _, ok := it.Next()
+		if !ok || !bytes.HasPrefix(k, []byte(prefix)) {
+			break
 		}
+		if len(keys) == limit {
+			return keys, keys[limit-1]
+		}
+		keys = append(keys, string(k))
 	}
-	s.mu.RUnlock()
-	sort.Strings(keys)
-	if len(keys) > limit {
-		keys = keys[:limit]
-		next = keys[limit-1]
-	}
-	return keys, next
+	return keys, ""
 }
 
-// Snapshot is a frozen copy of the store taken at an applied index.
+// Snapshot is a point-in-time view of the store at an applied index. It
+// shares the store's immutable tree, so it costs nothing to take and no
+// write waits for it; it keeps the values of its time alive until it is
+// dropped.
 type Snapshot struct {
 	Index uint64
-	m     map[string][]byte
+	tree  *iradix.Tree[[]byte]
 	meta  map[string]string
 }
 
-// Snapshot copies the map (not the values, which are immutable). The copy
-// is taken under the read lock, so writes wait for at most one map copy.
+// Snapshot returns the current view in O(1).
 func (s *Store) Snapshot() *Snapshot {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	m := make(map[string][]byte, len(s.m))
-	for k, v := range s.m {
-		m[k] = v
-	}
-	meta := make(map[string]string, len(s.meta))
-	for k, v := range s.meta {
-		meta[k] = v
-	}
-	return &Snapshot{Index: s.applied, m: m, meta: meta}
+	v := s.view.Load()
+	return &Snapshot{Index: v.applied, tree: v.tree, meta: v.meta}
 }
+
+// Len is the number of keys in the snapshot.
+func (sn *Snapshot) Len() int { return sn.tree.Len() }
 
 const snapshotMagic = "KVSNAP01"
 
@@ -220,21 +273,26 @@ const snapshotMagic = "KVSNAP01"
 // length (uvarint), the key, the value's length (uvarint) and the value;
 // then the metadata the same way (count, then key and value pairs).
 // Integrity is the snapshot store's job (hashicorp/raft checksums the file).
+//
+// The keys come in byte order (the tree's order). The format does not
+// require any order, and Restore accepts any: snapshots written by earlier
+// versions, which wrote the keys in map order, restore as before, and
+// earlier versions restore these.
 func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var n int64
 	var hdr [8 + 8 + binary.MaxVarintLen64]byte
 	copy(hdr[:], snapshotMagic)
 	binary.BigEndian.PutUint64(hdr[8:], sn.Index)
-	h := binary.AppendUvarint(hdr[:16], uint64(len(sn.m)))
+	h := binary.AppendUvarint(hdr[:16], uint64(sn.tree.Len()))
 	c, err := bw.Write(h)
 	n += int64(c)
 	if err != nil {
 		return n, err
 	}
 	var kb, vb [binary.MaxVarintLen64]byte
-	pair := func(k string, v []byte) error {
-		for _, part := range [][]byte{binary.AppendUvarint(kb[:0], uint64(len(k))), []byte(k), binary.AppendUvarint(vb[:0], uint64(len(v))), v} {
+	pair := func(k, v []byte) error {
+		for _, part := range [][]byte{binary.AppendUvarint(kb[:0], uint64(len(k))), k, binary.AppendUvarint(vb[:0], uint64(len(v))), v} {
 			c, err := bw.Write(part)
 			n += int64(c)
 			if err != nil {
@@ -243,7 +301,8 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		}
 		return nil
 	}
-	for k, v := range sn.m {
+	it := sn.tree.Root().Iterator()
+	for k, v, ok := it.Next(); ok; k, v, ok = it.Next() {
 		if err := pair(k, v); err != nil {
 			return n, err
 		}
@@ -254,7 +313,7 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		return n, err
 	}
 	for k, v := range sn.meta {
-		if err := pair(k, []byte(v)); err != nil {
+		if err := pair([]byte(k), []byte(v)); err != nil {
 			return n, err
 		}
 	}
@@ -282,14 +341,7 @@ func SnapshotHeader(br *bufio.Reader) (index, keys uint64, err error) {
 
 // MetaKeys returns the cluster metadata keys.
 func (s *Store) MetaKeys() []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	keys := make([]string, 0, len(s.meta))
-	for k := range s.meta {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return slices.Sorted(maps.Keys(s.view.Load().meta))
 }
 
 // Restore replaces the whole store with a snapshot written by WriteTo.
@@ -307,7 +359,9 @@ func (s *Store) Restore(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("read snapshot key count: %w", err)
 	}
-	m := make(map[string][]byte, min(count, 1<<20))
+	// One transaction for the whole snapshot; nobody sees it before the
+	// new root is published.
+	txn := iradix.New[[]byte]().Txn()
 	readBytes := func() ([]byte, error) {
 		l, err := binary.ReadUvarint(br)
 		if err != nil {
@@ -329,7 +383,7 @@ func (s *Store) Restore(r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("read snapshot value %d of %d: %w", i, count, noEOF(err))
 		}
-		m[string(k)] = v
+		txn.Insert(k, v)
 	}
 	metaCount, err := binary.ReadUvarint(br)
 	if err != nil {
@@ -348,9 +402,7 @@ func (s *Store) Restore(r io.Reader) error {
 		meta[string(k)] = string(v)
 	}
 	s.mu.Lock()
-	s.m = m
-	s.meta = meta
-	s.applied = index
+	s.view.Store(&view{tree: txn.CommitOnly(), meta: meta, applied: index})
 	s.mu.Unlock()
 	s.wake(index)
 	return nil
