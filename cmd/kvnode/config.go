@@ -36,6 +36,8 @@ type config struct {
 	DrainDelay        time.Duration
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
+	SnapshotLogRatio  float64
+	SnapshotMinLog    int64
 	ReadLease         bool
 	RestoreFrom       string
 	RecoverAlone      string
@@ -77,8 +79,10 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("request-timeout", "KV_REQUEST_TIMEOUT", "deadline of one API request, waiting for a leader included", func(u string) { fs.DurationVar(&c.RequestTimeout, "request-timeout", 5*time.Second, u) })
 	bind("shutdown-timeout", "KV_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight requests", func(u string) { fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, u) })
 	bind("drain-delay", "KV_DRAIN_DELAY", "after SIGTERM, how long /readyz fails while requests are still served, so that load balancers stop sending traffic first", func(u string) { fs.DurationVar(&c.DrainDelay, "drain-delay", 0, u) })
-	bind("snapshot-threshold", "KV_SNAPSHOT_THRESHOLD", "log entries after which a snapshot is taken and the log compacted", func(u string) { fs.Uint64Var(&c.SnapshotThreshold, "snapshot-threshold", 8192, u) })
-	bind("snapshot-interval", "KV_SNAPSHOT_INTERVAL", "how often the snapshot threshold is checked", func(u string) { fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 30*time.Second, u) })
+	bind("snapshot-threshold", "KV_SNAPSHOT_THRESHOLD", "log entries after which a snapshot is taken and the log compacted, however small they are (a cap: the log's bytes set the usual cadence, see --snapshot-log-ratio)", func(u string) { fs.Uint64Var(&c.SnapshotThreshold, "snapshot-threshold", 1<<20, u) })
+	bind("snapshot-interval", "KV_SNAPSHOT_INTERVAL", "how often the snapshot threshold (entries) is checked", func(u string) { fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 30*time.Second, u) })
+	bind("snapshot-log-ratio", "KV_SNAPSHOT_LOG_RATIO", "take a snapshot once the log has grown since the last one by this fraction of that snapshot's size (and by at least --snapshot-min-log-bytes); checked every second. 0 turns this rule off", func(u string) { fs.Float64Var(&c.SnapshotLogRatio, "snapshot-log-ratio", 0.5, u) })
+	bind("snapshot-min-log-bytes", "KV_SNAPSHOT_MIN_LOG_BYTES", "the least the log grows between two snapshots taken by --snapshot-log-ratio", func(u string) { fs.Int64Var(&c.SnapshotMinLog, "snapshot-min-log-bytes", 64<<20, u) })
 	bind("restore-from", "KV_RESTORE_FROM", "a backup file (GET /v1/cluster/backup) to start a new cluster from: on an empty data directory the node checks the backup, restores it with a new cluster ID and leads a one-member cluster; with Raft state it starts as usual if that state came from this backup, and refuses otherwise", func(u string) { fs.StringVar(&c.RestoreFrom, "restore-from", "", u) })
 	bind("recover-alone", "KV_RECOVER_ALONE", "a token: once per token, make this member the whole cluster before it starts, for the survivor of a quorum that is lost for good (volumes gone). Writes other members committed after this member's last entry are lost; the others join again as new members. A restart with the same token starts as usual", func(u string) { fs.StringVar(&c.RecoverAlone, "recover-alone", "", u) })
 	bind("read-lease", "KV_READ_LEASE", "let the leader answer linearizable reads without a quorum round for 250ms after one (its read lease). This assumes that the members' clocks run at rates within a factor of two of each other (wall-clock steps do not matter); false makes every linearizable read make a quorum round, like ?consistency=strict", func(u string) { fs.BoolVar(&c.ReadLease, "read-lease", true, u) })
@@ -172,6 +176,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--max-key-bytes plus --max-value-bytes may be at most %d (the transaction log's largest record, less room for the entry's framing)", txlog.MaxRecordBytes-entryOverhead)
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("--request-timeout must be positive")
+	case c.SnapshotLogRatio < 0 || c.SnapshotMinLog < 1:
+		return fmt.Errorf("--snapshot-log-ratio must be at least 0 and --snapshot-min-log-bytes at least 1")
 	}
 	switch c.Bootstrap {
 	case clusterapi.BootstrapAuto, clusterapi.BootstrapAlways, clusterapi.BootstrapNever:

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -87,9 +88,13 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		Bootstrap:         bootstrap,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		SnapshotInterval:  cfg.SnapshotInterval,
-		ReadLease:         cfg.ReadLease,
-		RestoreFrom:       cfg.RestoreFrom,
-		RecoverAlone:      cfg.RecoverAlone,
+		// 0 on the command line turns the rule off; the cluster package
+		// reads a zero as its default.
+		SnapshotLogRatio:    cmp.Or(cfg.SnapshotLogRatio, -1),
+		SnapshotMinLogBytes: cfg.SnapshotMinLog,
+		ReadLease:           cfg.ReadLease,
+		RestoreFrom:         cfg.RestoreFrom,
+		RecoverAlone:        cfg.RecoverAlone,
 		Restart: func() {
 			select {
 			case sigs <- syscall.SIGTERM:

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"io"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -18,6 +19,11 @@ type fsm struct {
 	onMeta func(key, value string, term uint64)
 	// onRestore runs after the store is replaced by a snapshot.
 	onRestore func()
+	// snaps counts the snapshots this node persisted or restored, and
+	// snapBytes is the size of the last one: the snapshot cadence
+	// (snapshotCadence) measures the log against it.
+	snaps     atomic.Uint64
+	snapBytes atomic.Int64
 }
 
 var (
@@ -86,29 +92,58 @@ func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
 // goroutine, which is blocked only for that; raft calls Persist on another
 // goroutine, which streams the view while entries go on being applied.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	return &fsmSnapshot{snap: f.store.Snapshot()}, nil
+	return &fsmSnapshot{snap: f.store.Snapshot(), done: f.snapshotDone}, nil
 }
 
 // Restore replaces the store with a snapshot's contents.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer func() { _ = rc.Close() }()
-	if err := f.store.Restore(rc); err != nil {
+	cr := &countingReader{r: rc}
+	if err := f.store.Restore(cr); err != nil {
 		return err
 	}
+	f.snapshotDone(cr.n)
 	if f.onRestore != nil {
 		f.onRestore()
 	}
 	return nil
 }
 
-type fsmSnapshot struct{ snap *core.Snapshot }
+func (f *fsm) snapshotDone(size int64) {
+	f.snapBytes.Store(size)
+	f.snaps.Add(1)
+}
 
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+type fsmSnapshot struct {
+	snap *core.Snapshot
+	done func(size int64)
+}
+
+// Persist streams the view; raft calls it off the FSM goroutine.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := s.snap.WriteTo(sink); err != nil {
+	n, err := s.snap.WriteTo(sink)
+	if err != nil {
 		_ = sink.Cancel()
 		return err
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	if s.done != nil {
+		s.done(n)
+	}
+	return nil
 }
 
 func (s *fsmSnapshot) Release() {}

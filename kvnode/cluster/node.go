@@ -40,6 +40,15 @@ type Config struct {
 	SnapshotThreshold, TrailingLogs uint64
 	// SnapshotInterval is how often the threshold is checked.
 	SnapshotInterval time.Duration
+	// SnapshotLogRatio and SnapshotMinLogBytes set the snapshot cadence
+	// that follows the data: a snapshot is taken once the log has grown,
+	// since the last one, by SnapshotLogRatio times that snapshot's size,
+	// and by at least SnapshotMinLogBytes (see snapshotCadence). It is
+	// checked every SnapshotCheck. Zero values take the defaults; a
+	// negative ratio turns the rule off (only the threshold applies).
+	SnapshotLogRatio    float64
+	SnapshotMinLogBytes int64
+	SnapshotCheck       time.Duration
 	// Logger receives raft's logs.
 	Logger hclog.Logger
 	// LogObserver receives transaction-log timings.
@@ -174,6 +183,15 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	if n.cfg.CatchUpLag == 0 {
 		n.cfg.CatchUpLag = 1000
 	}
+	if n.cfg.SnapshotLogRatio == 0 {
+		n.cfg.SnapshotLogRatio = DefaultSnapshotLogRatio
+	}
+	if n.cfg.SnapshotMinLogBytes <= 0 {
+		n.cfg.SnapshotMinLogBytes = DefaultSnapshotMinLogBytes
+	}
+	if n.cfg.SnapshotCheck <= 0 {
+		n.cfg.SnapshotCheck = defaultSnapshotCheck
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -238,7 +256,8 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = n.closeStorage()
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: store, onMeta: n.applyAdmission, onRestore: n.restoredAdmission}, cache, log, snaps, n.trans)
+	f := &fsm{store: store, onMeta: n.applyAdmission, onRestore: n.restoredAdmission}
+	r, err := raft.NewRaft(rc, f, cache, log, snaps, n.trans)
 	if err != nil {
 		_ = n.closeStorage()
 		return nil, err
@@ -256,6 +275,10 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.watchLeadership(notify)
+	if n.cfg.SnapshotLogRatio > 0 {
+		n.wg.Add(1)
+		go n.snapshotCadence(f)
+	}
 	return n, nil
 }
 
