@@ -544,12 +544,16 @@ type Status struct {
 func (n *Node) Status() Status {
 	addr, id := n.raft.LeaderWithID()
 	return Status{
-		State:        n.raft.State().String(),
-		Leader:       string(addr),
-		LeaderID:     string(id),
-		Term:         n.raft.CurrentTerm(),
-		CommitIndex:  n.raft.CommitIndex(),
-		AppliedIndex: n.raft.AppliedIndex(),
+		State:       n.raft.State().String(),
+		Leader:      string(addr),
+		LeaderID:    string(id),
+		Term:        n.raft.CurrentTerm(),
+		CommitIndex: n.raft.CommitIndex(),
+		// The store's, not raft's: raft counts an entry applied once it is
+		// handed to the state machine, before the store has applied it. A
+		// restart that replays a long log after the snapshot would otherwise
+		// be ready, and serve stale reads, while the replay still runs.
+		AppliedIndex: n.store.AppliedIndex(),
 		LastIndex:    n.raft.LastIndex(),
 		LogBytes:     n.log.Size(),
 		LogErr:       n.log.Err(),
