@@ -143,8 +143,16 @@ func run(bin, dir string, clients, valueSize int, warmup float64, marks []float6
 	addr := freeAddr()
 	args := []string{"--listen", addr, "--peer-listen", freeAddr(), "--data-dir", dataDir, "--bootstrap", clusterapi.BootstrapAlways, "--node-id", "bench", "--log-level", "warn", "--max-in-flight", "0", "--request-timeout", "30s"}
 	kv := startProc(bin, args...)
+	// fail stops the node and removes its data before exiting: log.Fatal
+	// runs no deferred calls.
+	fail := func(format string, a ...any) {
+		_ = kv.Process.Kill()
+		_ = kv.Wait()
+		_ = os.RemoveAll(dataDir)
+		log.Fatalf(format, a...)
+	}
 	if err := waitReady("http://"+addr+"/readyz", time.Minute); err != nil {
-		log.Fatal(err)
+		fail("%v", err)
 	}
 	value := bytes.Repeat([]byte("v"), valueSize)
 	perMB := mb / float64(valueSize)
@@ -243,13 +251,13 @@ func run(bin, dir string, clients, valueSize int, warmup float64, marks []float6
 	kv = startProc(bin, args...)
 	defer func() { _ = kv.Process.Kill(); _ = kv.Wait() }()
 	if err := waitReady("http://"+addr+"/readyz", 10*time.Minute); err != nil {
-		log.Fatal(err)
+		fail("%v", err)
 	}
 	r.restart = time.Since(t0).Round(10 * time.Millisecond)
 	// The last key must be there.
 	resp, err := http.Get(url + key(total-1) + "?consistency=stale")
 	if err != nil || resp.StatusCode != http.StatusOK {
-		log.Fatalf("the last key is missing after the restart: %v %v", err, resp)
+		fail("the last key is missing after the restart: %v %v", err, resp)
 	}
 	resp.Body.Close()
 	r.rssPerGiBAfter = float64(rssBytes(kv.Process.Pid)) / r.dataBytes
