@@ -1,6 +1,7 @@
 package core
 
 import (
+	"errors"
 	"bufio"
 	"bytes"
 	"encoding/binary"
@@ -197,7 +198,7 @@ func TestApplyBatch(t *testing.T) {
 		{Index: 4, Event: Event{Type: EventPut, Key: "b", Value: []byte("2")}},
 		{Index: 5, Event: Event{Type: EventDelete, Key: "a"}},
 	})
-	if _, err := st.Get("a"); err != ErrNoSuchKey {
+	if _, err := st.Get("a"); !errors.Is(err, ErrNoSuchKey) {
 		t.Fatalf("a: %v", err)
 	}
 	if v, _ := st.Get("b"); string(v) != "2" || st.Meta("m") != "x" || st.AppliedIndex() != 5 || st.Len() != 1 {
