@@ -1,10 +1,10 @@
 package core
 
 import (
-	"errors"
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
