@@ -294,10 +294,9 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 	if err != nil {
 		return st, fail(err)
 	}
-	if name, ok := kvs.Annotations[kvv1.AnnotationRecoverFrom]; ok {
-		if o, valid := kvv1.PodOrdinal(kvs, name); valid {
-			st.plan.RecoverFrom = &o
-		}
+	recoverFrom, annotated := kvs.Annotations[kvv1.AnnotationRecoverFrom]
+	if !annotated {
+		kvs.Status.RecoveredFrom = ""
 	}
 	if admin := certs.Admin; len(running) > 0 && admin != nil {
 		st.mc, err = r.NewMembershipClient(kvs, admin.Data[tlssecrets.CACert], admin.Data[tlssecrets.TLSCert], admin.Data[tlssecrets.TLSKey])
@@ -312,8 +311,20 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		// Members and Leader are set only when the leader itself answered.
 		st.plan.Running, st.plan.Members, st.plan.Leader = seen.Running, seen.Members, seen.Leader
 		st.plan.Reports = seen.Reports
-		st.obs.quorumLost = membership.QuorumLoss(seen, func(i int) string { return kvv1.PodName(kvs, i) })
+		var survivor int
+		st.obs.quorumLost, survivor = membership.QuorumLoss(seen, func(i int) string { return kvv1.PodName(kvs, i) })
 		st.plan.QuorumLost = st.obs.quorumLost
+		// The annotation acts once per value, and only on the survivor
+		// that holds the most: a person's decision, not a leftover's.
+		switch o, valid := kvv1.PodOrdinal(kvs, recoverFrom); {
+		case st.obs.quorumLost == "" || !annotated:
+		case recoverFrom == kvs.Status.RecoveredFrom:
+			st.obs.quorumLost += fmt.Sprintf("; the %s annotation was acted on before: remove it and set it again to recover again", kvv1.AnnotationRecoverFrom)
+		case !valid || o != survivor:
+			st.obs.quorumLost += fmt.Sprintf("; the %s annotation names %q, which is not the most up-to-date survivor: nothing is done", kvv1.AnnotationRecoverFrom, recoverFrom)
+		default:
+			st.plan.RecoverFrom = &o
+		}
 		if st.obs.quorumLost != "" {
 			// One event per change, not one per reconcile.
 			if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Reason != kvv1.ReasonQuorumLost || c.Message != st.obs.quorumLost {
@@ -473,6 +484,7 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 		kvv1.ActionUpdateAddress: "MemberAddressUpdated", kvv1.ActionAdmit: "MemberAdmitted", kvv1.ActionRecover: "RecoveryStarted",
 	}[s.Action]
 	if s.Action == kvv1.ActionRecover {
+		kvs.Status.RecoveredFrom = kvs.Annotations[kvv1.AnnotationRecoverFrom]
 		var last uint64
 		for _, rep := range st.plan.Reports {
 			if rep.Ordinal == s.Ordinal {

@@ -281,6 +281,11 @@ type KeyValueStoreStatus struct {
 	// Membership is the change in progress, if any.
 	// +optional
 	Membership *MembershipStep `json:"membership,omitempty"`
+	// RecoveredFrom is the value of the kv.kvstore.dev/recover-from
+	// annotation the operator last recovered a lost quorum from; the same
+	// value is not acted on twice. Cleared when the annotation is removed.
+	// +optional
+	RecoveredFrom string `json:"recoveredFrom,omitempty"`
 	// CertificateNotAfter is when the current server certificate expires.
 	// +optional
 	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`

@@ -123,7 +123,10 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation 
 		if v == nil {
 			continue
 		}
-		if o.View == nil {
+		// Without the leader's, the view kept for status (and for
+		// QuorumLoss) is that of a member that holds its data, with the
+		// latest configuration: one on a new volume knows none.
+		if o.View == nil || better(v, o.View) {
 			o.View = v
 		}
 		if leads(i, v) {
@@ -162,6 +165,15 @@ func (c *Client) Observe(ctx context.Context, pods int, lag uint64) Observation 
 		}
 	}
 	return o
+}
+
+// better reports whether view a says more about the configuration than b.
+func better(a, b *clusterapi.Cluster) bool {
+	holds := func(v *clusterapi.Cluster) bool { return v.HasState && (v.Incarnation == "" || v.Admitted) }
+	if holds(a) != holds(b) {
+		return holds(a)
+	}
+	return a.ConfigurationIndex > b.ConfigurationIndex
 }
 
 // Execute makes one step through pod via (any running member; calls that

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
@@ -130,5 +131,22 @@ func TestObserveLostVolumesAndAddresses(t *testing.T) {
 	}
 	if fmt.Sprint(o.Members) != fmt.Sprint(want) {
 		t.Fatalf("members %+v\nwant    %+v", o.Members, want)
+	}
+}
+
+// Without a leader, the view kept is that of a member that holds its data:
+// a pod back on a new volume (pod 0 here) knows no configuration, and
+// QuorumLoss would see no voters in its view.
+func TestObserveWithoutLeaderKeepsAViewThatHoldsData(t *testing.T) {
+	pending := &clusterapi.Cluster{ClusterID: "c", HasState: true, Incarnation: "new"}
+	survivor := &clusterapi.Cluster{ClusterID: "c", HasState: true, Incarnation: "old", Admitted: true, ConfigurationIndex: 7, LastIndex: 40, Term: 3,
+		Members: []clusterapi.Member{voter("kv-0", false), voter("kv-1", false), voter("kv-2", true)}}
+	o := fakeNodes(t, []*clusterapi.Cluster{pending, pending, survivor}).Observe(t.Context(), 3, 0)
+	if o.View != survivor && (o.View == nil || o.View.ConfigurationIndex != 7) {
+		t.Fatalf("view %+v, want the survivor's", o.View)
+	}
+	msg, who := QuorumLoss(o, name)
+	if who != 2 || !strings.Contains(msg, "kv-2") {
+		t.Fatalf("QuorumLoss = %q, %d; want survivor kv-2", msg, who)
 	}
 }

@@ -21,9 +21,11 @@ import (
 // last reported (no leader can report one). Nothing is done about it
 // here: recovering gives up the writes only the lost members held, which
 // is a person's decision (docs/quorum-loss.md).
-func QuorumLoss(o Observation, name func(ordinal int) string) string {
+//
+// It returns the message and the survivor's ordinal (-1 when none answers).
+func QuorumLoss(o Observation, name func(ordinal int) string) (string, int) {
 	if o.FromLeader || o.View == nil || o.View.Leader != "" {
-		return ""
+		return "", -1
 	}
 	reports := map[string]Report{}
 	for _, r := range o.Reports {
@@ -48,13 +50,13 @@ func QuorumLoss(o Observation, name func(ordinal int) string) string {
 	}
 	majority := len(voters)/2 + 1
 	if len(voters) == 0 || len(voters)-len(lost) >= majority {
-		return ""
+		return "", -1
 	}
 	sort.Strings(lost)
 	msg := fmt.Sprintf("quorum lost: %d of %d voters lost their volumes (%s), and a majority is %d", len(lost), len(voters), strings.Join(lost, ", "), majority)
 	if best == nil {
-		return msg + "; no surviving member answers"
+		return msg + "; no surviving member answers", -1
 	}
-	return msg + fmt.Sprintf("; the most up-to-date survivor is %s (last index %s, term %d): see docs/quorum-loss.md to restart it alone (--recover-alone)",
-		name(best.Ordinal), strconv.FormatUint(best.LastIndex, 10), best.Term)
+	return msg + fmt.Sprintf("; the most up-to-date survivor is %s (last index %s, term %d): annotate the store with %s=%s to rebuild it from that member (docs/quorum-loss.md)",
+		name(best.Ordinal), strconv.FormatUint(best.LastIndex, 10), best.Term, "kv.kvstore.dev/recover-from", name(best.Ordinal)), best.Ordinal
 }

@@ -37,7 +37,7 @@ func TestQuorumLoss(t *testing.T) {
 		{"nobody answers", Observation{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := QuorumLoss(tc.o, name)
+			got, _ := QuorumLoss(tc.o, name)
 			if (got == "") != (tc.want == "") || !strings.Contains(got, tc.want) {
 				t.Fatalf("QuorumLoss = %q, want %q", got, tc.want)
 			}

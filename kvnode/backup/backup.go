@@ -235,7 +235,7 @@ func (b *Reader) Check() (string, error) {
 		return "", fmt.Errorf("%w: checksum mismatch: the file says %x, its contents hash to %x", ErrCorrupt, tr[8:], sum)
 	}
 	var extra [1]byte
-	if n, _ := b.raw.Read(extra[:]); n > 0 {
+	if n, _ := io.ReadFull(b.raw, extra[:]); n > 0 {
 		return "", fmt.Errorf("%w: bytes after the checksum trailer", ErrCorrupt)
 	}
 	return hex.EncodeToString(sum), nil

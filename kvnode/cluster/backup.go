@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -22,16 +23,27 @@ import (
 // metaRestoredFrom names the backup a cluster was restored from.
 const metaRestoredFrom = "restored-from"
 
-// ErrSnapshotBusy: another snapshot is being taken; try again.
-var ErrSnapshotBusy = errors.New("a snapshot is being taken; try again")
-
 // OpenBackup returns a consistent copy of the store as of a committed
 // index: this node takes a Raft snapshot (or, with nothing new since the
 // last one, opens that) and streams it. The snapshot is the one raft
 // keeps on disk, so a backup holds up no write: the store was frozen on
 // raft's FSM goroutine and is written out while writes continue. The
 // caller closes the reader.
-func (n *Node) OpenBackup() (backup.Header, io.ReadCloser, error) {
+//
+// With complete set (the leader's backup), a strict read barrier comes
+// first: the backup's index must reach an index that covers every write
+// acknowledged before the call, or it fails. Without it (a survivor's own
+// copy, when no leader can be elected), the backup holds what this node
+// has applied, which after a restart without a leader is only its last
+// snapshot: log entries after it stay on its volume, not in the backup.
+func (n *Node) OpenBackup(ctx context.Context, complete bool) (backup.Header, io.ReadCloser, error) {
+	var barrier uint64
+	if complete {
+		if err := n.ReadBarrier(ctx, core.Strict); err != nil {
+			return backup.Header{}, nil, err
+		}
+		barrier = n.store.AppliedIndex()
+	}
 	var (
 		meta *raft.SnapshotMeta
 		rc   io.ReadCloser
@@ -43,11 +55,13 @@ func (n *Node) OpenBackup() (backup.Header, io.ReadCloser, error) {
 		meta, rc, err = f.Open()
 	case errors.Is(err, raft.ErrNothingNewToSnapshot):
 		meta, rc, err = n.latestSnapshot()
-	case strings.Contains(err.Error(), "snapshot") && strings.Contains(err.Error(), "progress"):
-		err = fmt.Errorf("%w: %v", ErrSnapshotBusy, err)
 	}
 	if err != nil {
 		return backup.Header{}, nil, fmt.Errorf("cluster: a snapshot for the backup: %w", err)
+	}
+	if meta.Index < barrier {
+		_ = rc.Close()
+		return backup.Header{}, nil, fmt.Errorf("%w: the snapshot's index %d is behind the writes acknowledged before the backup (index %d); try again", core.ErrUnavailable, meta.Index, barrier)
 	}
 	br := bufio.NewReaderSize(rc, 256<<10)
 	_, keys, err := core.SnapshotHeader(br)
@@ -112,7 +126,12 @@ func (r restoreRecord) same(h backup.Header) bool {
 func (n *Node) restore(path string, hasState bool) error {
 	record := filepath.Join(n.cfg.DataDir, restoredFile)
 	if hasState {
-		return n.alreadyRestored(path, record)
+		done, err := n.alreadyRestored(path, record)
+		if err != nil || done {
+			return err
+		}
+		// The record is there but the snapshot is not: a crash in the
+		// middle of this restore, before the snapshot was complete.
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -144,6 +163,14 @@ func (n *Node) restore(path string, hasState bool) error {
 	from := fmt.Sprintf("cluster %s at index %d (sha256 %s)", hdr.ClusterID, hdr.Index, sum)
 	st.Apply(0, core.Event{Type: core.EventMeta, Key: metaRestoredFrom, Value: []byte(from)})
 
+	// raft's current term starts at the backup's, so that the first
+	// election is in a later term than any entry the snapshot covers. It
+	// is written before the snapshot: raft must never start from the
+	// snapshot with a lower term (a member with only the snapshot would
+	// then look more up to date than one with later entries).
+	if err := n.log.SetUint64([]byte(keyCurrentTerm), hdr.Term); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	self := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.NodeID), Address: n.trans.LocalAddr()}}}
 	sink, err := n.snaps.Create(raft.SnapshotVersionMax, hdr.Index, hdr.Term, self, hdr.Index, n.trans)
 	if err != nil {
@@ -155,11 +182,6 @@ func (n *Node) restore(path string, hasState bool) error {
 	}
 	if err := sink.Close(); err != nil {
 		return fmt.Errorf("restore: write the snapshot: %w", err)
-	}
-	// raft's current term starts at the backup's, so that the first
-	// election is in a later term than any entry the snapshot covers.
-	if err := n.log.SetUint64([]byte(keyCurrentTerm), hdr.Term); err != nil {
-		return fmt.Errorf("restore: %w", err)
 	}
 	n.cfg.Logger.Info("restored a backup", "from", from, "keys", hdr.Keys, "index", hdr.Index)
 	return nil
@@ -187,30 +209,49 @@ func readBackup(path string) (*core.Store, error) {
 }
 
 // alreadyRestored accepts Raft state on a node given --restore-from only
-// when it is the state that backup started.
-func (n *Node) alreadyRestored(path, record string) error {
+// when it is the state that backup started: done when the restore is
+// complete, not done when it was cut short before its snapshot was.
+func (n *Node) alreadyRestored(path, record string) (bool, error) {
 	refuse := fmt.Errorf("restore from %s: the data directory %s already holds Raft state; a restore needs an empty volume and never overwrites data", path, n.cfg.DataDir)
 	b, err := os.ReadFile(record)
 	if err != nil {
-		return refuse
+		return false, refuse
 	}
 	var rec restoreRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return refuse
+		return false, refuse
+	}
+	snaps, err := n.snaps.List()
+	if err != nil {
+		return false, err
 	}
 	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+	switch {
+	case err != nil && len(snaps) > 0:
+		// The restore is complete; the file may have been removed since.
+		n.cfg.Logger.Warn("the backup named by --restore-from cannot be read; this node was restored from it before and starts with what it holds", "path", path, "error", err)
+	case err != nil:
+		return false, fmt.Errorf("restore: %w", err)
+	default:
+		defer func() { _ = f.Close() }()
+		r, err := backup.Open(f)
+		if err != nil {
+			return false, fmt.Errorf("restore from %s: %w", path, err)
+		}
+		if !rec.same(r.Header()) {
+			return false, fmt.Errorf("restore from %s: the data directory %s was restored from another backup (cluster %s at index %d); a restore never overwrites data", path, n.cfg.DataDir, rec.ClusterID, rec.Index)
+		}
 	}
-	defer func() { _ = f.Close() }()
-	r, err := backup.Open(f)
-	if err != nil {
-		return fmt.Errorf("restore from %s: %w", path, err)
+	if len(snaps) == 0 {
+		return false, nil
 	}
-	if !rec.same(r.Header()) {
-		return fmt.Errorf("restore from %s: the data directory %s was restored from another backup (cluster %s at index %d); a restore never overwrites data", path, n.cfg.DataDir, rec.ClusterID, rec.Index)
+	// Whatever happened since, the term never goes below the backup's.
+	if term, err := n.log.GetUint64([]byte(keyCurrentTerm)); err == nil && term < rec.Term {
+		if err := n.log.SetUint64([]byte(keyCurrentTerm), rec.Term); err != nil {
+			return false, err
+		}
 	}
-	return nil
+	return true, nil
 }
 
 // writeFileSync writes a small file durably: temporary name, fsync,

@@ -259,16 +259,13 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "local must be true or false")
 		return
 	}
-	hdr, rc, err := h.n.OpenBackup()
+	hdr, rc, err := h.n.OpenBackup(r.Context(), r.URL.Query().Get("local") != "true")
 	if err != nil {
-		if errors.Is(err, ErrSnapshotBusy) {
-			w.Header().Set("Retry-After", "1")
-			httpError(w, http.StatusServiceUnavailable, err.Error())
-			return
-		}
 		h.fail(w, r, err)
 		return
 	}
+	// A large store streams for longer than the server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	defer func() { _ = rc.Close() }()
 	w.Header().Set("Content-Type", backup.ContentType)
 	w.Header().Set(backup.HeaderFormatVersion, strconv.Itoa(backup.FormatVersion))

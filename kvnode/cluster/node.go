@@ -236,9 +236,11 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 
 	if token := requestedRecovery(cfg.DataDir); token != "" {
+		// A request that cannot be carried out is dropped, not retried at
+		// every start: the node starts as it was, and whoever asked sees
+		// that the cluster was not recovered.
 		if err := n.recoverAlone(rc, token, hasState); err != nil {
-			_ = n.closeStorage()
-			return nil, err
+			n.cfg.Logger.Error("the requested recovery failed; starting as before", "error", err)
 		}
 		if err := os.Remove(filepath.Join(cfg.DataDir, recoverRequestFile)); err != nil {
 			_ = n.closeStorage()

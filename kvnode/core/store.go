@@ -370,9 +370,19 @@ func (s *Store) Restore(r io.Reader) error {
 		if l > 1<<32 {
 			return nil, fmt.Errorf("%w: length %d", ErrCorruptEvent, l)
 		}
-		b := make([]byte, l)
-		_, err = io.ReadFull(br, b)
-		return b, err
+		if l <= 64<<10 {
+			b := make([]byte, l)
+			_, err = io.ReadFull(br, b)
+			return b, err
+		}
+		// A long value is read as it arrives, not allocated on the word
+		// of a length field: a damaged or forged snapshot (a backup is
+		// checksummed, not signed) must not make the node allocate 4 GiB.
+		var buf bytes.Buffer
+		if _, err := io.CopyN(&buf, br, int64(l)); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
 	}
 	for i := uint64(0); i < count; i++ {
 		k, err := readBytes()
