@@ -147,47 +147,17 @@ func (v *volume) unadmit() error {
 	return nil
 }
 
-// save writes inc durably: a temporary file, fsynced, renamed over the
-// old one, and the directory fsynced, so a crash leaves the old or the new.
+// save writes inc durably (writeFileSync), so a crash leaves the old or
+// the new.
 func (v *volume) save(inc incarnation) error {
 	b, err := json.Marshal(inc)
 	if err != nil {
 		return err
 	}
-	tmp := v.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, v.path)
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(v.path))
-	}
-	if err != nil {
+	if err := writeFileSync(v.path, b); err != nil {
 		return fmt.Errorf("cluster: write %s: %w", v.path, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // mayVote says why this node may not vote for a candidate in term, or nil.
