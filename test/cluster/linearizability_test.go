@@ -380,16 +380,7 @@ func lostVolume(t *testing.T, c *harness.Cluster, leader *harness.Member, pause 
 	if leader == nil {
 		return
 	}
-	var behind, emptied *harness.Member
-	for _, m := range c.Members() {
-		switch {
-		case m == leader:
-		case behind == nil:
-			behind = m
-		default:
-			emptied = m
-		}
-	}
+	behind, emptied := followers(c, leader)
 	isolate(c, behind)
 	pause()
 	emptied.Kill()

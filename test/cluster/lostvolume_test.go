@@ -34,6 +34,45 @@ func leaderOf(t *testing.T, c *harness.Cluster) *harness.Member {
 	return leader
 }
 
+// followers returns the two members of a 3-member cluster other than
+// leader, in member order.
+func followers(c *harness.Cluster, leader *harness.Member) (first, second *harness.Member) {
+	for _, m := range c.Members() {
+		switch {
+		case m == leader:
+		case first == nil:
+			first = m
+		default:
+			second = m
+		}
+	}
+	return first, second
+}
+
+// readsBack reads every acknowledged write through m (linearizably),
+// waiting while m answers 503; a wrong or missing value fails the test.
+func readsBack(t *testing.T, c *harness.Cluster, m *harness.Member, acked map[string]string) error {
+	t.Helper()
+	for k, v := range acked {
+		err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
+			code, body, err := kv(c, m, "GET", k, "", "")
+			switch {
+			case err != nil:
+				return err
+			case code == 503:
+				return fmt.Errorf("503 %s", body)
+			case code != 200 || body != v:
+				t.Fatalf("acknowledged %s=%s reads %d %q through %s", k, v, code, body, m.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // isolate cuts m off from every other member, both ways.
 func isolate(c *harness.Cluster, m *harness.Member) {
 	m.Proxy().Cut()
@@ -74,16 +113,7 @@ func TestLostVolumeDoesNotVote(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := leaderOf(t, c)
-	var behind, emptied *harness.Member
-	for _, m := range c.Members() {
-		switch {
-		case m == leader:
-		case behind == nil:
-			behind = m
-		default:
-			emptied = m
-		}
-	}
+	behind, emptied := followers(c, leader)
 	before, err := selfStatus(c, emptied)
 	if err != nil {
 		t.Fatal(err)
@@ -132,22 +162,8 @@ func TestLostVolumeDoesNotVote(t *testing.T) {
 	if err := leader.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range acked {
-		err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
-			code, body, err := kv(c, behind, "GET", k, "", "")
-			switch {
-			case err != nil:
-				return err
-			case code == 503:
-				return fmt.Errorf("503 %s", body)
-			case code != 200 || body != v:
-				t.Fatalf("acknowledged %s=%s reads %d %q", k, v, code, body)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := readsBack(t, c, behind, acked); err != nil {
+		t.Fatal(err)
 	}
 
 	// Re-admission: out of the configuration, in again as a non-voter,
@@ -272,22 +288,8 @@ func TestLostVolumesAreAdmittedInPlace(t *testing.T) {
 		}
 	}
 	leader.Kill()
-	for k, v := range acked {
-		err := harness.Retry(ctxFor(t, 30*time.Second), func() error {
-			code, body, err := kv(c, lost[0], "GET", k, "", "")
-			switch {
-			case err != nil:
-				return err
-			case code == 503:
-				return fmt.Errorf("503 %s", body)
-			case code != 200 || body != v:
-				t.Fatalf("acknowledged %s=%s reads %d %q", k, v, code, body)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("the two admitted members serve no read: %v", err)
-		}
+	if err := readsBack(t, c, lost[0], acked); err != nil {
+		t.Fatalf("the two admitted members serve no read: %v", err)
 	}
 }
 
