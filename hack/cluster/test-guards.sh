@@ -88,7 +88,14 @@ leave_behind() { # cgroup (below $KUBEPODS), then the pids file to write
   [ -n "$attached" ] || die "could not put a process into any $KUBEPODS cgroup"
 }
 gone() { # pid: true when the process is gone (or a zombie, which holds nothing)
-  [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+  # SIGKILL is delivered asynchronously: a process can still be exiting
+  # (its /proc entry there, its status unreadable) just after down.sh
+  # returns, so give it a few seconds before calling it alive.
+  for _ in $(seq 50); do
+    if [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
 }
 mkdir -p "$STATE"/{pids,logs} "$BINDIR" "$STATE/containerd/rootfs"
 host_state > "$STATE/host-before.txt"
