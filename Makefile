@@ -12,6 +12,8 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 # etcd and kube-apiserver for the controller tests, built from the Go module
 # proxy into a cache keyed on the Kubernetes version (hack/k8s-binaries.sh).
 ENVTEST_ASSETS = $$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1)
+# SeaweedFS's S3 server for the backup tests, built the same way (hack/seaweedfs.sh).
+WEED = $$(hack/seaweedfs.sh | tail -1)/weed
 # Modules besides the main one: each keeps its own dependencies out of the product.
 SUBMODULES := hack/image hack/bench
 # Modules that only pin the tools hack/ builds (Kubernetes, containerd,
@@ -35,8 +37,8 @@ run: build ## Start a single kvnode on localhost:8080 with its data in ./data (C
 
 test: ## Run all tests: unit, real processes, real clusters under faults, controllers on a real API server.
 	$(GO) vet ./...
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race ./kvnode/...
+	KV_WEED="$(WEED)" KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test -count=1 -timeout 20m ./...
+	KV_WEED="$(WEED)" $(GO) test -count=1 -race ./kvnode/...
 	for m in $(SUBMODULES); do (cd $$m && $(GO) vet ./... && $(GO) test -count=1 ./...); done
 
 soak: ## The linearizability test under faults for SOAK (default 10m).

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -74,6 +75,7 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Secret{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
+		Owns(&batchv1.Job{}).
 		Named("keyvaluestore").
 		Complete(r)
 }
@@ -83,7 +85,7 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores/scale,verbs=get;update;patch
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;secrets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -211,8 +213,10 @@ func (r *KeyValueStoreReconciler) steps() []step {
 	return []step{
 		{"tls", true, r.syncTLS},
 		{"services", true, r.syncServices},
+		{"restore", true, r.syncRestore},
 		{"statefulset", true, r.syncStatefulSet},
 		{"membership", true, r.stepMembership},
+		{"replace", true, r.replaceUnschedulable},
 		{"pdb", true, r.syncPDB},
 		{"hpa", true, r.syncHPA},
 		{"settled", false, r.settled},

@@ -24,6 +24,7 @@ type observation struct {
 	quorumLost      string // a majority of the voters lost their volumes
 	waiting         string // what the reconcile waits for, "" when nothing
 	immutable       string // a spec change that cannot be applied
+	restoreFailed   string // spec.restore cannot be done
 	err             error  // the first real error of the reconcile
 }
 
@@ -80,6 +81,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	switch {
 	case obs.err != nil:
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonReconcileFailed, obs.err.Error())
+	case obs.restoreFailed != "":
+		cond(kvv1.ConditionDegraded, true, kvv1.ReasonRestoreFailed, obs.restoreFailed)
 	case obs.mismatch != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonClusterIDMismatch, obs.mismatch)
 	case obs.quorumLost != "":
@@ -96,6 +99,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	switch {
 	case kvs.Spec.Paused:
 		st.Phase = kvv1.PhasePaused
+	case obs.restoreFailed != "":
+		st.Phase = kvv1.PhaseDegraded
 	case !st.Bootstrapped:
 		st.Phase = kvv1.PhaseCreating
 	case obs.err != nil || meta.IsStatusConditionTrue(st.Conditions, kvv1.ConditionDegraded):

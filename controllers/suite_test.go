@@ -25,10 +25,13 @@ import (
 // (envtest), built by `make envtest-assets`; `make test` points
 // KUBEBUILDER_ASSETS at them.
 var (
-	k8s      client.Client
-	clock    = &testClock{t: time.Now()}
-	fakeKV   = newFakeCluster()
-	recorder = &eventLog{}
+	k8s   client.Client
+	clock = &testClock{t: time.Now()}
+	// scheduleClock drives spec.backup.schedule alone: the other clock
+	// jumps months ahead for certificate renewal.
+	scheduleClock = &testClock{t: time.Now()}
+	fakeKV        = newFakeCluster()
+	recorder      = &eventLog{}
 )
 
 func TestMain(m *testing.M) {
@@ -68,6 +71,12 @@ func TestMain(m *testing.M) {
 		},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
+		panic(err)
+	}
+	if err := (&KeyValueStoreBackupReconciler{Client: mgr.GetClient(), Recorder: recorder, Now: clock.Now}).SetupWithManager(mgr); err != nil {
+		panic(err)
+	}
+	if err := (&BackupScheduleReconciler{Client: mgr.GetClient(), Recorder: recorder, Now: scheduleClock.Now}).SetupWithManager(mgr); err != nil {
 		panic(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -21,5 +21,8 @@ fi
 if hits=$(git grep -n -F "$K8S_VERSION" -- . ':!hack/versions.sh' ':!*go.mod' ':!*go.sum' ':!*.md'); then
   echo "the Kubernetes version is spelled out here; use K8S_VERSION from hack/versions.sh:" >&2; echo "$hits" >&2; bad=1
 fi
+smod=hack/tools/seaweedfs/go.mod
+grep -qE "^[[:space:]]*github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION( |$)" "$smod" ||
+  { echo "$smod does not require github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION (hack/versions.sh)" >&2; bad=1; }
 [ "$bad" = 0 ] || exit 1
-echo "Kubernetes $K8S_VERSION and etcd $ETCD_VERSION: one place (hack/versions.sh), matching $mod"
+echo "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION and SeaweedFS $SEAWEEDFS_VERSION: one place (hack/versions.sh), matching $mod and $smod"

@@ -8,3 +8,8 @@ ETCD_VERSION=v3.7.0
 # Where hack/k8s-binaries.sh keeps what it built, keyed on the version.
 KV_CACHE=${KV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kvstore-operator}
 BINDIR=$KV_CACHE/k8s-$K8S_VERSION
+# The S3-compatible server the backup tests and the local cluster run
+# (SeaweedFS publishes no module versions: a pseudo-version of its main
+# branch). Built by hack/seaweedfs.sh from hack/tools/seaweedfs.
+SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+SEAWEEDFS_DIR=$KV_CACHE/seaweedfs-$SEAWEEDFS_VERSION

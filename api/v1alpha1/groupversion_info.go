@@ -23,7 +23,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &KeyValueStore{}, &KeyValueStoreList{})
+	s.AddKnownTypes(GroupVersion, &KeyValueStore{}, &KeyValueStoreList{}, &KeyValueStoreBackup{}, &KeyValueStoreBackupList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || !has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas >= self.replicas",message="autoscaling.minReplicas may not be below replicas: the voters are always there"
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || self.autoscaling.maxReplicas >= self.replicas",message="autoscaling.maxReplicas may not be below replicas"
+// +kubebuilder:validation:XValidation:rule="has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)",message="restore can be set only when the store is created, and not changed"
 type KeyValueStoreSpec struct {
 	// Replicas is the number of voting members, 1 to 9. A cluster of 2n+1
 	// voters survives the loss of n; odd numbers are recommended, 1 is for
@@ -79,6 +80,27 @@ type KeyValueStoreSpec struct {
 	// Paused stops every change to the cluster; status stays fresh.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// Backup takes backups on a schedule (KeyValueStoreBackup objects
+	// named <store>-<UTC time>) and keeps the last spec.backup.keep.
+	// +optional
+	Backup *BackupSchedule `json:"backup,omitempty"`
+
+	// Restore starts a new store from a backup: pod 0 is restored before
+	// it first starts, with a new cluster ID, and the other members join
+	// it. It can be set only when the store is created, and a restore into
+	// volumes that already hold data is refused.
+	// +optional
+	Restore *RestoreSource `json:"restore,omitempty"`
+
+	// ReplaceAfter replaces a member whose pod could not be scheduled for
+	// this long (its node gone, with the node's local volume): the
+	// operator deletes its volume claim and pod, and the member comes back
+	// on a new volume, to be removed and re-added by the lost-volume
+	// steps. Only one member at a time, and only while the other voters
+	// hold a healthy quorum. Unset: never.
+	// +optional
+	ReplaceAfter *metav1.Duration `json:"replaceAfter,omitempty"`
 }
 
 // StorageSpec is the persistent volume of each member.
@@ -286,6 +308,18 @@ type KeyValueStoreStatus struct {
 	// value is not acted on twice. Cleared when the annotation is removed.
 	// +optional
 	RecoveredFrom string `json:"recoveredFrom,omitempty"`
+	// RestoredFrom says which backup the store was restored from (the
+	// backup's cluster ID and Raft index), once pod 0 holds it.
+	// +optional
+	RestoredFrom string `json:"restoredFrom,omitempty"`
+	// LastScheduledBackup is when spec.backup.schedule last created a
+	// KeyValueStoreBackup.
+	// +optional
+	LastScheduledBackup *metav1.Time `json:"lastScheduledBackup,omitempty"`
+	// Replacing is the pod whose volume claim the operator deleted after
+	// it could not be scheduled for spec.replaceAfter, until it runs again.
+	// +optional
+	Replacing string `json:"replacing,omitempty"`
 	// CertificateNotAfter is when the current server certificate expires.
 	// +optional
 	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`
@@ -296,7 +330,7 @@ type KeyValueStoreStatus struct {
 	// Selector of the pods, for the scale subresource.
 	// +optional
 	Selector string `json:"selector,omitempty"`
-	// Conditions: Ready, Progressing, Degraded.
+	// Conditions: Ready, Progressing, Degraded, StorageFull.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

@@ -15,6 +15,9 @@ const (
 	// ConditionDegraded: the cluster serves, but not as asked (a member is
 	// down, a field cannot be applied).
 	ConditionDegraded = "Degraded"
+	// ConditionStorageFull: a member refuses writes (507) because its
+	// volume is full; reads and deletes still work. Grow the volumes.
+	ConditionStorageFull = "StorageFull"
 )
 
 // Condition reasons.
@@ -49,6 +52,39 @@ const (
 	// pods' volumes held one, which it took as its own instead of
 	// bootstrapping a new one.
 	ReasonClusterAdopted = "ClusterAdopted"
+	// ReasonRestoring: pod 0's volume is being restored from spec.restore;
+	// no pod runs until it is.
+	ReasonRestoring = "Restoring"
+	// ReasonRestoreFailed: the restore Job failed (a damaged backup, a
+	// volume that already holds data); the message says why.
+	ReasonRestoreFailed = "RestoreFailed"
+	// ReasonVolumesFull / ReasonVolumesOK: the StorageFull condition.
+	ReasonVolumesFull = "VolumesFull"
+	ReasonVolumesOK   = "VolumesOK"
+	// ReasonReplacingMember: a pod unschedulable for spec.replaceAfter
+	// lost its claim and comes back on a new volume.
+	ReasonReplacingMember = "ReplacingMember"
+)
+
+// Phases of a KeyValueStoreBackup.
+const (
+	BackupPending   = "Pending"
+	BackupRunning   = "Running"
+	BackupSucceeded = "Succeeded"
+	BackupFailed    = "Failed"
+)
+
+// Condition types of a KeyValueStoreBackup.
+const (
+	BackupConditionComplete = "Complete"
+	BackupConditionFailed   = "Failed"
+)
+
+// Labels on the KeyValueStoreBackups of a store: which store, and whether
+// spec.backup.schedule made it (only those are pruned).
+const (
+	LabelBackupStore     = "kv.kvstore.dev/store"
+	LabelBackupScheduled = "kv.kvstore.dev/scheduled"
 )
 
 // Phases shown by kubectl get.
@@ -128,6 +164,20 @@ func TLSSecretName(kvs *KeyValueStore) string {
 
 // AdminSecretName holds the operator's admin client certificate.
 func AdminSecretName(kvs *KeyValueStore) string { return kvs.Name + "-admin" }
+
+// DataClaimName is the volume claim of pod i (the StatefulSet's claim
+// template is named "data").
+func DataClaimName(kvs *KeyValueStore, i int) string { return "data-" + PodName(kvs, i) }
+
+// BackupClaimName is the claim the operator creates for backups of store
+// when a volume destination names none. It is not owned by the store.
+func BackupClaimName(store string) string { return store + "-backups" }
+
+// BackupJobName is the Job of a KeyValueStoreBackup.
+func BackupJobName(b *KeyValueStoreBackup) string { return b.Name + "-backup" }
+
+// RestoreJobName is the Job that restores pod 0's volume of a store.
+func RestoreJobName(kvs *KeyValueStore) string { return kvs.Name + "-restore" }
 
 // PodName is the name of member i.
 func PodName(kvs *KeyValueStore, i int) string { return fmt.Sprintf("%s-%d", StatefulSetName(kvs), i) }

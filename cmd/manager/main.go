@@ -54,6 +54,14 @@ func main() {
 		log.Error(err, "unable to set up the controller")
 		os.Exit(1)
 	}
+	if err := (&controllers.KeyValueStoreBackupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kvstore-operator")}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "unable to set up the backup controller")
+		os.Exit(1)
+	}
+	if err := (&controllers.BackupScheduleReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kvstore-operator")}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "unable to set up the backup schedule controller")
+		os.Exit(1)
+	}
 	utilruntime.Must(mgr.AddHealthzCheck("healthz", healthz.Ping))
 	utilruntime.Must(mgr.AddReadyzCheck("readyz", healthz.Ping))
 	log.Info("starting the manager")

@@ -1,0 +1,130 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrlrt "sigs.k8s.io/controller-runtime"
+	ctrl "sigs.k8s.io/controller-runtime/pkg/client"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+)
+
+// BackupScheduleReconciler makes the KeyValueStoreBackups that
+// spec.backup.schedule asks for, and deletes the scheduled ones beyond
+// spec.backup.keep (the backup Job prunes their files in the same way).
+type BackupScheduleReconciler struct {
+	ctrl.Client
+	Recorder EventRecorder
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// SetupWithManager registers the reconciler: a second controller on
+// KeyValueStores, which owns no object and only writes
+// status.lastScheduledBackup.
+func (r *BackupScheduleReconciler) SetupWithManager(mgr ctrlrt.Manager) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	return ctrlrt.NewControllerManagedBy(mgr).
+		For(&kvv1.KeyValueStore{}).
+		Named("backupschedule").
+		Complete(r)
+}
+
+// ScheduledBackupName is the name of the backup of store scheduled at t:
+// one name per scheduled time, so that a reconcile that runs twice
+// creates one backup, and name order is time order.
+func ScheduledBackupName(store string, t time.Time) string {
+	return store + "-" + t.UTC().Format("20060102150405")
+}
+
+// Reconcile creates the backup of the latest scheduled time not yet
+// taken (missed ones are not made up: one backup, the newest), then
+// prunes.
+func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrlrt.Request) (ctrlrt.Result, error) {
+	kvs := &kvv1.KeyValueStore{}
+	if err := r.Get(ctx, req.NamespacedName, kvs); err != nil {
+		return ctrlrt.Result{}, ctrl.IgnoreNotFound(err)
+	}
+	bs := kvs.Spec.Backup
+	if !kvs.DeletionTimestamp.IsZero() || bs == nil {
+		return ctrlrt.Result{}, nil
+	}
+	sched, err := cron.ParseStandard(bs.Schedule)
+	if err != nil {
+		r.event(kvs, corev1.EventTypeWarning, "InvalidSchedule", fmt.Sprintf("spec.backup.schedule %q: %v", bs.Schedule, err))
+		return ctrlrt.Result{}, nil // a new spec brings a new reconcile
+	}
+	if err := r.prune(ctx, kvs, int(bs.Keep)); err != nil {
+		return ctrlrt.Result{}, err
+	}
+	if bs.Suspend {
+		return ctrlrt.Result{}, nil
+	}
+	now := r.Now()
+	last := kvs.CreationTimestamp.Time
+	if t := kvs.Status.LastScheduledBackup; t != nil {
+		last = t.Time
+	}
+	due := time.Time{}
+	for next, n := sched.Next(last), 0; !next.After(now) && n < 100000; next, n = sched.Next(next), n+1 {
+		due = next
+	}
+	if !due.IsZero() {
+		b := &kvv1.KeyValueStoreBackup{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: kvs.Namespace, Name: ScheduledBackupName(kvs.Name, due),
+				Labels: map[string]string{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelBackupScheduled: "true"},
+			},
+			Spec: kvv1.KeyValueStoreBackupSpec{Store: kvs.Name, Destination: bs.Destination},
+		}
+		if err := r.Create(ctx, b); err != nil && !apierrors.IsAlreadyExists(err) {
+			return ctrlrt.Result{}, fmt.Errorf("create scheduled backup %s: %w", b.Name, err)
+		}
+		before := kvs.DeepCopy()
+		kvs.Status.LastScheduledBackup = &metav1.Time{Time: due}
+		if err := r.Status().Patch(ctx, kvs, ctrl.MergeFrom(before)); err != nil {
+			return ctrlrt.Result{}, err
+		}
+	}
+	return ctrlrt.Result{RequeueAfter: max(sched.Next(now).Sub(now), time.Second)}, nil
+}
+
+// prune deletes the scheduled backups older than the newest keep that
+// succeeded. Running ones and those newer than that are left alone.
+func (r *BackupScheduleReconciler) prune(ctx context.Context, kvs *kvv1.KeyValueStore, keep int) error {
+	list := &kvv1.KeyValueStoreBackupList{}
+	if err := r.List(ctx, list, ctrl.InNamespace(kvs.Namespace), ctrl.MatchingLabels{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelBackupScheduled: "true"}); err != nil {
+		return err
+	}
+	items := list.Items
+	sort.Slice(items, func(i, j int) bool { return items[i].Name > items[j].Name }) // newest first
+	kept := 0
+	for i := range items {
+		b := &items[i]
+		if kept >= keep && (b.Status.Phase == kvv1.BackupSucceeded || b.Status.Phase == kvv1.BackupFailed) {
+			if err := r.Delete(ctx, b); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			continue
+		}
+		if b.Status.Phase == kvv1.BackupSucceeded {
+			kept++
+		}
+	}
+	return nil
+}
+
+func (r *BackupScheduleReconciler) event(kvs *kvv1.KeyValueStore, typ, reason, note string) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(kvs, nil, typ, reason, "ScheduleBackup", "%s", note)
+	}
+}

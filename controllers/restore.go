@@ -1,0 +1,141 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/backupjob"
+	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
+)
+
+// syncRestore restores pod 0's volume from spec.restore before the
+// StatefulSet exists: the claim the StatefulSet will give pod 0 is made
+// first, a Job (package backupjob) runs `kvnode restore` on it, and only
+// then does the StatefulSet start the pods. Pod 0 comes up as a
+// one-member cluster with a new cluster ID; the operator adopts it (its
+// volume holds a cluster) and the other members join as usual.
+//
+// A restore happens once: spec.restore can be set only at creation (the
+// schema's rule), status.restoredFrom records it, and a StatefulSet that
+// exists means the pods started. `kvnode restore` refuses a volume that
+// already holds a cluster (a store re-created over retained claims) and a
+// damaged backup; either leaves the store Degraded with the Job's message.
+func (r *KeyValueStoreReconciler) syncRestore(ctx context.Context, st *state) result {
+	kvs := st.kvs
+	if kvs.Spec.Restore == nil || kvs.Status.RestoredFrom != "" || st.live != nil {
+		return done()
+	}
+	job := &batchv1.Job{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.RestoreJobName(kvs)}, job)
+	switch {
+	case apierrors.IsNotFound(err):
+		dest, loc, from, wait := r.restoreSource(ctx, kvs)
+		if wait != "" {
+			st.obs.restoreFailed = wait
+			return waitFor("%s", wait)
+		}
+		if err := r.ensureDataClaim(ctx, kvs); err != nil {
+			return fail(err)
+		}
+		job = backupjob.Restore(kvs, dest, loc)
+		if job.Annotations == nil {
+			job.Annotations = map[string]string{}
+		}
+		job.Annotations[annotationRestoreSource] = from
+		if err := controllerutil.SetControllerReference(kvs, job, r.Scheme()); err != nil {
+			return fail(err)
+		}
+		if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fail(err)
+		}
+		r.event(kvs, corev1.EventTypeNormal, kvv1.ReasonRestoring, "Restore", fmt.Sprintf("restoring pod 0's volume from %s (Job %s)", from, job.Name))
+		return waitFor("restoring pod 0's volume from %s", from)
+	case err != nil:
+		return fail(err)
+	}
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(kvs.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return fail(err)
+	}
+	from := job.Annotations[annotationRestoreSource]
+	o := backupjob.Observe(job, pods.Items)
+	switch {
+	case !o.Done:
+		return waitFor("restoring pod 0's volume from %s", from)
+	case o.Failed || o.Result.Error != "":
+		msg := fmt.Sprintf("the restore from %s failed: %s (delete the store, or fix the cause and delete Job %s to try again)", from, orDefault(o.Message, o.Result.Error), job.Name)
+		if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Message != msg {
+			r.event(kvs, corev1.EventTypeWarning, kvv1.ReasonRestoreFailed, "Restore", msg)
+		}
+		st.obs.restoreFailed = msg
+		return waitFor("%s", msg)
+	}
+	res := o.Result
+	kvs.Status.RestoredFrom = fmt.Sprintf("%s: cluster %s at Raft index %d, %d keys", from, res.ClusterID, res.Index, res.Keys)
+	r.event(kvs, corev1.EventTypeNormal, "Restored", "Restore", "restored pod 0's volume from "+kvs.Status.RestoredFrom)
+	return done()
+}
+
+// annotationRestoreSource on the restore Job says, for status and events,
+// what it restores from.
+const annotationRestoreSource = "kv.kvstore.dev/restore-source"
+
+// restoreSource resolves spec.restore to a destination, the backup's
+// location in it, and a name for it; wait says why it cannot yet.
+func (r *KeyValueStoreReconciler) restoreSource(ctx context.Context, kvs *kvv1.KeyValueStore) (dest kvv1.BackupDestination, loc, from, wait string) {
+	rs := kvs.Spec.Restore
+	if s3 := rs.S3; s3 != nil {
+		d := kvv1.BackupDestination{S3: s3.S3Destination.DeepCopy()}
+		loc = "s3://" + s3.Bucket + "/" + joinKey(s3.Prefix, s3.Key)
+		return d, loc, loc, ""
+	}
+	b := &kvv1.KeyValueStoreBackup{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: rs.BackupName}, b); err != nil {
+		return dest, "", "", fmt.Sprintf("spec.restore.backupName: KeyValueStoreBackup %q: %v", rs.BackupName, err)
+	}
+	if b.Status.Phase != kvv1.BackupSucceeded || b.Status.Location == "" {
+		return dest, "", "", fmt.Sprintf("spec.restore.backupName: KeyValueStoreBackup %q has not succeeded (phase %q)", rs.BackupName, b.Status.Phase)
+	}
+	d := *b.Spec.Destination.DeepCopy()
+	if d.S3 == nil {
+		// The claim the backup was written to, named in full: the default
+		// one is named after the backup's store, not this one.
+		d.Volume = &kvv1.VolumeDestination{ClaimName: backupjob.ClaimName(b.Spec.Destination, b.Spec.Store)}
+	}
+	return d, b.Status.Location, "KeyValueStoreBackup " + b.Name, ""
+}
+
+func joinKey(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	if prefix[len(prefix)-1] == '/' {
+		return prefix + key
+	}
+	return prefix + "/" + key
+}
+
+// ensureDataClaim creates pod 0's claim as the StatefulSet would, so that
+// the restore Job can write to it before the pod exists; the StatefulSet
+// then adopts it by name.
+func (r *KeyValueStoreReconciler) ensureDataClaim(ctx context.Context, kvs *kvv1.KeyValueStore) error {
+	tmpl := statefulset.Build(kvs, nil).Spec.VolumeClaimTemplates[0]
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: kvs.Namespace, Name: kvv1.DataClaimName(kvs, 0), Labels: tmpl.Labels},
+		Spec:       tmpl.Spec,
+	}
+	if err := r.Create(ctx, pvc); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create claim %s: %w", pvc.Name, err)
+	}
+	return nil
+}
