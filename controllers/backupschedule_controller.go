@@ -10,8 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	ctrlrt "sigs.k8s.io/controller-runtime"
-	ctrl "sigs.k8s.io/controller-runtime/pkg/client"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 )
@@ -20,7 +20,7 @@ import (
 // spec.backup.schedule asks for, and deletes the scheduled ones beyond
 // spec.backup.keep (the backup Job prunes their files in the same way).
 type BackupScheduleReconciler struct {
-	ctrl.Client
+	client.Client
 	Recorder EventRecorder
 	// Now is the clock; tests replace it.
 	Now func() time.Time
@@ -29,11 +29,11 @@ type BackupScheduleReconciler struct {
 // SetupWithManager registers the reconciler: a second controller on
 // KeyValueStores, which owns no object and only writes
 // status.lastScheduledBackup.
-func (r *BackupScheduleReconciler) SetupWithManager(mgr ctrlrt.Manager) error {
+func (r *BackupScheduleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
-	return ctrlrt.NewControllerManagedBy(mgr).
+	return ctrl.NewControllerManagedBy(mgr).
 		For(&kvv1.KeyValueStore{}).
 		Named("backupschedule").
 		Complete(r)
@@ -49,25 +49,25 @@ func ScheduledBackupName(store string, t time.Time) string {
 // Reconcile creates the backup of the latest scheduled time not yet
 // taken (missed ones are not made up: one backup, the newest), then
 // prunes.
-func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrlrt.Request) (ctrlrt.Result, error) {
+func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	kvs := &kvv1.KeyValueStore{}
 	if err := r.Get(ctx, req.NamespacedName, kvs); err != nil {
-		return ctrlrt.Result{}, ctrl.IgnoreNotFound(err)
+		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	bs := kvs.Spec.Backup
 	if !kvs.DeletionTimestamp.IsZero() || bs == nil {
-		return ctrlrt.Result{}, nil
+		return ctrl.Result{}, nil
 	}
 	sched, err := cron.ParseStandard(bs.Schedule)
 	if err != nil {
 		r.event(kvs, corev1.EventTypeWarning, "InvalidSchedule", fmt.Sprintf("spec.backup.schedule %q: %v", bs.Schedule, err))
-		return ctrlrt.Result{}, nil // a new spec brings a new reconcile
+		return ctrl.Result{}, nil // a new spec brings a new reconcile
 	}
 	if err := r.prune(ctx, kvs, int(bs.Keep)); err != nil {
-		return ctrlrt.Result{}, err
+		return ctrl.Result{}, err
 	}
 	if bs.Suspend {
-		return ctrlrt.Result{}, nil
+		return ctrl.Result{}, nil
 	}
 	now := r.Now()
 	last := kvs.CreationTimestamp.Time
@@ -87,22 +87,22 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrlrt.Req
 			Spec: kvv1.KeyValueStoreBackupSpec{Store: kvs.Name, Destination: bs.Destination},
 		}
 		if err := r.Create(ctx, b); err != nil && !apierrors.IsAlreadyExists(err) {
-			return ctrlrt.Result{}, fmt.Errorf("create scheduled backup %s: %w", b.Name, err)
+			return ctrl.Result{}, fmt.Errorf("create scheduled backup %s: %w", b.Name, err)
 		}
 		before := kvs.DeepCopy()
 		kvs.Status.LastScheduledBackup = &metav1.Time{Time: due}
-		if err := r.Status().Patch(ctx, kvs, ctrl.MergeFrom(before)); err != nil {
-			return ctrlrt.Result{}, err
+		if err := r.Status().Patch(ctx, kvs, client.MergeFrom(before)); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
-	return ctrlrt.Result{RequeueAfter: max(sched.Next(now).Sub(now), time.Second)}, nil
+	return ctrl.Result{RequeueAfter: max(sched.Next(now).Sub(now), time.Second)}, nil
 }
 
 // prune deletes the scheduled backups older than the newest keep that
 // succeeded. Running ones and those newer than that are left alone.
 func (r *BackupScheduleReconciler) prune(ctx context.Context, kvs *kvv1.KeyValueStore, keep int) error {
 	list := &kvv1.KeyValueStoreBackupList{}
-	if err := r.List(ctx, list, ctrl.InNamespace(kvs.Namespace), ctrl.MatchingLabels{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelBackupScheduled: "true"}); err != nil {
+	if err := r.List(ctx, list, client.InNamespace(kvs.Namespace), client.MatchingLabels{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelBackupScheduled: "true"}); err != nil {
 		return err
 	}
 	items := list.Items

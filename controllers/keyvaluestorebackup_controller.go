@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	ctrlrt "sigs.k8s.io/controller-runtime"
-	ctrl "sigs.k8s.io/controller-runtime/pkg/client"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
@@ -24,7 +24,7 @@ import (
 // KeyValueStoreBackupReconciler runs each KeyValueStoreBackup once, as a
 // Job (package backupjob), and records what the Job reported.
 type KeyValueStoreBackupReconciler struct {
-	ctrl.Client
+	client.Client
 	Recorder EventRecorder
 	// Now is the clock; tests replace it.
 	Now func() time.Time
@@ -36,11 +36,11 @@ type KeyValueStoreBackupReconciler struct {
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;delete
 
 // SetupWithManager registers the reconciler and what it watches.
-func (r *KeyValueStoreBackupReconciler) SetupWithManager(mgr ctrlrt.Manager) error {
+func (r *KeyValueStoreBackupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
-	return ctrlrt.NewControllerManagedBy(mgr).
+	return ctrl.NewControllerManagedBy(mgr).
 		For(&kvv1.KeyValueStoreBackup{}).
 		Owns(&batchv1.Job{}).
 		Named("keyvaluestorebackup").
@@ -49,22 +49,22 @@ func (r *KeyValueStoreBackupReconciler) SetupWithManager(mgr ctrlrt.Manager) err
 
 // Reconcile moves a backup through Pending → Running → Succeeded or
 // Failed. A finished backup is never run again: its status is its record.
-func (r *KeyValueStoreBackupReconciler) Reconcile(ctx context.Context, req ctrlrt.Request) (ctrlrt.Result, error) {
+func (r *KeyValueStoreBackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	b := &kvv1.KeyValueStoreBackup{}
 	if err := r.Get(ctx, req.NamespacedName, b); err != nil {
-		return ctrlrt.Result{}, ctrl.IgnoreNotFound(err)
+		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !b.DeletionTimestamp.IsZero() || b.Status.Phase == kvv1.BackupSucceeded || b.Status.Phase == kvv1.BackupFailed {
-		return ctrlrt.Result{}, nil
+		return ctrl.Result{}, nil
 	}
 	before := b.DeepCopy()
 	after, err := r.step(ctx, b)
 	if !equality.Semantic.DeepEqual(before.Status, b.Status) {
-		if perr := r.Status().Patch(ctx, b, ctrl.MergeFrom(before)); perr != nil && err == nil {
+		if perr := r.Status().Patch(ctx, b, client.MergeFrom(before)); perr != nil && err == nil {
 			err = perr
 		}
 	}
-	return ctrlrt.Result{RequeueAfter: after}, err
+	return ctrl.Result{RequeueAfter: after}, err
 }
 
 func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyValueStoreBackup) (time.Duration, error) {
@@ -107,7 +107,7 @@ func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyVal
 		return 0, err
 	}
 	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, ctrl.InNamespace(b.Namespace), ctrl.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	if err := r.List(ctx, pods, client.InNamespace(b.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
 		return 0, err
 	}
 	o := backupjob.Observe(job, pods.Items)
@@ -153,7 +153,7 @@ func (r *KeyValueStoreBackupReconciler) event(b *kvv1.KeyValueStoreBackup, typ, 
 // ensureBackupClaim creates the claim a volume destination without a
 // claim name uses. It is owned by nothing: backups must outlive the store
 // (a restore into a new store reads them).
-func ensureBackupClaim(ctx context.Context, c ctrl.Client, ns, store string, dest kvv1.BackupDestination) error {
+func ensureBackupClaim(ctx context.Context, c client.Client, ns, store string, dest kvv1.BackupDestination) error {
 	if dest.S3 != nil || (dest.Volume != nil && dest.Volume.ClaimName != "") {
 		return nil
 	}
