@@ -138,7 +138,7 @@ deploy: cluster-load-images ## Install the CRD, RBAC and the operator (config/de
 # hack/cluster/lib.sh (in_ns): nothing in there can download.
 test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first).
 	$(GO) test -c -tags e2e -o $(BIN)/e2e.test ./test/e2e
-	cd test/e2e && nsenter --net=/run/netns/kvtest -- env GOPROXY=off GOFLAGS=-mod=mod KUBECTL=$(K8S_BIN)/kubectl KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig KV_CLUSTER_LOGS=$(CLUSTER_DIR)/logs $(BIN)/e2e.test -test.v -test.count=1 -test.timeout 20m
+	weed="$(WEED)"; cd test/e2e && nsenter --net=/run/netns/kvtest -- env GOPROXY=off GOFLAGS=-mod=mod KV_WEED="$$weed" KUBECTL=$(K8S_BIN)/kubectl KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig KV_CLUSTER_LOGS=$(CLUSTER_DIR)/logs $(BIN)/e2e.test -test.v -test.count=1 -test.timeout 45m
 
 ##@ Images
 image: build ## Pack bin/kvnode and bin/manager into dist/*.tar without Docker (the Dockerfile's images).

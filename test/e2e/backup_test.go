@@ -1,0 +1,334 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
+)
+
+const backupKeys = 10000
+
+func apply(t *testing.T, ns, manifest string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "m.yaml")
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-n", ns, "-f", f)
+}
+
+// parallel runs f(i) for i in [0, n) on 16 workers and fails on the first error.
+func parallel(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		t.Fatal(first)
+	}
+}
+
+func key(i int) string   { return fmt.Sprintf("k%05d", i) }
+func value(i int) string { return fmt.Sprintf("value-%d-%s", i, strings.Repeat("x", i%200)) }
+
+// writeKeys writes the test's keys to the store, retrying what an
+// election refuses.
+func writeKeys(t *testing.T, ns, name string) {
+	t.Helper()
+	c := client(t, ns, name)
+	base := "https://" + name + "." + ns + ".svc:8080/v1/key/"
+	parallel(t, backupKeys, func(i int) error {
+		var last string
+		for attempt := 0; attempt < 50; attempt++ {
+			code, body, err := do(c, "PUT", base+key(i), value(i))
+			if err == nil && (code == 201 || code == 200) {
+				return nil
+			}
+			last = fmt.Sprintf("%d %q %v", code, body, err)
+			time.Sleep(200 * time.Millisecond)
+		}
+		return fmt.Errorf("PUT %s: %s", key(i), last)
+	})
+}
+
+// checkKeys reads every key back through the store's Service.
+func checkKeys(t *testing.T, ns, name string) {
+	t.Helper()
+	c := client(t, ns, name)
+	base := "https://" + name + "." + ns + ".svc:8080/v1/key/"
+	parallel(t, backupKeys, func(i int) error {
+		var last string
+		for attempt := 0; attempt < 50; attempt++ {
+			code, body, err := do(c, "GET", base+key(i), "")
+			if err == nil && code == 200 {
+				if body != value(i) {
+					return fmt.Errorf("GET %s = %q, want %q", key(i), body, value(i))
+				}
+				return nil
+			}
+			if err == nil && code == 404 {
+				return fmt.Errorf("GET %s: 404: the key is missing", key(i))
+			}
+			last = fmt.Sprintf("%d %q %v", code, body, err)
+			time.Sleep(200 * time.Millisecond)
+		}
+		return fmt.Errorf("GET %s: %s", key(i), last)
+	})
+}
+
+type backupStatus struct {
+	Status struct {
+		Phase    string `json:"phase"`
+		Message  string `json:"message"`
+		Location string `json:"location"`
+		Keys     int64  `json:"keys"`
+		Size     int64  `json:"size"`
+		Index    int64  `json:"raftIndex"`
+	} `json:"status"`
+}
+
+func waitBackup(t *testing.T, ns, name string) backupStatus {
+	t.Helper()
+	var b backupStatus
+	testutil.Eventually(t, 180*time.Second, "backup "+name+" to succeed", func() error {
+		out, err := kubectlErr("get", "kvsbackup", "-n", ns, name, "-o", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if err := json.Unmarshal([]byte(out), &b); err != nil {
+			return err
+		}
+		switch b.Status.Phase {
+		case "Succeeded":
+			return nil
+		case "Failed":
+			t.Fatalf("backup %s failed: %s", name, b.Status.Message)
+		}
+		return fmt.Errorf("phase %q %s", b.Status.Phase, b.Status.Message)
+	})
+	return b
+}
+
+func jsonpath(t *testing.T, ns, obj, path string) string {
+	t.Helper()
+	return strings.TrimSpace(kubectl(t, "get", "-n", ns, obj, "-o", "jsonpath="+path))
+}
+
+// deleteStore deletes a store, its pods and its volume claims, and waits
+// until they are gone.
+func deleteStore(t *testing.T, ns, name string) {
+	t.Helper()
+	kubectl(t, "delete", "kvs", "-n", ns, name, "--wait=true", "--timeout=120s")
+	kubectl(t, "delete", "pvc", "-n", ns, "-l", "app.kubernetes.io/instance="+name, "--wait=true", "--timeout=120s")
+	testutil.Eventually(t, 120*time.Second, "the store's pods and claims gone", func() error {
+		out := kubectl(t, "get", "pods,pvc", "-n", ns, "-l", "app.kubernetes.io/instance="+name, "-o", "name")
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("left: %s", out)
+		}
+		return nil
+	})
+}
+
+// Backups end to end: 10,000 keys backed up to a volume and to S3; the
+// store and its volumes deleted; two new stores restored, one from each,
+// with every key and value; a corrupted backup refused; scheduled
+// backups pruned; and a store that lost two of its three volumes brought
+// back from the survivor on the annotation.
+func TestBackupRestoreAndQuorumLoss(t *testing.T) {
+	ns := freshNamespace(t, "e2e-backup")
+	defer dump(t, ns)
+	s3 := startS3(t)
+	kubectl(t, "create", "secret", "generic", "-n", ns, "s3-credentials",
+		"--from-literal=accessKeyID="+s3.AccessKey, "--from-literal=secretAccessKey="+s3.SecretKey)
+
+	apply(t, ns, `apiVersion: kv.kvstore.dev/v1alpha1
+kind: KeyValueStore
+metadata:
+  name: src
+spec:
+  replicas: 3
+`)
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/src", "--timeout=180s")
+	start := time.Now()
+	writeKeys(t, ns, "src")
+	t.Logf("wrote %d keys in %v", backupKeys, time.Since(start).Round(time.Millisecond))
+	srcID := jsonpath(t, ns, "kvs/src", "{.status.clusterID}")
+
+	apply(t, ns, fmt.Sprintf(`apiVersion: kv.kvstore.dev/v1alpha1
+kind: KeyValueStoreBackup
+metadata:
+  name: to-volume
+spec:
+  store: src
+---
+apiVersion: kv.kvstore.dev/v1alpha1
+kind: KeyValueStoreBackup
+metadata:
+  name: to-s3
+spec:
+  store: src
+  destination:
+    s3:
+      endpoint: %s
+      bucket: %s
+      prefix: e2e/
+      credentialsSecret: s3-credentials
+`, s3.Endpoint, s3.Bucket))
+	for _, name := range []string{"to-volume", "to-s3"} {
+		b := waitBackup(t, ns, name)
+		if b.Status.Keys != backupKeys || b.Status.Index == 0 || b.Status.Size == 0 {
+			t.Fatalf("backup %s: %+v", name, b.Status)
+		}
+		t.Logf("backup %s: %d keys, %d bytes, index %d, in %s", name, b.Status.Keys, b.Status.Size, b.Status.Index, b.Status.Location)
+	}
+	if out := kubectl(t, "get", "kvsbackup", "-n", ns); !strings.Contains(out, "Succeeded") || !strings.Contains(out, "KEYS") {
+		t.Fatalf("kubectl get kvsbackup:\n%s", out)
+	}
+
+	// Scheduled backups: a new one every 20 s, one kept.
+	kubectl(t, "patch", "kvs", "-n", ns, "src", "--type=merge", "-p", `{"spec":{"backup":{"schedule":"@every 20s","keep":1}}}`)
+	testutil.Eventually(t, 240*time.Second, "two scheduled backups taken and the older pruned", func() error {
+		out := kubectl(t, "get", "kvsbackup", "-n", ns, "-l", "kv.kvstore.dev/scheduled=true", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}")
+		items := strings.Fields(out)
+		last := jsonpath(t, ns, "kvs/src", "{.status.lastScheduledBackup}")
+		if len(items) != 1 || !strings.HasSuffix(items[0], "=Succeeded") {
+			return fmt.Errorf("scheduled backups: %v (last scheduled %s)", items, last)
+		}
+		// At least a second one was made: the first was pruned.
+		if !recorded(t, ns, "BackupComplete", 4) {
+			return fmt.Errorf("fewer than two scheduled backups completed yet: %v", items)
+		}
+		return nil
+	})
+	kubectl(t, "patch", "kvs", "-n", ns, "src", "--type=json", "-p", `[{"op":"remove","path":"/spec/backup"}]`)
+
+	deleteStore(t, ns, "src")
+
+	apply(t, ns, `apiVersion: kv.kvstore.dev/v1alpha1
+kind: KeyValueStore
+metadata:
+  name: from-volume
+spec:
+  replicas: 3
+  restore:
+    backupName: to-volume
+`)
+	start = time.Now()
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/from-volume", "--timeout=300s")
+	t.Logf("store restored from the volume backup and Ready in %v", time.Since(start).Round(time.Second))
+	checkKeys(t, ns, "from-volume")
+	if id := jsonpath(t, ns, "kvs/from-volume", "{.status.clusterID}"); id == "" || id == srcID {
+		t.Fatalf("restored cluster ID %q, the source's %q: want a new one", id, srcID)
+	}
+	if from := jsonpath(t, ns, "kvs/from-volume", "{.status.restoredFrom}"); !strings.Contains(from, "to-volume") {
+		t.Fatalf("status.restoredFrom %q", from)
+	}
+	deleteStore(t, ns, "from-volume")
+
+	apply(t, ns, fmt.Sprintf(`apiVersion: kv.kvstore.dev/v1alpha1
+kind: KeyValueStore
+metadata:
+  name: from-s3
+spec:
+  replicas: 3
+  restore:
+    s3:
+      endpoint: %s
+      bucket: %s
+      prefix: e2e
+      key: src/to-s3.kvbackup
+      credentialsSecret: s3-credentials
+`, s3.Endpoint, s3.Bucket))
+	start = time.Now()
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/from-s3", "--timeout=300s")
+	t.Logf("store restored from S3 and Ready in %v", time.Since(start).Round(time.Second))
+	checkKeys(t, ns, "from-s3")
+
+	// A corrupted backup: refused, and no pod starts.
+	s3.Corrupt(t, "e2e/src/to-s3.kvbackup", "e2e/src/corrupt.kvbackup")
+	apply(t, ns, fmt.Sprintf(`apiVersion: kv.kvstore.dev/v1alpha1
+kind: KeyValueStore
+metadata:
+  name: bad
+spec:
+  replicas: 1
+  restore:
+    s3:
+      endpoint: %s
+      bucket: %s
+      key: e2e/src/corrupt.kvbackup
+      credentialsSecret: s3-credentials
+`, s3.Endpoint, s3.Bucket))
+	testutil.Eventually(t, 180*time.Second, "the corrupted backup refused", func() error {
+		reason := jsonpath(t, ns, "kvs/bad", `{.status.conditions[?(@.type=="Degraded")].reason}`)
+		msg := jsonpath(t, ns, "kvs/bad", `{.status.conditions[?(@.type=="Degraded")].message}`)
+		if reason != "RestoreFailed" || !strings.Contains(msg, "corrupt") {
+			return fmt.Errorf("Degraded %q %q", reason, msg)
+		}
+		t.Logf("refused: %s", msg)
+		return nil
+	})
+	if out := kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=bad,app.kubernetes.io/name=kvnode", "-o", "name"); strings.TrimSpace(out) != "" {
+		t.Fatalf("pods of a store whose restore failed: %s", out)
+	}
+	kubectl(t, "delete", "kvs", "-n", ns, "bad", "--wait=true")
+
+	// Quorum loss: two of three pods lose their volumes.
+	kubectl(t, "delete", "pvc", "-n", ns, "data-from-s3-1", "data-from-s3-2", "--wait=false")
+	kubectl(t, "delete", "pod", "-n", ns, "from-s3-1", "from-s3-2", "--wait=false")
+	testutil.Eventually(t, 240*time.Second, "QuorumLost naming the survivor", func() error {
+		reason := jsonpath(t, ns, "kvs/from-s3", `{.status.conditions[?(@.type=="Degraded")].reason}`)
+		msg := jsonpath(t, ns, "kvs/from-s3", `{.status.conditions[?(@.type=="Degraded")].message}`)
+		if reason != "QuorumLost" || !strings.Contains(msg, "from-s3-0") {
+			return fmt.Errorf("Degraded %q %q", reason, msg)
+		}
+		t.Logf("QuorumLost: %s", msg)
+		return nil
+	})
+	kubectl(t, "annotate", "kvs", "-n", ns, "from-s3", "kv.kvstore.dev/recover-from=from-s3-0")
+	start = time.Now()
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/from-s3", "--timeout=300s")
+	t.Logf("Ready again %v after the annotation", time.Since(start).Round(time.Second))
+	checkKeys(t, ns, "from-s3")
+	if st := getKVS(t, ns, "from-s3"); st.Status.Voters != 3 {
+		t.Fatalf("after recovery: %+v", st.Status)
+	}
+}
+
+// recorded says whether at least n events of reason exist in ns.
+func recorded(t *testing.T, ns, reason string, n int) bool {
+	out := kubectl(t, "get", "events", "-n", ns, "--field-selector", "reason="+reason, "-o", "name")
+	return len(strings.Fields(out)) >= n
+}
