@@ -113,28 +113,36 @@ func (s *stableFile) persistLocked() error {
 }
 
 // writeFileAtomic writes b to path so that a crash leaves the old content or
-// the new, never a mix: temp file, fsync, rename, fsync the directory.
+// the new, never a mix: temp file, fsync, rename, fsync the directory. A
+// failure before the rename leaves the old file in place and removes the
+// temporary one, so that a full volume gets its space back; only then may
+// the error say ENOSPC (see Log.refuse): one after the rename does not,
+// since the rename may or may not be durable.
 func writeFileAtomic(fsys fileSystem, path string, b []byte) error {
 	tmp := path + ".tmp"
 	f, err := fsys.Create(tmp)
 	if err != nil {
+		_ = fsys.Remove(tmp) // may not exist; the error is the create's
 		return err
 	}
-	if _, err := f.WriteAt(b, 0); err != nil {
-		_ = f.Close()
-		return err
-	}
+	_, err = f.WriteAt(b, 0)
 	// On disk before the rename can be: a rename that reached the disk
 	// ahead of the data would replace the old state with a torn file.
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = fsys.Remove(tmp) // the old file is intact; the error is the write's
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if err := fsys.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("sync %s after renaming %s over it: %v", filepath.Dir(path), tmp, err)
 	}
-	if err := fsys.Rename(tmp, path); err != nil {
-		return err
-	}
-	return fsys.SyncDir(filepath.Dir(path))
+	return nil
 }
