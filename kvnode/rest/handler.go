@@ -221,6 +221,10 @@ func statusFor(err error) (int, time.Duration) {
 		return http.StatusRequestURITooLong, 0
 	case errors.Is(err, core.ErrValueTooLarge):
 		return http.StatusRequestEntityTooLarge, 0
+	case errors.Is(err, core.ErrNoSpace):
+		// Not 503: the node is up, and retrying at once will not help
+		// until space is freed. Nothing was written.
+		return http.StatusInsufficientStorage, 0
 	case errors.Is(err, core.ErrNotLeader), errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate):
 		return http.StatusServiceUnavailable, time.Second
 	case errors.Is(err, context.DeadlineExceeded):
