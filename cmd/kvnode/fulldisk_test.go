@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,10 +161,33 @@ func TestRestartWhileFull(t *testing.T) {
 	if code := p.wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM on a full volume", code)
 	}
+	// And once more with the volume filled to the last byte by something
+	// else: raft must still record its term (before, it panicked).
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
 	p = start(t, dir)
 	if code, _ := request(t, fillClient, "GET", p.url("/v1/key/f000001"), ""); code != 200 {
-		t.Fatalf("after the second restart GET = %d", code)
+		t.Fatalf("after a restart on a volume with nothing free, GET = %d", code)
 	}
+	if code, body := request(t, fillClient, "PUT", p.url("/v1/key/again"), "x"); code != 507 {
+		t.Fatalf("after a restart on a volume with nothing free, PUT = %d %s", code, body)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	p.session(t, fillClient, []exchange{
+		{"DELETE", "/v1/key/f000002", "", 200, ""},
+		{"GET", "/livez", "", 200, "ok\n"},
+	})
 	if strings.Contains(p.output(), "panic") {
 		t.Fatal("kvnode panicked")
 	}

@@ -199,8 +199,9 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client is gone; there is nobody to answer
 	}
-	if code >= 500 {
-		// Never log the key: it may be personal data.
+	if code >= 500 && code != http.StatusInsufficientStorage {
+		// Never log the key: it may be personal data. A full volume is
+		// logged once by the node, not at every refused PUT.
 		a.logger.Warn("request failed", "method", r.Method, "status", code, "error", err.Error())
 	}
 	if retry > 0 {

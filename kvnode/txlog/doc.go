@@ -10,6 +10,7 @@
 //
 //	<dir>/00000000000000000001.seg   segments, named by the index of their first entry (20 decimal digits)
 //	<dir>/stable                     hard state (term, vote, the log's first index after compaction)
+//	<dir>/stable.spare               64 KiB of nothing, removed to make room for the stable file on a full volume
 //	<dir>/LOCK                       empty; flocked by the Log that has the directory open
 //
 // A segment's first 4 KiB page starts with a 16-byte header: the magic
@@ -55,7 +56,9 @@
 // is on disk; unlike a failed write or fdatasync this is not sticky, and
 // the same append succeeds once space is freed. A compaction whose new
 // first index cannot be recorded (the stable file's new copy does not
-// fit) is refused the same way, having changed nothing, and so is a
+// fit, even after removing the stable file's spare, which is there so
+// that raft can record a term on a volume filled by something else) is
+// refused the same way, having changed nothing, and so is a
 // segment that cannot be created, whose attempt is removed. Open on a
 // full volume does not need to preallocate: the next append allocates.
 // Keeping room on the volume is the caller's job (kvnode's disk budget,

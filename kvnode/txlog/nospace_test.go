@@ -62,29 +62,40 @@ func TestFullVolumeRefusesAppendsWithoutFailing(t *testing.T) {
 		t.Fatalf("after reopening, last index %d, want %d", got, last)
 	}
 
-	// Take what little is left, so that not even the stable file's new
-	// copy fits: the compaction is refused and changes nothing.
-	filler := filepath.Join(vol, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := f.Write(make([]byte, 4096)); err != nil {
-			break
+	// Take what little is left: the stable file's spare makes room for
+	// one new copy of it (raft must be able to record a term); after
+	// that, a compaction is refused and changes nothing.
+	fillUp := func(name string) string {
+		t.Helper()
+		f, err := os.Create(filepath.Join(vol, name))
+		if err != nil {
+			t.Fatal(err)
 		}
+		for {
+			if _, err := f.Write(make([]byte, 4096)); err != nil {
+				break
+			}
+		}
+		_ = f.Close()
+		return f.Name()
 	}
-	_ = f.Close()
-	if err := l.DeleteRange(1, 10); !errors.Is(err, ErrNoSpace) {
+	fillers := []string{fillUp("filler1")}
+	if err := l.DeleteRange(1, 10); err != nil {
+		t.Fatalf("compaction with only the spare's room: %v", err)
+	}
+	fillers = append(fillers, fillUp("filler2"))
+	if err := l.DeleteRange(11, 20); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("compaction with no room at all: %v, want ErrNoSpace", err)
 	}
-	if first, _ := l.FirstIndex(); first != 1 || l.Err() != nil {
+	if first, _ := l.FirstIndex(); first != 11 || l.Err() != nil {
 		t.Fatalf("after a refused compaction: first index %d, error %v", first, l.Err())
 	}
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
+	for _, f := range fillers {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := l.DeleteRange(1, 10); err != nil {
+	if err := l.DeleteRange(11, 20); err != nil {
 		t.Fatal(err)
 	}
 
@@ -93,7 +104,7 @@ func TestFullVolumeRefusesAppendsWithoutFailing(t *testing.T) {
 		t.Fatalf("append after the volume grew: %v", err)
 	}
 	var e raft.Log
-	for i := uint64(11); i <= last+2; i++ {
+	for i := uint64(21); i <= last+2; i++ {
 		if err := l.GetLog(i, &e); err != nil || !bytes.Equal(e.Data, bigEntry(i).Data) {
 			t.Fatalf("entry %d: %v", i, err)
 		}
