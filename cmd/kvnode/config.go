@@ -38,6 +38,7 @@ type config struct {
 	SnapshotInterval  time.Duration
 	SnapshotLogRatio  float64
 	SnapshotMinLog    int64
+	SegmentBytes      int64
 	ReadLease         bool
 	RestoreFrom       string
 	RecoverAlone      string
@@ -83,6 +84,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("snapshot-interval", "KV_SNAPSHOT_INTERVAL", "how often the snapshot threshold (entries) is checked", func(u string) { fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 30*time.Second, u) })
 	bind("snapshot-log-ratio", "KV_SNAPSHOT_LOG_RATIO", "take a snapshot once the log has grown since the last one by this fraction of that snapshot's size (and by at least --snapshot-min-log-bytes); checked every second. 0 turns this rule off", func(u string) { fs.Float64Var(&c.SnapshotLogRatio, "snapshot-log-ratio", 0.5, u) })
 	bind("snapshot-min-log-bytes", "KV_SNAPSHOT_MIN_LOG_BYTES", "the least the log grows between two snapshots taken by --snapshot-log-ratio", func(u string) { fs.Int64Var(&c.SnapshotMinLog, "snapshot-min-log-bytes", 64<<20, u) })
+	bind("log-segment-bytes", "KV_LOG_SEGMENT_BYTES", "room for records in one transaction-log segment, preallocated whole; 0 fits it to the volume: a 32nd of it, from 1 MiB to 64 MiB", func(u string) { fs.Int64Var(&c.SegmentBytes, "log-segment-bytes", 0, u) })
 	bind("restore-from", "KV_RESTORE_FROM", "a backup file (GET /v1/cluster/backup) to start a new cluster from: on an empty data directory the node checks the backup, restores it with a new cluster ID and leads a one-member cluster; with Raft state it starts as usual if that state came from this backup, and refuses otherwise", func(u string) { fs.StringVar(&c.RestoreFrom, "restore-from", "", u) })
 	bind("recover-alone", "KV_RECOVER_ALONE", "a token: once per token, make this member the whole cluster before it starts, for the survivor of a quorum that is lost for good (volumes gone). Writes other members committed after this member's last entry are lost; the others join again as new members. A restart with the same token starts as usual", func(u string) { fs.StringVar(&c.RecoverAlone, "recover-alone", "", u) })
 	bind("read-lease", "KV_READ_LEASE", "let the leader answer linearizable reads without a quorum round for 250ms after one (its read lease). This assumes that the members' clocks run at rates within a factor of two of each other (wall-clock steps do not matter); false makes every linearizable read make a quorum round, like ?consistency=strict", func(u string) { fs.BoolVar(&c.ReadLease, "read-lease", true, u) })
@@ -178,6 +180,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--request-timeout must be positive")
 	case c.SnapshotLogRatio < 0 || c.SnapshotMinLog < 1:
 		return fmt.Errorf("--snapshot-log-ratio must be at least 0 and --snapshot-min-log-bytes at least 1")
+	case c.SegmentBytes < 0 || c.SegmentBytes > 0 && c.SegmentBytes < 64<<10:
+		return fmt.Errorf("--log-segment-bytes must be 0 (fitted to the volume) or at least 65536")
 	}
 	switch c.Bootstrap {
 	case clusterapi.BootstrapAuto, clusterapi.BootstrapAlways, clusterapi.BootstrapNever:

@@ -92,6 +92,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		// reads a zero as its default.
 		SnapshotLogRatio:    cmp.Or(cfg.SnapshotLogRatio, -1),
 		SnapshotMinLogBytes: cfg.SnapshotMinLog,
+		SegmentBytes:        cfg.SegmentBytes,
 		ReadLease:           cfg.ReadLease,
 		RestoreFrom:         cfg.RestoreFrom,
 		RecoverAlone:        cfg.RecoverAlone,

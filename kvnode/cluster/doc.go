@@ -18,6 +18,12 @@
 // Config.Limits, as the API holds a client's, and reads no more of a
 // proposal's body than the largest event within them.
 //
+// A node keeps a disk budget (storage.go): room on its volume for its next
+// snapshot, one more log segment, and a floor for DELETEs and raft's own
+// writes. When the room runs low it snapshots and compacts; when it is
+// short it refuses PUTs with core.ErrNoSpace before they enter the log,
+// and takes them again by itself once there is room.
+//
 // A single node is a one-member Raft cluster: adding members later is a
 // membership change, not a different code path.
 package cluster

@@ -109,6 +109,10 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 		return fmt.Errorf("%w: leader: %s", core.ErrValueTooLarge, msg)
 	case http.StatusRequestURITooLong:
 		return fmt.Errorf("%w: leader: %s", core.ErrKeyTooLarge, msg)
+	// The leader's volume is full: not applied, and not worth retrying
+	// at once.
+	case http.StatusInsufficientStorage:
+		return fmt.Errorf("%w: leader: %s", core.ErrNoSpace, msg)
 	}
 	return fmt.Errorf("leader answered %d: %s", resp.StatusCode, msg)
 }

@@ -215,6 +215,10 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
 	case errors.Is(err, core.ErrCorruptEvent), errors.Is(err, core.ErrEmptyKey):
 		httpError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, core.ErrNoSpace):
+		// Refused before it entered the log; the follower's client gets
+		// the same 507.
+		httpError(w, http.StatusInsufficientStorage, err.Error())
 	case errors.Is(err, core.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		w.Header().Set(outcomeHeader, "unknown")
 		httpError(w, http.StatusServiceUnavailable, err.Error())

@@ -113,7 +113,7 @@ func (n *Node) LocalStatus() clusterapi.NodeStatus {
 	self := clusterapi.NodeStatus{
 		ID: n.cfg.NodeID, State: s.State, Term: s.Term, LeaderID: s.LeaderID,
 		AppliedIndex: n.store.AppliedIndex(), CommitIndex: s.CommitIndex, LastIndex: s.LastIndex,
-		Ready: n.Ready() == nil, ClusterID: n.clusterID(),
+		Ready: n.Ready() == nil, ClusterID: n.clusterID(), Storage: s.Storage,
 	}
 	inc := n.vol.get()
 	self.Incarnation, self.Admitted = inc.ID, inc.Admitted

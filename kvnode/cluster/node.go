@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
@@ -84,6 +86,9 @@ type Config struct {
 	// supervisor restarts it): a recovery requested over the API runs at
 	// the next start.
 	Restart func()
+	// SegmentBytes is the room for records in one segment of the log;
+	// zero fits it to the volume (fitSegment).
+	SegmentBytes int64
 	// Fast shortens raft's timers for tests on loopback.
 	Fast bool
 }
@@ -95,8 +100,10 @@ type Node struct {
 	log   *txlog.Log
 	snaps raft.SnapshotStore
 	vol   *volume
-	raft  *raft.Raft
-	trans raft.Transport
+	// storage keeps the disk budget (storage.go).
+	storage *storage
+	raft    *raft.Raft
+	trans   raft.Transport
 
 	rounds       *batcher // quorum rounds, when this node leads
 	remote       *batcher // read indexes fetched from the leader, when it does not
@@ -148,15 +155,31 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	// second kvnode on the same directory fails here, before it touches the
 	// snapshots or starts raft, and the lock covers everything this node
 	// writes there until it has stopped.
-	log, err := txlog.Open(filepath.Join(cfg.DataDir, "log"), txlog.Options{Observer: cfg.LogObserver})
+	segment := cfg.SegmentBytes
+	if segment <= 0 {
+		_, capacity, err := volumeSpace(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		segment = fitSegment(capacity)
+	}
+	log, err := txlog.Open(filepath.Join(cfg.DataDir, "log"), txlog.Options{SegmentBytes: segment, Observer: cfg.LogObserver})
 	if err != nil {
 		return nil, err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, cfg.Logger.Named("snapshots"))
+	storage := newStorage(cfg.DataDir, log, store)
+	// One snapshot is kept, not two: the disk budget reserves room for
+	// the next one while the last one is on disk, and an older one is no
+	// fallback once the log is compacted past it.
+	snapDir := filepath.Join(cfg.DataDir, "snapshots")
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 1, cfg.Logger.Named("snapshots"))
 	if err != nil {
 		_ = log.Close()
 		return nil, err
 	}
+	// What a crash or a full volume left of a snapshot being written.
+	removeTemporarySnapshots(snapDir)
+	snaps := &budgetSnapshots{SnapshotStore: fileSnaps, dir: snapDir, storage: storage}
 	hasState, err := raft.HasExistingState(log, log, snaps)
 	if err != nil {
 		_ = log.Close()
@@ -175,7 +198,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock}
+	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock}
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
@@ -275,8 +298,9 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.watchLeadership(notify)
+	go n.watchStorage()
 	if n.cfg.SnapshotLogRatio > 0 {
 		n.wg.Add(1)
 		go n.snapshotCadence(f)
@@ -360,6 +384,13 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 	if err != nil {
 		return err
 	}
+	// A node whose own volume is full refuses too, not only the leader:
+	// it could not store the write it forwards.
+	done, err := n.admit(e.Type, len(cmd))
+	if err != nil {
+		return err
+	}
+	defer done()
 	_, err = untilLeader(ctx, n, func() (struct{}, error) {
 		api, _, err := n.leaderAPI()
 		if err != nil {
@@ -389,7 +420,21 @@ func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
 	if err := n.cfg.Limits.CheckEvent(e); err != nil {
 		return err
 	}
+	done, err := n.admit(e.Type, len(cmd))
+	if err != nil {
+		return err
+	}
+	defer done()
 	return n.apply(ctx, cmd)
+}
+
+// admit holds a PUT or a DELETE to the disk budget (storage.go) before it
+// enters the log: a refused write is not in it anywhere.
+func (n *Node) admit(t core.EventType, size int) (func(), error) {
+	if t == core.EventPut {
+		return n.storage.admitPut(size)
+	}
+	return func() {}, n.storage.admitDelete(size)
 }
 
 // apply runs cmd through raft on this node.
@@ -406,6 +451,13 @@ func (n *Node) apply(ctx context.Context, cmd []byte) error {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			// Refused before it entered the log.
 			return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
+		}
+		// The log refused the batch with nothing of it written (raft's
+		// log cache keeps only the message): not in the log, not applied.
+		if strings.Contains(err.Error(), txlog.ErrNoSpace.Error()) {
+			n.storage.full.Store(true)
+			n.storage.wake()
+			return fmt.Errorf("%w: %v", core.ErrNoSpace, err)
 		}
 		return fmt.Errorf("%w: %v", core.ErrIndeterminate, err)
 	}
@@ -540,6 +592,8 @@ type Status struct {
 	LastIndex    uint64
 	LogBytes     int64
 	LogErr       error
+	// Storage is the disk budget; nil when the volume cannot be measured.
+	Storage *clusterapi.StorageStatus
 }
 
 // Status reports the node's raft state.
@@ -559,7 +613,27 @@ func (n *Node) Status() Status {
 		LastIndex:    n.raft.LastIndex(),
 		LogBytes:     n.log.Size(),
 		LogErr:       n.log.Err(),
+		Storage:      n.storage.status(),
 	}
+}
+
+// Live reports a state the node cannot leave by itself, so that it is
+// restarted: the log failed for good (a failed write or fdatasync; a full
+// volume does not fail it), or raft stopped while the node runs. A full
+// disk is not such a state: a restart would not free any space.
+func (n *Node) Live() error {
+	if err := n.log.Err(); err != nil {
+		return fmt.Errorf("transaction log failed: %w", err)
+	}
+	select {
+	case <-n.closed:
+		return nil
+	default:
+	}
+	if n.raft.State() == raft.Shutdown {
+		return errors.New("raft has stopped")
+	}
+	return nil
 }
 
 // Ready reports why the node should not receive traffic, or nil: the log

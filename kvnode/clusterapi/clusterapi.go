@@ -165,6 +165,21 @@ type NodeStatus struct {
 	// reports false lost its volume: the operator removes it and adds it
 	// again as a non-voter.
 	Admitted bool `json:"admitted"`
+	// Storage is the node's disk budget; nil from a kvnode that predates
+	// it.
+	Storage *StorageStatus `json:"storage,omitempty"`
+}
+
+// StorageStatus is a node's disk budget: the node keeps ReserveBytes free
+// for a snapshot of its data, the log until that snapshot, and Raft's own
+// small writes, and refuses PUTs (507) while it cannot (Full). Reads and
+// DELETEs are still served. It takes PUTs again by itself once space is
+// freed (DELETEs, a compaction) or the volume grows.
+type StorageStatus struct {
+	Full          bool   `json:"full"`
+	FreeBytes     uint64 `json:"freeBytes"`
+	CapacityBytes uint64 `json:"capacityBytes"`
+	ReserveBytes  uint64 `json:"reserveBytes"`
 }
 
 // AddMemberRequest is the body of POST PathMembers. ID and Address are

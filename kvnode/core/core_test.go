@@ -275,3 +275,44 @@ func TestMaxEventBytesHoldsTheLargestEvent(t *testing.T) {
 		}
 	}
 }
+
+// SnapshotBytes is what the disk budget reserves for the next snapshot:
+// it must not fall short of what WriteTo writes, through overwrites,
+// deletes, metadata and a restore.
+func TestSnapshotBytesFollowsTheData(t *testing.T) {
+	s := NewStore()
+	check := func(st *Store, what string) {
+		t.Helper()
+		var b bytes.Buffer
+		n, err := st.Snapshot().WriteTo(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.SnapshotBytes(); got < n || got > n+32 {
+			t.Fatalf("%s: SnapshotBytes %d, a snapshot is %d bytes", what, got, n)
+		}
+	}
+	check(s, "empty")
+	var i uint64
+	apply := func(e Event) { i++; s.Apply(i, e) }
+	for k := 0; k < 300; k++ {
+		apply(Event{Type: EventPut, Key: fmt.Sprintf("k%d", k), Value: bytes.Repeat([]byte("v"), k)})
+	}
+	check(s, "puts")
+	for k := 0; k < 300; k += 3 {
+		apply(Event{Type: EventPut, Key: fmt.Sprintf("k%d", k), Value: []byte("short")})
+		apply(Event{Type: EventDelete, Key: fmt.Sprintf("k%d", k+1)})
+		apply(Event{Type: EventDelete, Key: "missing"})
+	}
+	apply(Event{Type: EventMeta, Key: "cluster-id", Value: []byte("abc")})
+	check(s, "overwrites, deletes and metadata")
+	var b bytes.Buffer
+	if _, err := s.Snapshot().WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	r := NewStore()
+	if err := r.Restore(&b); err != nil {
+		t.Fatal(err)
+	}
+	check(r, "restored")
+}

@@ -21,6 +21,11 @@ var (
 	// lost (leadership changed, the deadline passed): it may or may not have
 	// been applied. Retrying a PUT or DELETE is safe; the client decides.
 	ErrIndeterminate = errors.New("outcome unknown: the write may or may not have been applied")
+	// ErrNoSpace: the node keeps its disk's last room for a snapshot and
+	// for DELETEs, and a PUT would use it. Nothing was written; the PUT
+	// may be retried once space is freed (DELETEs, a compaction) or the
+	// volume grows.
+	ErrNoSpace = errors.New("insufficient storage: the volume is full")
 	// ErrCorruptEvent: a replicated command could not be decoded.
 	ErrCorruptEvent = errors.New("corrupt event")
 )

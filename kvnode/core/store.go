@@ -48,6 +48,9 @@ type view struct {
 	tree    *iradix.Tree[[]byte]
 	meta    map[string]string
 	applied uint64
+	// pairs is the encoded size of the tree's keys and values in a
+	// snapshot (see pairBytes).
+	pairs int64
 }
 
 type waiter struct {
@@ -77,6 +80,28 @@ func (s *Store) Get(key string) ([]byte, error) {
 // Len is the number of keys.
 func (s *Store) Len() int { return s.view.Load().tree.Len() }
 
+// SnapshotBytes is the size of a snapshot (WriteTo) of the store as it is
+// now, kept up to date by every write: what the disk must have room for
+// to take one.
+func (s *Store) SnapshotBytes() int64 {
+	v := s.view.Load()
+	n := int64(16+binary.MaxVarintLen64*2) + v.pairs
+	for k, m := range v.meta {
+		n += pairBytes(k, []byte(m))
+	}
+	return n
+}
+
+// pairBytes is the encoded size of one key and its value in a snapshot.
+func pairBytes(key string, value []byte) int64 {
+	return int64(uvarintLen(len(key)) + len(key) + uvarintLen(len(value)) + len(value))
+}
+
+func uvarintLen(n int) int {
+	var b [binary.MaxVarintLen64]byte
+	return len(binary.AppendUvarint(b[:0], uint64(n)))
+}
+
 // AppliedIndex is the log index of the last event applied.
 func (s *Store) AppliedIndex() uint64 { return s.view.Load().applied }
 
@@ -105,7 +130,7 @@ func (s *Store) ApplyBatch(events []Indexed) {
 	}
 	s.mu.Lock()
 	cur := s.view.Load()
-	next := &view{tree: cur.tree, meta: cur.meta, applied: cur.applied}
+	next := &view{tree: cur.tree, meta: cur.meta, applied: cur.applied, pairs: cur.pairs}
 	var txn *iradix.Txn[[]byte]
 	metaCopied := false
 	for _, ie := range events {
@@ -119,9 +144,13 @@ func (s *Store) ApplyBatch(events []Indexed) {
 				txn = cur.tree.Txn()
 			}
 			if e.Type == EventPut {
-				txn.Insert([]byte(e.Key), e.Value)
-			} else {
-				txn.Delete([]byte(e.Key))
+				old, replaced := txn.Insert([]byte(e.Key), e.Value)
+				if replaced {
+					next.pairs -= pairBytes(e.Key, old)
+				}
+				next.pairs += pairBytes(e.Key, e.Value)
+			} else if old, deleted := txn.Delete([]byte(e.Key)); deleted {
+				next.pairs -= pairBytes(e.Key, old)
 			}
 		case EventMeta:
 			if !metaCopied {
@@ -154,7 +183,7 @@ func (s *Store) MarkApplied(index uint64) {
 	s.mu.Lock()
 	cur := s.view.Load()
 	if index > cur.applied {
-		s.view.Store(&view{tree: cur.tree, meta: cur.meta, applied: index})
+		s.view.Store(&view{tree: cur.tree, meta: cur.meta, applied: index, pairs: cur.pairs})
 	}
 	s.mu.Unlock()
 	s.wake(index)
@@ -362,6 +391,7 @@ func (s *Store) Restore(r io.Reader) error {
 	// One transaction for the whole snapshot; nobody sees it before the
 	// new root is published.
 	txn := iradix.New[[]byte]().Txn()
+	var pairs int64
 	readBytes := func() ([]byte, error) {
 		l, err := binary.ReadUvarint(br)
 		if err != nil {
@@ -393,7 +423,10 @@ func (s *Store) Restore(r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("read snapshot value %d of %d: %w", i, count, noEOF(err))
 		}
-		txn.Insert(k, v)
+		if old, replaced := txn.Insert(k, v); replaced {
+			pairs -= pairBytes(string(k), old)
+		}
+		pairs += pairBytes(string(k), v)
 	}
 	metaCount, err := binary.ReadUvarint(br)
 	if err != nil {
@@ -412,7 +445,7 @@ func (s *Store) Restore(r io.Reader) error {
 		meta[string(k)] = string(v)
 	}
 	s.mu.Lock()
-	s.view.Store(&view{tree: txn.CommitOnly(), meta: meta, applied: index})
+	s.view.Store(&view{tree: txn.CommitOnly(), meta: meta, applied: index, pairs: pairs})
 	s.mu.Unlock()
 	s.wake(index)
 	return nil

@@ -1,5 +1,8 @@
 // Package health owns the node's probe endpoints: /livez (the process
-// answers; never touches disk or the cluster), /readyz (the node can serve:
+// answers and is not stuck in a state it cannot leave by itself, such as a
+// transaction log that failed for good; never touches disk or the
+// cluster, and a full disk does not fail it: a restart frees no space),
+// /readyz (the node can serve:
 // log open, data directory writable, a leader known, caught up), and
 // /healthz?deep=1 (a real linearizable read through the store). Mount them
 // outside load shedding: a busy node must not look dead.
@@ -11,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -18,6 +22,12 @@ import (
 // Cluster reports whether the replicated store can serve.
 type Cluster interface {
 	Ready() error
+}
+
+// Lively is implemented by a Cluster that can be stuck for good: Live
+// reports why, and /livez fails so that the process is restarted.
+type Lively interface {
+	Live() error
 }
 
 // Reader performs a real read; the deep check calls it.
@@ -37,8 +47,13 @@ type Checker struct {
 // traffic while in-flight requests finish.
 func (c *Checker) Drain() { c.draining.Store(true) }
 
-// Livez always answers 200: the process is up and serving HTTP.
+// Livez answers 200 while the process is up, serving HTTP, and not stuck
+// (Lively).
 func (c *Checker) Livez(w http.ResponseWriter, _ *http.Request) {
+	if l, ok := c.Cluster.(Lively); ok {
+		writeAs(w, "not alive", l.Live())
+		return
+	}
 	write(w, nil)
 }
 
@@ -89,12 +104,14 @@ func writable(dir string) error {
 	return nil
 }
 
-func write(w http.ResponseWriter, err error) {
+func write(w http.ResponseWriter, err error) { writeAs(w, "not ready", err) }
+
+func writeAs(w http.ResponseWriter, what string, err error) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: %v\n", err)
+		fmt.Fprintf(w, "%s: %v\n", what, strings.ReplaceAll(err.Error(), "\n", " "))
 		return
 	}
 	fmt.Fprintln(w, "ok")

@@ -66,3 +66,24 @@ func TestProbes(t *testing.T) {
 		t.Fatalf("probe left files behind: %v", entries)
 	}
 }
+
+type stuckCluster struct {
+	fakeCluster
+	live error
+}
+
+func (s stuckCluster) Live() error { return s.live }
+
+// /livez fails when the node is stuck for good (so that Kubernetes
+// restarts it), and only then: not for a lost leader, not for a full
+// disk, which a restart would not cure.
+func TestLivezFailsOnlyWhenStuck(t *testing.T) {
+	c := &Checker{DataDir: t.TempDir(), Cluster: stuckCluster{fakeCluster{errors.New("no leader")}, nil}}
+	if code, _ := probe(c.Livez, "/livez"); code != 200 {
+		t.Fatalf("livez of a node without a leader = %d", code)
+	}
+	c.Cluster = stuckCluster{live: errors.New("transaction log failed: fdatasync: input/output error")}
+	if code, body := probe(c.Livez, "/livez"); code != 503 || !strings.Contains(body, "transaction log failed") {
+		t.Fatalf("livez of a node whose log failed = %d %q", code, body)
+	}
+}

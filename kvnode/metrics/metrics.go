@@ -1,6 +1,7 @@
 // Package metrics owns the node's Prometheus metrics: HTTP requests by
 // method and code with latency histograms, transaction-log append and
-// fsync latency, log size, and the Raft state and indexes. Nothing here
+// fsync latency, log size, the disk budget (full or not, free, capacity
+// and reserved bytes), and the Raft state and indexes. Nothing here
 // carries a key or a value as a label.
 package metrics
 
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 // Metrics is the node's registry.
@@ -78,6 +80,20 @@ func (m *Metrics) WatchNode(status func() cluster.Status, keys func() int) {
 		gauge("kvnode_raft_leader", "1 when this node is the leader.", func(s cluster.Status) float64 { return b2f(s.State == "Leader") }),
 		gauge("kvnode_txlog_bytes", "Bytes of records in the transaction log.", func(s cluster.Status) float64 { return float64(s.LogBytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvnode_keys", Help: "Keys in the store."}, func() float64 { return float64(keys()) }),
+	)
+	storage := func(name, help string, f func(*clusterapi.StorageStatus) float64) prometheus.Collector {
+		return gauge(name, help, func(s cluster.Status) float64 {
+			if s.Storage == nil {
+				return 0
+			}
+			return f(s.Storage)
+		})
+	}
+	m.reg.MustRegister(
+		storage("kvnode_storage_full", "1 while the node refuses PUTs (507) because its volume is full; reads and DELETEs are still served.", func(s *clusterapi.StorageStatus) float64 { return b2f(s.Full) }),
+		storage("kvnode_storage_free_bytes", "Free bytes of the data directory's volume.", func(s *clusterapi.StorageStatus) float64 { return float64(s.FreeBytes) }),
+		storage("kvnode_storage_capacity_bytes", "Size of the data directory's volume.", func(s *clusterapi.StorageStatus) float64 { return float64(s.CapacityBytes) }),
+		storage("kvnode_storage_reserve_bytes", "Bytes the node keeps free for its next snapshot, the log until then, DELETEs and Raft's own writes: PUTs are refused when they would use them.", func(s *clusterapi.StorageStatus) float64 { return float64(s.ReserveBytes) }),
 	)
 	states := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kvnode_raft_state", Help: "1 for the node's current Raft state."}, []string{"state"})
 	m.reg.MustRegister(stateCollector{states: states, status: status})

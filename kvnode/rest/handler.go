@@ -199,8 +199,9 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client is gone; there is nobody to answer
 	}
-	if code >= 500 {
-		// Never log the key: it may be personal data.
+	if code >= 500 && code != http.StatusInsufficientStorage {
+		// Never log the key: it may be personal data. A full volume is
+		// logged once by the node, not at every refused PUT.
 		a.logger.Warn("request failed", "method", r.Method, "status", code, "error", err.Error())
 	}
 	if retry > 0 {
@@ -221,6 +222,10 @@ func statusFor(err error) (int, time.Duration) {
 		return http.StatusRequestURITooLong, 0
 	case errors.Is(err, core.ErrValueTooLarge):
 		return http.StatusRequestEntityTooLarge, 0
+	case errors.Is(err, core.ErrNoSpace):
+		// Not 503: the node is up, and retrying at once will not help
+		// until space is freed. Nothing was written.
+		return http.StatusInsufficientStorage, 0
 	case errors.Is(err, core.ErrNotLeader), errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate):
 		return http.StatusServiceUnavailable, time.Second
 	case errors.Is(err, context.DeadlineExceeded):

@@ -255,3 +255,26 @@ func TestConsistencyParameter(t *testing.T) {
 		}
 	}
 }
+
+// fullKV is a store whose volume is full: PUTs are refused, the rest works.
+type fullKV struct{}
+
+func (fullKV) Put(context.Context, string, []byte) error { return core.ErrNoSpace }
+func (fullKV) Delete(context.Context, string) error      { return nil }
+func (fullKV) Get(context.Context, string, core.Consistency) ([]byte, error) {
+	return []byte("v"), nil
+}
+func (fullKV) List(context.Context, string, string, int, core.Consistency) ([]string, string, error) {
+	return nil, "", nil
+}
+func (fullKV) Limits() core.Limits { return core.DefaultLimits }
+
+// A PUT refused for want of space is 507 Insufficient Storage with one
+// line saying so, not a 500 nor a 503 that invites retrying at once.
+func TestFullVolumeIs507(t *testing.T) {
+	srv := httptest.NewServer(rest.NewRouter(fullKV{}, nil))
+	defer srv.Close()
+	do(t, srv, call{method: "PUT", path: "/v1/key/k", body: "v", status: http.StatusInsufficientStorage, respBody: core.ErrNoSpace.Error() + "\n"})
+	do(t, srv, call{method: "GET", path: "/v1/key/k", status: http.StatusOK, respBody: "v"})
+	do(t, srv, call{method: "DELETE", path: "/v1/key/k", status: http.StatusOK})
+}

@@ -10,6 +10,7 @@
 //
 //	<dir>/00000000000000000001.seg   segments, named by the index of their first entry (20 decimal digits)
 //	<dir>/stable                     hard state (term, vote, the log's first index after compaction)
+//	<dir>/stable.spare               64 KiB of nothing, removed to make room for the stable file on a full volume
 //	<dir>/LOCK                       empty; flocked by the Log that has the directory open
 //
 // A segment's first 4 KiB page starts with a 16-byte header: the magic
@@ -41,8 +42,27 @@
 //
 // A segment is preallocated (fallocate) to its pages plus
 // Options.SegmentBytes, so that an append's fdatasync need not also commit
-// a file-size change; its unused space reads as zeros. When a segment is
-// full it is fsynced, truncated to its data and a new one is started.
+// a file-size change; its unused space reads as zeros. A batch of appends
+// goes into one segment: when it does not fit in the rest of the active
+// one, that segment is fsynced, truncated to its data (sealed) and a new
+// one is started before any of the batch is written; a batch larger than
+// a segment gets one to itself, allocated past the usual size.
+//
+// # A full volume
+//
+// Every byte an append needs (a new segment, or more room in the active
+// one) is allocated before any record of the batch is written. When the
+// volume has no room, the append fails with ErrNoSpace and nothing of it
+// is on disk; unlike a failed write or fdatasync this is not sticky, and
+// the same append succeeds once space is freed. A compaction whose new
+// first index cannot be recorded (the stable file's new copy does not
+// fit, even after removing the stable file's spare, which is there so
+// that raft can record a term on a volume filled by something else) is
+// refused the same way, having changed nothing, and so is a
+// segment that cannot be created, whose attempt is removed. Open on a
+// full volume does not need to preallocate: the next append allocates.
+// Keeping room on the volume is the caller's job (kvnode's disk budget,
+// package cluster); this only makes sure that running out is survivable.
 //
 // Version 1 segments ("KVTXLOG1") have the same records right after the
 // 16-byte header and no durable marks. Open still reads them (see

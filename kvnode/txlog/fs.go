@@ -1,9 +1,11 @@
 package txlog
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // fileSystem is every file operation the log performs. Production runs on
@@ -110,3 +112,9 @@ func (f osFile) Sync() error { return datasync(f.File) }
 type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
+
+// isNoSpace reports whether err says the volume (or the user's quota) is
+// full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}

@@ -30,6 +30,13 @@ var ErrClosed = errors.New("txlog: closed")
 // another) has the directory open.
 var ErrLocked = errors.New("txlog: log directory in use")
 
+// ErrNoSpace is returned by an append or a deletion that the file system
+// had no room for. Like ErrRecordTooLarge it is not sticky: it is returned
+// only where nothing was written (a segment could not be created or
+// allocated, the stable file's new copy could not be written), so the log
+// is intact and the call may be made again once space is freed.
+var ErrNoSpace = errors.New("txlog: no space left on the log's volume")
+
 // ErrRecordTooLarge is returned by an append whose entry would encode to a
 // record longer than the reader accepts. Nothing of the batch is written:
 // a record the log cannot read back would make every later Open fail.
@@ -115,6 +122,9 @@ type segment struct {
 	start   int64   // offset of the first record
 	offsets []int64 // file offset of entry base+i
 	end     int64   // end of the records
+	// alloc is how far the file is allocated: appends up to it need no
+	// new space. A sealed segment is cut to its end.
+	alloc int64
 	// markSeq and mark are the sequence number of the segment's latest
 	// durable mark and the offset it claims.
 	markSeq uint64
@@ -318,7 +328,7 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		seg.offsets = append(seg.offsets, off)
 		off += int64(n)
 	}
-	seg.end = off
+	seg.end, seg.alloc = off, int64(len(data))
 	if seg.f, err = l.fs.OpenRW(path); err != nil {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
@@ -358,10 +368,14 @@ func (l *Log) repairTail() error {
 		if err := seg.f.Truncate(seg.end); err != nil {
 			return fmt.Errorf("txlog: truncate torn tail of %s: %w", seg.path, err)
 		}
+		seg.alloc = seg.end
 	}
 	if !seg.v1 {
-		if err := seg.f.Allocate(seg.start + l.opts.SegmentBytes); err != nil {
-			return fmt.Errorf("txlog: preallocate %s: %w", seg.path, err)
+		// A full volume must not keep the node from starting (it would
+		// only restart again): without the room, appends allocate what
+		// they need, and are refused with ErrNoSpace when they cannot.
+		if err := l.allocate(seg, seg.start+l.opts.SegmentBytes); err != nil && !errors.Is(err, ErrNoSpace) {
+			return err
 		}
 	}
 	// What Open read may be in the page cache only (the process died, the
@@ -510,32 +524,32 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	}
 	if l.last == 0 {
 		if err := l.lowerFirst(logs[0].Index); err != nil {
-			return 0, l.fail(err)
+			return 0, l.refuse(err)
 		}
+	}
+	// The batch is encoded whole before anything is written: it goes into
+	// one segment, and whatever space it needs is found first, so that a
+	// full volume refuses it (ErrNoSpace) with nothing of it on disk.
+	l.buf = l.buf[:0]
+	offs := make([]int64, len(logs))
+	for i, log := range logs {
+		offs[i] = int64(len(l.buf))
+		l.buf = appendRecord(l.buf, log)
 	}
 	seg, err := l.activeFor(logs[0].Index)
 	if err != nil {
-		return 0, l.fail(err)
+		return 0, l.refuse(err)
 	}
-	l.buf = l.buf[:0]
-	var offs []int64
-	for _, log := range logs {
-		before := len(l.buf)
-		l.buf = appendRecord(l.buf, log)
-		if seg.end-seg.start+int64(len(l.buf)) > l.opts.SegmentBytes && (seg.count() > 0 || before > 0) {
-			// This record does not fit: write what does, then start a new segment.
-			rec := append([]byte(nil), l.buf[before:]...)
-			l.buf = l.buf[:before]
-			if err := l.flush(seg, offs); err != nil {
-				return 0, l.fail(err)
-			}
-			if seg, err = l.roll(log.Index); err != nil {
-				return 0, l.fail(err)
-			}
-			l.buf, offs = append(l.buf[:0], rec...), offs[:0]
-			before = 0
+	if seg.count() > 0 && seg.end-seg.start+int64(len(l.buf)) > l.opts.SegmentBytes {
+		// Sealed before any of the batch is written: a segment followed
+		// by another must hold only records that are on disk (see
+		// roll). A batch larger than a segment gets one to itself.
+		if seg, err = l.roll(logs[0].Index); err != nil {
+			return 0, l.refuse(err)
 		}
-		offs = append(offs, int64(before))
+	}
+	if err := l.allocate(seg, seg.end+int64(len(l.buf))); err != nil {
+		return 0, l.refuse(err)
 	}
 	if err := l.flush(seg, offs); err != nil {
 		return 0, l.fail(err)
@@ -546,6 +560,39 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 	l.last = logs[len(logs)-1].Index
 	l.written++
 	return l.written, nil
+}
+
+// refuse returns err for an operation that failed before it changed
+// anything: ErrNoSpace when the volume was full, which is not sticky;
+// anything else is.
+func (l *Log) refuse(err error) error {
+	if errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	if isNoSpace(err) {
+		return fmt.Errorf("%w: %v", ErrNoSpace, err)
+	}
+	return l.fail(err)
+}
+
+// allocate makes sure seg is allocated up to size: to its preallocated
+// size when that is larger, so that a segment cut short grows back in one
+// step. A volume without the room leaves seg as it was and returns
+// ErrNoSpace; a file system that cannot preallocate is left to allocate
+// as appends come.
+func (l *Log) allocate(seg *segment, size int64) error {
+	if size <= seg.alloc {
+		return nil
+	}
+	size = max(size, seg.start+l.opts.SegmentBytes)
+	if err := seg.f.Allocate(size); err != nil {
+		if isNoSpace(err) {
+			return fmt.Errorf("%w: allocate %d bytes for %s: %v", ErrNoSpace, size, seg.path, err)
+		}
+		return fmt.Errorf("txlog: preallocate %s: %w", seg.path, err)
+	}
+	seg.alloc = size
+	return nil
 }
 
 // lowerFirst makes sure the recorded first index does not hide an empty
@@ -604,12 +651,15 @@ func (l *Log) flush(seg *segment, offs []int64) error {
 // roll seals the active segment (cut to its data and synced) and starts a
 // new one whose first entry will be base. Once the new segment exists on
 // disk the sealed one is no longer last, so Open checks every record in it
-// as acknowledged: it must be on disk in full first.
+// as acknowledged: it must be on disk in full first. When the new segment
+// cannot be created for want of space, the sealed one stays the active
+// segment, intact, and is allocated again by the next append into it.
 func (l *Log) roll(base uint64) (*segment, error) {
 	old := l.segs[len(l.segs)-1]
 	if err := old.f.Truncate(old.end); err != nil {
 		return nil, fmt.Errorf("txlog: seal %s: %w", old.path, err)
 	}
+	old.alloc = old.end
 	if err := old.f.Sync(); err != nil {
 		return nil, fmt.Errorf("txlog: seal %s: %w", old.path, err)
 	}
@@ -648,9 +698,16 @@ func (l *Log) createSegment(base uint64) (*segment, error) {
 	}
 	if err != nil {
 		_ = f.Close()
+		if isNoSpace(err) {
+			// Whatever the attempt allocated is given back. Should the
+			// removal not reach the disk, Open removes a segment whose
+			// creation was cut short.
+			_ = l.fs.Remove(path)
+			return nil, fmt.Errorf("%w: create %s: %v", ErrNoSpace, path, err)
+		}
 		return nil, fmt.Errorf("txlog: create %s: %w", path, err)
 	}
-	return &segment{base: base, path: path, f: f, start: recordsV2, end: recordsV2, markSeq: 1, mark: recordsV2}, nil
+	return &segment{base: base, path: path, f: f, start: recordsV2, end: recordsV2, alloc: recordsV2 + l.opts.SegmentBytes, markSeq: 1, mark: recordsV2}, nil
 }
 
 // writeMark writes a durable mark claiming that seg's records before end
@@ -809,7 +866,7 @@ func (l *Log) DeleteRange(min, max uint64) error {
 // segments that survive such a crash as leftovers.
 func (l *Log) deleteAll() error {
 	if err := l.setFirst(l.last + 1); err != nil {
-		return l.fail(err)
+		return l.refuse(err)
 	}
 	segs := l.segs
 	l.segs, l.first, l.last = nil, 0, 0
@@ -822,7 +879,9 @@ func (l *Log) deletePrefix(first uint64) error {
 	// Record the new start before removing files, so a crash in between
 	// leaves a log that still knows where it begins.
 	if err := l.setFirst(first); err != nil {
-		return l.fail(err)
+		// Compaction on a full volume is tried again after the next
+		// snapshot; nothing was changed.
+		return l.refuse(err)
 	}
 	l.first = first
 	n := 0
@@ -881,9 +940,11 @@ func (l *Log) deleteSuffix(from uint64) error {
 	if err := seg.f.Truncate(cut); err != nil {
 		return l.fail(fmt.Errorf("txlog: truncate %s: %w", seg.path, err))
 	}
+	seg.alloc = cut
 	if !seg.v1 {
-		if err := seg.f.Allocate(seg.start + l.opts.SegmentBytes); err != nil {
-			return l.fail(fmt.Errorf("txlog: preallocate %s: %w", seg.path, err))
+		// Without the room, the next append allocates what it needs.
+		if err := l.allocate(seg, seg.start+l.opts.SegmentBytes); err != nil && !errors.Is(err, ErrNoSpace) {
+			return l.fail(err)
 		}
 	}
 	// The deletion is durable when DeleteRange returns, and the space
@@ -956,6 +1017,21 @@ func (l *Log) Size() int64 {
 	}
 	return n
 }
+
+// Unused is the space allocated to the log that records have not used
+// yet: appends fill it before they need more from the volume.
+func (l *Log) Unused() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var n int64
+	for _, s := range l.segs {
+		n += max(0, s.alloc-s.end)
+	}
+	return n
+}
+
+// SegmentBytes is the room for records in one segment.
+func (l *Log) SegmentBytes() int64 { return l.opts.SegmentBytes }
 
 // Close syncs and closes the files. Later calls return ErrClosed.
 func (l *Log) Close() error {

@@ -31,10 +31,36 @@ type stableFile struct {
 	m    map[string][]byte
 }
 
+// spareBytes is the size of the stable file's spare: a file that is kept
+// only to be removed when the volume is so full that the stable file's
+// new copy does not fit. Raft panics when it cannot record a term, and a
+// node that panics at every election never gets out of a full disk.
+const spareBytes = 64 << 10
+
+// ensureSpare creates the spare when it is missing and there is room for
+// it. It need not be durable: a spare lost in a crash is made again at
+// the next Open.
+func (s *stableFile) ensureSpare() {
+	spare := s.path + ".spare"
+	if _, err := s.fs.ReadFile(spare); err == nil {
+		return
+	}
+	f, err := s.fs.Create(spare)
+	if err != nil {
+		return
+	}
+	err = f.Allocate(spareBytes)
+	_ = f.Close() // nothing in it to keep
+	if err != nil {
+		_ = s.fs.Remove(spare)
+	}
+}
+
 func openStable(fsys fileSystem, dir string) (*stableFile, error) {
 	s := &stableFile{fs: fsys, path: filepath.Join(dir, "stable"), m: map[string][]byte{}}
 	b, err := fsys.ReadFile(s.path)
 	if errors.Is(err, os.ErrNotExist) {
+		s.ensureSpare()
 		return s, nil
 	}
 	if err != nil {
@@ -59,6 +85,7 @@ func openStable(fsys fileSystem, dir string) (*stableFile, error) {
 		}
 		s.m[string(k)] = v
 	}
+	s.ensureSpare()
 	return s, nil
 }
 
@@ -84,7 +111,11 @@ func (s *stableFile) set(key string, val []byte) error {
 	defer s.mu.Unlock()
 	old, had := s.m[key]
 	s.m[key] = append([]byte(nil), val...)
-	if err := s.persistLocked(); err != nil {
+	err := s.persistLocked()
+	if isNoSpace(err) && s.fs.Remove(s.path+".spare") == nil {
+		err = s.persistLocked()
+	}
+	if err != nil {
 		if had {
 			s.m[key] = old
 		} else {
@@ -113,28 +144,36 @@ func (s *stableFile) persistLocked() error {
 }
 
 // writeFileAtomic writes b to path so that a crash leaves the old content or
-// the new, never a mix: temp file, fsync, rename, fsync the directory.
+// the new, never a mix: temp file, fsync, rename, fsync the directory. A
+// failure before the rename leaves the old file in place and removes the
+// temporary one, so that a full volume gets its space back; only then may
+// the error say ENOSPC (see Log.refuse): one after the rename does not,
+// since the rename may or may not be durable.
 func writeFileAtomic(fsys fileSystem, path string, b []byte) error {
 	tmp := path + ".tmp"
 	f, err := fsys.Create(tmp)
 	if err != nil {
+		_ = fsys.Remove(tmp) // may not exist; the error is the create's
 		return err
 	}
-	if _, err := f.WriteAt(b, 0); err != nil {
-		_ = f.Close()
-		return err
-	}
+	_, err = f.WriteAt(b, 0)
 	// On disk before the rename can be: a rename that reached the disk
 	// ahead of the data would replace the old state with a torn file.
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = fsys.Remove(tmp) // the old file is intact; the error is the write's
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if err := fsys.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("sync %s after renaming %s over it: %v", filepath.Dir(path), tmp, err)
 	}
-	if err := fsys.Rename(tmp, path); err != nil {
-		return err
-	}
-	return fsys.SyncDir(filepath.Dir(path))
+	return nil
 }
