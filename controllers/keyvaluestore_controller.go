@@ -339,6 +339,9 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 			st.obs.reachable = true
 			st.obs.leader = view.Leader
 			for _, m := range view.Members {
+				if s := m.Status; s != nil && s.Storage != nil && s.Storage.Full {
+					st.obs.storageFull = append(st.obs.storageFull, fmt.Sprintf("%s (%d of %d bytes free, %d reserved)", m.ID, s.Storage.FreeBytes, s.Storage.CapacityBytes, s.Storage.ReserveBytes))
+				}
 				st.obs.members = append(st.obs.members, kvv1.MemberStatus{Name: m.ID, Role: m.Role, Healthy: m.Healthy})
 				if m.Role == clusterapi.RoleVoter {
 					st.obs.voters++

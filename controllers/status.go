@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,16 +17,17 @@ type observation struct {
 	leader          string
 	members         []kvv1.MemberStatus
 	clusterID       string
-	reachable       bool   // a member answered the membership API
-	step            string // the membership step made or awaited, "" when settled
-	stepDone        bool   // the step was made: the next one can follow at once
-	blocked         string // why the membership change the spec asks for waits
-	mismatch        string // a pod reports another cluster ID than the store's
-	quorumLost      string // a majority of the voters lost their volumes
-	waiting         string // what the reconcile waits for, "" when nothing
-	immutable       string // a spec change that cannot be applied
-	restoreFailed   string // spec.restore cannot be done
-	err             error  // the first real error of the reconcile
+	reachable       bool     // a member answered the membership API
+	step            string   // the membership step made or awaited, "" when settled
+	stepDone        bool     // the step was made: the next one can follow at once
+	blocked         string   // why the membership change the spec asks for waits
+	mismatch        string   // a pod reports another cluster ID than the store's
+	quorumLost      string   // a majority of the voters lost their volumes
+	waiting         string   // what the reconcile waits for, "" when nothing
+	immutable       string   // a spec change that cannot be applied
+	restoreFailed   string   // spec.restore cannot be done
+	storageFull     []string // members whose volume is full, with their numbers
+	err             error    // the first real error of the reconcile
 }
 
 // setStatus fills kvs.Status from obs: phase, counts, members and the
@@ -95,6 +97,11 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonMembersUnhealthy, "the cluster serves with fewer healthy members than specified")
 	default:
 		cond(kvv1.ConditionDegraded, false, kvv1.ReasonHealthy, "")
+	}
+	if len(obs.storageFull) > 0 {
+		cond(kvv1.ConditionStorageFull, true, kvv1.ReasonVolumesFull, fmt.Sprintf("writes (PUT) are refused with 507 by %s; reads and deletes are served: grow spec.storage.size or delete data", strings.Join(obs.storageFull, ", ")))
+	} else if obs.reachable || meta.FindStatusCondition(st.Conditions, kvv1.ConditionStorageFull) != nil {
+		cond(kvv1.ConditionStorageFull, false, kvv1.ReasonVolumesOK, "")
 	}
 	switch {
 	case kvs.Spec.Paused:

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -78,5 +79,21 @@ func TestSetStatusUnsafeMembershipChange(t *testing.T) {
 	d := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded)
 	if kvs.Status.Phase != kvv1.PhaseDegraded || d.Status != metav1.ConditionTrue || d.Reason != kvv1.ReasonUnsafeMembershipChange || d.Message != why {
 		t.Fatalf("phase %s, Degraded %+v", kvs.Status.Phase, d)
+	}
+}
+
+// A member whose volume is full makes StorageFull true, naming it and its
+// numbers; once none is, it is false again.
+func TestSetStatusStorageFull(t *testing.T) {
+	kvs := testutil.StoredKVS("demo")
+	kvs.Status.Bootstrapped = true
+	setStatus(kvs, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", reachable: true, storageFull: []string{"demo-1 (10 of 100 bytes free, 50 reserved)"}})
+	c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionStorageFull)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != kvv1.ReasonVolumesFull || !strings.Contains(c.Message, "demo-1 (10 of 100 bytes free") || !strings.Contains(c.Message, "507") {
+		t.Fatalf("StorageFull %+v", c)
+	}
+	setStatus(kvs, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", reachable: true})
+	if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionStorageFull); c == nil || c.Status != metav1.ConditionFalse {
+		t.Fatalf("StorageFull after: %+v", c)
 	}
 }
