@@ -48,9 +48,10 @@ for round in $(seq 50); do
 done
 
 # Mounts kubelet and containerd made under the state directory (volumes,
-# overlay root filesystems, pod network namespaces), deepest first.
+# overlay root filesystems, pod network namespaces), and the small tmpfs
+# volumes the e2e tests mount on provisioned volumes, deepest first.
 for _ in 1 2 3; do
-  mounts=$(awk -v s="$STATE" '$2 == s || index($2, s "/") == 1 {print $2}' /proc/self/mounts | sort -r)
+  mounts=$(awk -v s="$STATE" -v h="$HOSTPATH_PV" '$2 == s || index($2, s "/") == 1 || index($2, h "/") == 1 {print $2}' /proc/self/mounts | sort -r)
   [ -n "$mounts" ] || break
   while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done <<<"$mounts"
 done
