@@ -183,7 +183,7 @@ func TestFailedBackupSaysWhy(t *testing.T) {
 	job := &batchv1.Job{}
 	testutil.Eventually(t, 20*time.Second, "the Job", func() error { return get(t, ns, "b2-backup", job) })
 	c := job.Spec.Template.Spec.Containers[0]
-	if args := strings.Join(c.Args, " "); !strings.Contains(args, "--to s3://bkt/team/shop/b2.kvbackup") || !strings.Contains(args, "--s3-endpoint https://s3.example:9000") {
+	if args := strings.Join(c.Args, " "); !strings.Contains(args, "--to s3://bkt/team/"+ns+"/shop/b2.kvbackup") || !strings.Contains(args, "--s3-endpoint https://s3.example:9000") {
 		t.Fatalf("Job args %q", args)
 	}
 	for _, e := range c.Env {
@@ -191,7 +191,7 @@ func TestFailedBackupSaysWhy(t *testing.T) {
 			t.Fatalf("credentials must come from the Secret, never inline: %+v", e)
 		}
 	}
-	finishJob(t, ns, "b2-backup", false, resultJSON(backup.Result{Location: "s3://bkt/team/shop/b2.kvbackup", Error: "s3: access denied"}))
+	finishJob(t, ns, "b2-backup", false, resultJSON(backup.Result{Location: "s3://bkt/team/" + ns + "/shop/b2.kvbackup", Error: "s3: access denied"}))
 	got := waitBackup(t, ns, "b2", func(b *kvv1.KeyValueStoreBackup) error {
 		if b.Status.Phase != kvv1.BackupFailed {
 			return fmt.Errorf("status %+v", b.Status)
@@ -254,6 +254,10 @@ func TestRestoreRunsBeforeThePodsStart(t *testing.T) {
 			t.Fatalf("restore Job claims %v", vols)
 		}
 		mustGet(t, ns, "data-"+tc.store+"-0", &corev1.PersistentVolumeClaim{})
+		// The Job's pod is no member: the PDB and Services must not select it.
+		if l := job.Spec.Template.Labels; l["app.kubernetes.io/instance"] != "" || l["app.kubernetes.io/name"] != "" {
+			t.Fatalf("restore pod labels %v carry the members' selector", l)
+		}
 		if err := get(t, ns, tc.store, &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
 			t.Fatalf("a StatefulSet before the restore finished: %v", err)
 		}
@@ -332,10 +336,11 @@ func TestScheduledBackupsArePruned(t *testing.T) {
 		}
 		job := &batchv1.Job{}
 		testutil.Eventually(t, 20*time.Second, "the Job", func() error { return get(t, ns, newest.Name+"-backup", job) })
-		if args := strings.Join(job.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--to file:///backups/sched/scheduled/"+newest.Name+".kvbackup") || !strings.Contains(args, "--keep 2 --keep-prefix sched-") {
+		loc := "file:///backups/sched/scheduled/" + newest.Labels[kvv1.LabelBackupStoreUID] + "/" + newest.Name + ".kvbackup"
+		if args := strings.Join(job.Spec.Template.Spec.Containers[0].Args, " "); newest.Labels[kvv1.LabelBackupStoreUID] == "" || !strings.Contains(args, "--to "+loc) || !strings.Contains(args, "--keep 2 --keep-prefix sched-") {
 			t.Fatalf("scheduled Job args %q", args)
 		}
-		finishJob(t, ns, job.Name, true, resultJSON(backup.Result{Location: "file:///backups/sched/scheduled/" + newest.Name + ".kvbackup", Keys: 1}))
+		finishJob(t, ns, job.Name, true, resultJSON(backup.Result{Location: loc, Keys: 1}))
 		waitBackup(t, ns, newest.Name, func(b *kvv1.KeyValueStoreBackup) error {
 			if b.Status.Phase != kvv1.BackupSucceeded {
 				return fmt.Errorf("status %+v", b.Status)
@@ -392,6 +397,14 @@ func TestCRDRejectsBadBackupManifests(t *testing.T) {
 		return k8s.Update(ctx, ok)
 	}), "spec is immutable")
 
+	long := &kvv1.KeyValueStoreBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.Repeat("b", 57)}, Spec: kvv1.KeyValueStoreBackupSpec{Store: "s"}}
+	rejected(t, k8s.Create(ctx, long), "at most 56 characters")
+	rejected(t, k8s.Create(ctx, testutil.NewKVS(strings.Repeat("s", 42), testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) {
+		k.Spec.Backup = &kvv1.BackupSchedule{Schedule: "@daily"}
+	})), "at most 41 characters")
+	dots := &kvv1.KeyValueStoreBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dots"}, Spec: kvv1.KeyValueStoreBackupSpec{Store: "s",
+		Destination: kvv1.BackupDestination{S3: &kvv1.S3Destination{Endpoint: "https://x", Bucket: "bkt", Prefix: "a/../b", CredentialsSecret: "c"}}}}
+	rejected(t, k8s.Create(ctx, dots), "spec.destination.s3.prefix")
 	rejected(t, k8s.Create(ctx, testutil.NewKVS("cron", testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) {
 		k.Spec.Backup = &kvv1.BackupSchedule{Schedule: "every day"}
 	})), "backup.schedule must be five cron fields")

@@ -63,13 +63,23 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		r.event(kvs, corev1.EventTypeWarning, "InvalidSchedule", fmt.Sprintf("spec.backup.schedule %q: %v", bs.Schedule, err))
 		return ctrl.Result{}, nil // a new spec brings a new reconcile
 	}
-	if err := r.prune(ctx, kvs, int(bs.Keep)); err != nil {
+	now := r.Now()
+	first := sched.Next(now)
+	if first.IsZero() {
+		r.event(kvs, corev1.EventTypeWarning, "InvalidSchedule", fmt.Sprintf("spec.backup.schedule %q never fires", bs.Schedule))
+		return ctrl.Result{}, nil
+	}
+	if gap := sched.Next(first).Sub(first); gap < MinBackupInterval {
+		r.event(kvs, corev1.EventTypeWarning, "InvalidSchedule", fmt.Sprintf("spec.backup.schedule %q fires every %s; the shortest interval is %s", bs.Schedule, gap, MinBackupInterval))
+		return ctrl.Result{}, nil
+	}
+	running, err := r.prune(ctx, kvs, int(bs.Keep))
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if bs.Suspend {
 		return ctrl.Result{}, nil
 	}
-	now := r.Now()
 	last := kvs.CreationTimestamp.Time
 	if t := kvs.Status.LastScheduledBackup; t != nil {
 		last = t.Time
@@ -78,11 +88,14 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	for next, n := sched.Next(last), 0; !next.After(now) && n < 100000; next, n = sched.Next(next), n+1 {
 		due = next
 	}
-	if !due.IsZero() {
+	// One at a time: a run not yet finished (the store without a leader,
+	// a slow upload) is not joined by the next; the due time is taken
+	// once it has ended.
+	if !due.IsZero() && running == "" {
 		b := &kvv1.KeyValueStoreBackup{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: kvs.Namespace, Name: ScheduledBackupName(kvs.Name, due),
-				Labels: map[string]string{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelBackupScheduled: "true"},
+				Labels: map[string]string{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelBackupScheduled: "true", kvv1.LabelBackupStoreUID: string(kvs.UID)},
 			},
 			Spec: kvv1.KeyValueStoreBackupSpec{Store: kvs.Name, Destination: bs.Destination},
 		}
@@ -95,24 +108,47 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{RequeueAfter: max(sched.Next(now).Sub(now), time.Second)}, nil
+	if running != "" {
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	return ctrl.Result{RequeueAfter: max(first.Sub(now), time.Second)}, nil
 }
 
-// prune deletes the scheduled backups older than the newest keep that
-// succeeded. Running ones and those newer than that are left alone.
-func (r *BackupScheduleReconciler) prune(ctx context.Context, kvs *kvv1.KeyValueStore, keep int) error {
+// MinBackupInterval is the shortest interval a schedule may have: a
+// backup copies the whole store.
+const MinBackupInterval = 15 * time.Second
+
+// prune deletes the scheduled backups of this store (its UID: not an
+// earlier store's of the same name) older than the newest keep that
+// succeeded, and never one a store's spec.restore names. It returns the
+// name of a scheduled backup still pending or running, if any.
+func (r *BackupScheduleReconciler) prune(ctx context.Context, kvs *kvv1.KeyValueStore, keep int) (string, error) {
 	list := &kvv1.KeyValueStoreBackupList{}
-	if err := r.List(ctx, list, client.InNamespace(kvs.Namespace), client.MatchingLabels{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelBackupScheduled: "true"}); err != nil {
-		return err
+	if err := r.List(ctx, list, client.InNamespace(kvs.Namespace), client.MatchingLabels{kvv1.LabelBackupStoreUID: string(kvs.UID), kvv1.LabelBackupScheduled: "true"}); err != nil {
+		return "", err
+	}
+	stores := &kvv1.KeyValueStoreList{}
+	if err := r.List(ctx, stores, client.InNamespace(kvs.Namespace)); err != nil {
+		return "", err
+	}
+	restoring := map[string]bool{}
+	for _, s := range stores.Items {
+		if s.Spec.Restore != nil && s.Spec.Restore.BackupName != "" {
+			restoring[s.Spec.Restore.BackupName] = true
+		}
 	}
 	items := list.Items
 	sort.Slice(items, func(i, j int) bool { return items[i].Name > items[j].Name }) // newest first
-	kept := 0
+	kept, running := 0, ""
 	for i := range items {
 		b := &items[i]
-		if kept >= keep && (b.Status.Phase == kvv1.BackupSucceeded || b.Status.Phase == kvv1.BackupFailed) {
+		finished := b.Status.Phase == kvv1.BackupSucceeded || b.Status.Phase == kvv1.BackupFailed
+		if !finished && b.DeletionTimestamp.IsZero() {
+			running = b.Name
+		}
+		if kept >= keep && finished && !restoring[b.Name] {
 			if err := r.Delete(ctx, b); err != nil && !apierrors.IsNotFound(err) {
-				return err
+				return "", err
 			}
 			continue
 		}
@@ -120,7 +156,7 @@ func (r *BackupScheduleReconciler) prune(ctx context.Context, kvs *kvv1.KeyValue
 			kept++
 		}
 	}
-	return nil
+	return running, nil
 }
 
 func (r *BackupScheduleReconciler) event(kvs *kvv1.KeyValueStore, typ, reason, note string) {

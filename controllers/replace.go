@@ -7,15 +7,19 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers/membership"
 )
 
+// +kubebuilder:rbac:groups="",resources=persistentvolumes;nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;delete
+
 // replaceUnschedulable gives a member whose pod could not be scheduled
-// for spec.replaceAfter a new volume: its claim and then its pod are
+// for spec.replaceAfter, and whose volume is a local one on a node that
+// no longer exists, a new volume: its claim and then its pod are
 // deleted, and the StatefulSet makes both again. The new volume has a new
 // incarnation, so the lost-volume steps of the membership plan remove the
 // member and add it back as a non-voter, promoted once caught up.
@@ -61,12 +65,32 @@ func (r *KeyValueStoreReconciler) replaceUnschedulable(ctx context.Context, st *
 		if !stuck || now.Sub(since) < kvs.Spec.ReplaceAfter.Duration {
 			continue
 		}
+		claim := &corev1.PersistentVolumeClaim{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.DataClaimName(kvs, o)}, claim); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fail(err)
+		}
+		// Only a volume tied to a node that is gone: a pod unschedulable
+		// for want of CPU, or on a cordoned node, keeps its data.
+		if gone, err := r.volumeNodeGone(ctx, claim); err != nil {
+			return fail(err)
+		} else if !gone {
+			continue
+		}
 		if why := quorumWithout(st.plan.Members, o); why != "" {
 			st.obs.blocked = fmt.Sprintf("pod %s has not been schedulable for %s, but its volume is not replaced: %s", p.Name, now.Sub(since).Round(time.Second), why)
 			return done()
 		}
-		claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: kvs.Namespace, Name: kvv1.DataClaimName(kvs, o)}}
-		if err := r.Delete(ctx, claim); err != nil && !apierrors.IsNotFound(err) {
+		// Recorded first: an operator that dies after the deletions must
+		// not, on a stale view, delete the claim the StatefulSet makes anew.
+		before := kvs.DeepCopy()
+		kvs.Status.Replacing = p.Name
+		if err := r.Status().Patch(ctx, kvs, client.MergeFrom(before)); err != nil {
+			return fail(err)
+		}
+		if err := r.Delete(ctx, claim, client.Preconditions{UID: &claim.UID}); err != nil && !apierrors.IsNotFound(err) {
 			return fail(err)
 		}
 		// The claim goes once no pod uses it: delete the pod too, with
@@ -74,12 +98,54 @@ func (r *KeyValueStoreReconciler) replaceUnschedulable(ctx context.Context, st *
 		if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) {
 			return fail(err)
 		}
-		kvs.Status.Replacing = p.Name
 		r.event(kvs, corev1.EventTypeWarning, kvv1.ReasonReplacingMember, "Replace",
 			fmt.Sprintf("pod %s could not be scheduled for %s (spec.replaceAfter %s): deleted its claim %s and the pod; it comes back on a new volume and rejoins as a new member", p.Name, now.Sub(since).Round(time.Second), kvs.Spec.ReplaceAfter.Duration, claim.Name))
 		return done()
 	}
 	return done()
+}
+
+// volumeNodeGone says whether claim is bound to a volume that only one
+// set of nodes can reach (a local volume's node affinity) and none of
+// them exists any more.
+func (r *KeyValueStoreReconciler) volumeNodeGone(ctx context.Context, claim *corev1.PersistentVolumeClaim) (bool, error) {
+	if claim.Spec.VolumeName == "" {
+		return false, nil
+	}
+	pv := &corev1.PersistentVolume{}
+	if err := r.Get(ctx, types.NamespacedName{Name: claim.Spec.VolumeName}, pv); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	na := pv.Spec.NodeAffinity
+	if na == nil || na.Required == nil {
+		return false, nil // network storage: it follows the pod
+	}
+	var nodes []string
+	for _, term := range na.Required.NodeSelectorTerms {
+		for _, e := range term.MatchExpressions {
+			if e.Key == corev1.LabelHostname && e.Operator == corev1.NodeSelectorOpIn {
+				nodes = append(nodes, e.Values...)
+			}
+		}
+		for _, f := range term.MatchFields {
+			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn {
+				nodes = append(nodes, f.Values...)
+			}
+		}
+	}
+	if len(nodes) == 0 {
+		return false, nil // tied to a zone or a label, not one node
+	}
+	for _, n := range nodes {
+		err := r.Get(ctx, types.NamespacedName{Name: n}, &corev1.Node{})
+		if err == nil {
+			return false, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // unschedulableSince is when the scheduler last said p cannot be placed.

@@ -16,14 +16,29 @@ import (
 )
 
 // unschedulable makes pod name Pending, unschedulable since since, and
-// gives it a claim as the StatefulSet would have.
-func unschedulable(t *testing.T, ns, name string, since time.Time) {
+// gives it a claim as the StatefulSet would have, bound to a local volume
+// on node.
+func unschedulable(t *testing.T, ns, name, node string, since time.Time) {
 	t.Helper()
 	ctx := context.Background()
+	size := corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity: size, AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: "/mnt/disk"}},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: []string{node}}},
+			}}}},
+		},
+	}
+	if err := k8s.Create(ctx, pv); err != nil {
+		t.Fatal(err)
+	}
 	claim := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data-" + name},
 		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+			Resources: corev1.VolumeResourceRequirements{Requests: size}, VolumeName: pv.Name},
 	}
 	if err := k8s.Create(ctx, claim); err != nil {
 		t.Fatal(err)
@@ -56,8 +71,8 @@ func TestUnschedulableMemberIsReplaced(t *testing.T) {
 	// Pods 1 and 2 cannot be scheduled: without them one of three voters
 	// is healthy, so neither is replaced.
 	fakeKV.setRunning(ns+"/rep", 0)
-	unschedulable(t, ns, "rep-1", clock.Now().Add(-time.Hour))
-	unschedulable(t, ns, "rep-2", clock.Now().Add(-time.Hour))
+	unschedulable(t, ns, "rep-1", "gone-node", clock.Now().Add(-time.Hour))
+	unschedulable(t, ns, "rep-2", "gone-node", clock.Now().Add(-time.Hour))
 	waitStatus(t, ns, "rep", func(st kvv1.KeyValueStoreStatus) error {
 		for _, c := range st.Conditions {
 			if c.Type == kvv1.ConditionDegraded && strings.Contains(c.Message, "its volume is not replaced: only 1 of 3 voters are healthy") {
@@ -88,19 +103,30 @@ func TestUnschedulableMemberIsReplaced(t *testing.T) {
 		}
 		return nil
 	})
-	if !recorder.has("rep ReplacingMember pod rep-2 could not be scheduled") {
-		t.Fatalf("events: %v", recorder.events)
-	}
+	testutil.Eventually(t, 10*time.Second, "the ReplacingMember event", func() error {
+		if !recorder.has("rep ReplacingMember pod rep-2 could not be scheduled") {
+			return fmt.Errorf("no ReplacingMember event")
+		}
+		return nil
+	})
 }
 
-// Not yet past spec.replaceAfter, or without it: nothing is deleted.
+// Not yet past spec.replaceAfter, or with the volume's node still there
+// (unschedulable for want of CPU, a cordoned node): nothing is deleted.
 func TestUnschedulableMemberIsKeptBeforeReplaceAfter(t *testing.T) {
 	ns := namespace(t)
+	if err := k8s.Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "present-" + ns}}); err != nil {
+		t.Fatal(err)
+	}
 	runningStore(t, ns, "wait", func(k *kvv1.KeyValueStore) { k.Spec.ReplaceAfter = &metav1.Duration{Duration: 10 * time.Minute} })
-	fakeKV.setRunning(ns+"/wait", 0, 1)
-	unschedulable(t, ns, "wait-2", clock.Now().Add(-5*time.Minute))
+	fakeKV.setRunning(ns+"/wait", 0, 2) // without pod 1, two of three voters are healthy
+	unschedulable(t, ns, "wait-1", "present-"+ns, clock.Now().Add(-time.Hour))
+	unschedulable(t, ns, "wait-2", "gone-node", clock.Now().Add(-5*time.Minute))
 	time.Sleep(3 * time.Second)
 	if claimGoing(t, ns, "data-wait-2") {
 		t.Fatal("the claim went before spec.replaceAfter")
+	}
+	if claimGoing(t, ns, "data-wait-1") {
+		t.Fatal("the claim of a volume whose node exists went")
 	}
 }

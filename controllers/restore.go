@@ -32,36 +32,50 @@ import (
 // damaged backup; either leaves the store Degraded with the Job's message.
 func (r *KeyValueStoreReconciler) syncRestore(ctx context.Context, st *state) result {
 	kvs := st.kvs
-	if kvs.Spec.Restore == nil || kvs.Status.RestoredFrom != "" || st.live != nil {
+	// Once the store has run, never again: not after status.restoredFrom
+	// was recorded, not while a StatefulSet exists, and not on a store
+	// that has been bootstrapped or has a cluster ID (its volumes hold its
+	// data; a restore Job would open pod 0's live data directory).
+	if kvs.Spec.Restore == nil || kvs.Status.RestoredFrom != "" || st.live != nil || kvs.Status.Bootstrapped || st.plan.ClusterID != "" {
 		return done()
 	}
 	job := &batchv1.Job{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.RestoreJobName(kvs)}, job)
+	if err == nil && !metav1.IsControlledBy(job, kvs) {
+		// An earlier store of this name left it (its deletion not yet
+		// collected): its result is not this store's.
+		return waitFor("Job %s belongs to an earlier store named %s: waiting for it to be deleted", job.Name, kvs.Name)
+	}
 	switch {
 	case apierrors.IsNotFound(err):
-		dest, loc, from, wait := r.restoreSource(ctx, kvs)
+		src, wait, broken := r.restoreSource(ctx, kvs)
 		if wait != "" {
-			st.obs.restoreFailed = wait
+			if broken {
+				st.obs.restoreFailed = wait
+			}
 			return waitFor("%s", wait)
 		}
 		if err := r.ensureDataClaim(ctx, kvs); err != nil {
 			return fail(err)
 		}
-		job = backupjob.Restore(kvs, dest, loc)
-		if job.Annotations == nil {
-			job.Annotations = map[string]string{}
-		}
-		job.Annotations[annotationRestoreSource] = from
+		job = backupjob.Restore(kvs, src.dest, src.loc, src.sha256)
+		job.Annotations = map[string]string{annotationRestoreSource: src.name, annotationRestoreSHA256: src.sha256}
 		if err := controllerutil.SetControllerReference(kvs, job, r.Scheme()); err != nil {
 			return fail(err)
 		}
 		if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fail(err)
 		}
-		r.event(kvs, corev1.EventTypeNormal, kvv1.ReasonRestoring, "Restore", fmt.Sprintf("restoring pod 0's volume from %s (Job %s)", from, job.Name))
-		return waitFor("restoring pod 0's volume from %s", from)
+		r.event(kvs, corev1.EventTypeNormal, kvv1.ReasonRestoring, "Restore", fmt.Sprintf("restoring pod 0's volume from %s (Job %s)", src.name, job.Name))
+		return waitFor("restoring pod 0's volume from %s", src.name)
 	case err != nil:
 		return fail(err)
+	}
+	// The claim the Job restored must still be there: a claim deleted
+	// since would be made anew, empty, by the StatefulSet.
+	claim := &corev1.PersistentVolumeClaim{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.DataClaimName(kvs, 0)}, claim); err != nil {
+		return fail(fmt.Errorf("restore: claim %s: %w", kvv1.DataClaimName(kvs, 0), err))
 	}
 	pods := &corev1.PodList{}
 	if err := r.List(ctx, pods, client.InNamespace(kvs.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
@@ -69,42 +83,67 @@ func (r *KeyValueStoreReconciler) syncRestore(ctx context.Context, st *state) re
 	}
 	from := job.Annotations[annotationRestoreSource]
 	o := backupjob.Observe(job, pods.Items)
-	switch {
-	case !o.Done:
+	res := o.Result
+	if !o.Done {
 		return waitFor("restoring pod 0's volume from %s", from)
-	case o.Failed || o.Result.Error != "":
-		msg := fmt.Sprintf("the restore from %s failed: %s (delete the store, or fix the cause and delete Job %s to try again)", from, orDefault(o.Message, o.Result.Error), job.Name)
+	}
+	why := orDefault(o.Message, res.Error)
+	if want := job.Annotations[annotationRestoreSHA256]; why == "" && want != "" && res.SHA256 != want {
+		why = fmt.Sprintf("the file restored has SHA-256 %q, the backup recorded %q", res.SHA256, want)
+	}
+	if why == "" && !o.Failed && res.Location == "" {
+		why = "the restore Job finished without reporting a result"
+	}
+	if o.Failed || why != "" {
+		msg := fmt.Sprintf("the restore from %s failed: %s (delete the store, or fix the cause and delete Job %s to try again)", from, why, job.Name)
 		if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Message != msg {
 			r.event(kvs, corev1.EventTypeWarning, kvv1.ReasonRestoreFailed, "Restore", msg)
 		}
 		st.obs.restoreFailed = msg
 		return waitFor("%s", msg)
 	}
-	res := o.Result
 	kvs.Status.RestoredFrom = fmt.Sprintf("%s: cluster %s at Raft index %d, %d keys", from, res.ClusterID, res.Index, res.Keys)
 	r.event(kvs, corev1.EventTypeNormal, "Restored", "Restore", "restored pod 0's volume from "+kvs.Status.RestoredFrom)
+	// Its work is recorded; a Job left behind would only be in the way
+	// (a store re-created under this name). Were the status not saved,
+	// the Job made again finds the restore done and changes nothing.
+	if err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+		return fail(err)
+	}
 	return done()
 }
 
 // annotationRestoreSource on the restore Job says, for status and events,
 // what it restores from.
-const annotationRestoreSource = "kv.kvstore.dev/restore-source"
+const (
+	annotationRestoreSource = "kv.kvstore.dev/restore-source"
+	annotationRestoreSHA256 = "kv.kvstore.dev/restore-sha256"
+)
 
-// restoreSource resolves spec.restore to a destination, the backup's
-// location in it, and a name for it; wait says why it cannot yet.
-func (r *KeyValueStoreReconciler) restoreSource(ctx context.Context, kvs *kvv1.KeyValueStore) (dest kvv1.BackupDestination, loc, from, wait string) {
+// restoreSrc is what a restore reads.
+type restoreSrc struct {
+	dest              kvv1.BackupDestination
+	loc, name, sha256 string
+}
+
+// restoreSource resolves spec.restore. wait says why it cannot yet;
+// broken, that a person must act (the backup is missing or failed).
+func (r *KeyValueStoreReconciler) restoreSource(ctx context.Context, kvs *kvv1.KeyValueStore) (src restoreSrc, wait string, broken bool) {
 	rs := kvs.Spec.Restore
 	if s3 := rs.S3; s3 != nil {
-		d := kvv1.BackupDestination{S3: s3.S3Destination.DeepCopy()}
-		loc = "s3://" + s3.Bucket + "/" + joinKey(s3.Prefix, s3.Key)
-		return d, loc, loc, ""
+		loc := "s3://" + s3.Bucket + "/" + joinKey(s3.Prefix, s3.Key)
+		return restoreSrc{dest: kvv1.BackupDestination{S3: s3.S3Destination.DeepCopy()}, loc: loc, name: loc}, "", false
 	}
 	b := &kvv1.KeyValueStoreBackup{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: rs.BackupName}, b); err != nil {
-		return dest, "", "", fmt.Sprintf("spec.restore.backupName: KeyValueStoreBackup %q: %v", rs.BackupName, err)
+		return src, fmt.Sprintf("spec.restore.backupName: KeyValueStoreBackup %q: %v", rs.BackupName, err), true
 	}
-	if b.Status.Phase != kvv1.BackupSucceeded || b.Status.Location == "" {
-		return dest, "", "", fmt.Sprintf("spec.restore.backupName: KeyValueStoreBackup %q has not succeeded (phase %q)", rs.BackupName, b.Status.Phase)
+	switch b.Status.Phase {
+	case kvv1.BackupSucceeded:
+	case kvv1.BackupFailed:
+		return src, fmt.Sprintf("spec.restore.backupName: KeyValueStoreBackup %q failed: %s", rs.BackupName, b.Status.Message), true
+	default:
+		return src, fmt.Sprintf("waiting for KeyValueStoreBackup %q to succeed (phase %q)", rs.BackupName, b.Status.Phase), false
 	}
 	d := *b.Spec.Destination.DeepCopy()
 	if d.S3 == nil {
@@ -112,7 +151,7 @@ func (r *KeyValueStoreReconciler) restoreSource(ctx context.Context, kvs *kvv1.K
 		// one is named after the backup's store, not this one.
 		d.Volume = &kvv1.VolumeDestination{ClaimName: backupjob.ClaimName(b.Spec.Destination, b.Spec.Store)}
 	}
-	return d, b.Status.Location, "KeyValueStoreBackup " + b.Name, ""
+	return restoreSrc{dest: d, loc: b.Status.Location, name: "KeyValueStoreBackup " + b.Name, sha256: b.Status.SHA256}, "", false
 }
 
 func joinKey(prefix, key string) string {

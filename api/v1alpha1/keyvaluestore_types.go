@@ -348,6 +348,7 @@ type KeyValueStoreStatus struct {
 // +kubebuilder:printcolumn:name="Leader",type=string,JSONPath=`.status.leader`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`,priority=0
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.backup) || self.metadata.name.size() <= 41",message="a store with spec.backup may have a name of at most 41 characters: its scheduled backups are named <name>-<14 digits>, and their Jobs <that>-backup"
 type KeyValueStore struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -50,7 +50,7 @@ type S3Destination struct {
 	// +kubebuilder:validation:MaxLength=63
 	Bucket string `json:"bucket"`
 	// Prefix of the object keys (a "directory" in the bucket).
-	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9._-]+/)*[A-Za-z0-9._-]*$`
+	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9_-][A-Za-z0-9._-]*/)*([A-Za-z0-9_-][A-Za-z0-9._-]*)?$`
 	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Prefix string `json:"prefix,omitempty"`
@@ -139,6 +139,7 @@ type KeyValueStoreBackupStatus struct {
 // +kubebuilder:printcolumn:name="Index",type=integer,JSONPath=`.status.raftIndex`
 // +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.status.location`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 56",message="metadata.name may have at most 56 characters: the backup's Job is named <name>-backup"
 type KeyValueStoreBackup struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -85,6 +85,9 @@ const (
 const (
 	LabelBackupStore     = "kv.kvstore.dev/store"
 	LabelBackupScheduled = "kv.kvstore.dev/scheduled"
+	// LabelBackupStoreUID: the UID of the store a scheduled backup is of;
+	// a store re-created under the same name prunes only its own.
+	LabelBackupStoreUID = "kv.kvstore.dev/store-uid"
 )
 
 // Phases shown by kubectl get.

@@ -22,6 +22,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
@@ -42,12 +43,20 @@ const (
 // retention prunes only there, never a backup a user asked for.
 const ScheduledDir = "scheduled"
 
-// Location is where a backup of store named name goes in dest, as a
-// kvnode location URI. Scheduled backups go one directory further down.
-func Location(dest kvv1.BackupDestination, store, name string, scheduled bool) string {
-	parts := []string{store}
+// Location is where backup name of store goes in dest, as a kvnode
+// location URI. In a bucket, keys start with the namespace: a bucket may
+// serve stores of several namespaces, and one namespace's store must
+// never overwrite, prune or restore another's. Scheduled backups go
+// under scheduled/<store UID>: retention prunes only there, so never a
+// backup a user asked for, nor one of an earlier store of the same name.
+func Location(dest kvv1.BackupDestination, ns, store string, uid types.UID, name string, scheduled bool) string {
+	var parts []string
+	if dest.S3 != nil {
+		parts = append(parts, ns)
+	}
+	parts = append(parts, store)
 	if scheduled {
-		parts = append(parts, ScheduledDir)
+		parts = append(parts, ScheduledDir, string(uid))
 	}
 	parts = append(parts, name+backup.FileExt)
 	if dest.S3 != nil {
@@ -68,7 +77,7 @@ func ClaimName(dest kvv1.BackupDestination, store string) string {
 // backups in the same directory beyond the newest keep.
 func Backup(kvs *kvv1.KeyValueStore, b *kvv1.KeyValueStoreBackup, keep int32) *batchv1.Job {
 	scheduled := b.Labels[kvv1.LabelBackupScheduled] == "true"
-	loc := Location(b.Spec.Destination, kvs.Name, b.Name, scheduled)
+	loc := Location(b.Spec.Destination, kvs.Namespace, kvs.Name, kvs.UID, b.Name, scheduled)
 	args := []string{
 		"backup",
 		"--server", kvv1.Endpoint(kvs),
@@ -91,8 +100,10 @@ func Backup(kvs *kvv1.KeyValueStore, b *kvv1.KeyValueStoreBackup, keep int32) *b
 }
 
 // Restore is the Job that restores pod 0's volume of kvs from the backup
-// at loc, reached through dest.
-func Restore(kvs *kvv1.KeyValueStore, dest kvv1.BackupDestination, loc string) *batchv1.Job {
+// at loc, reached through dest. sha256, when known (a
+// KeyValueStoreBackup's record), is what the file must hash to: a file
+// replaced since is refused before anything is written.
+func Restore(kvs *kvv1.KeyValueStore, dest kvv1.BackupDestination, loc, sha256 string) *batchv1.Job {
 	args := []string{
 		"restore",
 		"--from", loc,
@@ -104,10 +115,23 @@ func Restore(kvs *kvv1.KeyValueStore, dest kvv1.BackupDestination, loc string) *
 	vols := []corev1.Volume{
 		{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: kvv1.DataClaimName(kvs, 0)}}},
 	}
+	if sha256 != "" {
+		args = append(args, "--expect-sha256", sha256)
+	}
 	mounts := []corev1.VolumeMount{{Name: "data", MountPath: dataDir}}
 	args, env, vols, mounts := destination(dest, kvs.Name, args, vols, mounts, true)
-	return job(kvs.Namespace, kvv1.RestoreJobName(kvs), kvs.Spec.Image, kvs.Spec.ImagePullPolicy, args, env, vols, mounts,
-		kvv1.SelectorLabels(kvs))
+	// Not the pods' selector labels: the PodDisruptionBudget and the
+	// Services select those, and a Job's pod is no member.
+	j := job(kvs.Namespace, kvv1.RestoreJobName(kvs), kvs.Spec.Image, kvs.Spec.ImagePullPolicy, args, env, vols, mounts,
+		map[string]string{kvv1.LabelBackupStore: kvs.Name})
+	// Where pod 0 may run: with local volumes, the claim is bound where
+	// the Job runs, and pod 0 must be able to follow it.
+	ps := &j.Spec.Template.Spec
+	ps.NodeSelector, ps.Tolerations, ps.TopologySpreadConstraints = kvs.Spec.NodeSelector, kvs.Spec.Tolerations, kvs.Spec.TopologySpreadConstraints
+	if a := kvs.Spec.Affinity; a != nil && a.NodeAffinity != nil {
+		ps.Affinity = &corev1.Affinity{NodeAffinity: a.NodeAffinity}
+	}
+	return j
 }
 
 // destination adds what reaching dest takes: the claim, or the S3 flags,
@@ -154,11 +178,17 @@ func job(ns, name, image string, pull corev1.PullPolicy, args []string, env []co
 			// node lost) is safe to run again: it writes under a temporary
 			// name first, and a finished restore is a no-op.
 			BackoffLimit:          ptr.To[int32](3),
+			// A new attempt starts only once the last one has ended: two
+			// on one volume at once would race.
+			PodReplacementPolicy: ptr.To(batchv1.Failed),
 			ActiveDeadlineSeconds: ptr.To[int64](6 * 3600),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					RestartPolicy: corev1.RestartPolicyNever,
+					// The Job talks to the store and the destination, never
+					// to the Kubernetes API.
+					AutomountServiceAccountToken: ptr.To(false),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](uid), RunAsGroup: ptr.To[int64](uid), FSGroup: ptr.To[int64](uid),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},

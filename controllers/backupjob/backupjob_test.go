@@ -19,11 +19,12 @@ func TestLocation(t *testing.T) {
 		want      string
 	}{
 		{kvv1.BackupDestination{}, false, "file:///backups/shop/b1.kvbackup"},
-		{kvv1.BackupDestination{}, true, "file:///backups/shop/scheduled/b1.kvbackup"},
-		{s3, false, "s3://bkt/team/a/shop/b1.kvbackup"},
-		{kvv1.BackupDestination{S3: &kvv1.S3Destination{Bucket: "bkt"}}, true, "s3://bkt/shop/scheduled/b1.kvbackup"},
+		{kvv1.BackupDestination{}, true, "file:///backups/shop/scheduled/u-1/b1.kvbackup"},
+		// A bucket is shared by namespaces: the key names the store's.
+		{s3, false, "s3://bkt/team/a/ns1/shop/b1.kvbackup"},
+		{kvv1.BackupDestination{S3: &kvv1.S3Destination{Bucket: "bkt"}}, true, "s3://bkt/ns1/shop/scheduled/u-1/b1.kvbackup"},
 	} {
-		if got := Location(tc.dest, "shop", "b1", tc.scheduled); got != tc.want {
+		if got := Location(tc.dest, "ns1", "shop", "u-1", "b1", tc.scheduled); got != tc.want {
 			t.Errorf("Location(%+v, %v) = %q, want %q", tc.dest, tc.scheduled, got, tc.want)
 		}
 	}
