@@ -177,10 +177,10 @@ func job(ns, name, image string, pull corev1.PullPolicy, args []string, env []co
 			// A backup or restore cut short (a leader change mid-stream, a
 			// node lost) is safe to run again: it writes under a temporary
 			// name first, and a finished restore is a no-op.
-			BackoffLimit:          ptr.To[int32](3),
+			BackoffLimit: ptr.To[int32](3),
 			// A new attempt starts only once the last one has ended: two
 			// on one volume at once would race.
-			PodReplacementPolicy: ptr.To(batchv1.Failed),
+			PodReplacementPolicy:  ptr.To(batchv1.Failed),
 			ActiveDeadlineSeconds: ptr.To[int64](6 * 3600),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
