@@ -47,6 +47,11 @@ func (r *KeyValueStoreReconciler) replaceUnschedulable(ctx context.Context, st *
 				kvs.Status.Replacing = ""
 			}
 		}
+		// A pod the store no longer has (scaled down meanwhile) is not
+		// waited for.
+		if o, ok := kvv1.PodOrdinal(kvs, name); ok && o >= st.keep && kvs.Status.Replacing != "" && !podExists(pods.Items, name) {
+			kvs.Status.Replacing = ""
+		}
 		if kvs.Status.Replacing != "" {
 			return done()
 		}
@@ -178,4 +183,13 @@ func quorumWithout(members []membership.Member, o int) string {
 		return fmt.Sprintf("only %d of %d voters are healthy without it", healthy, voters)
 	}
 	return ""
+}
+
+func podExists(pods []corev1.Pod, name string) bool {
+	for _, p := range pods {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
 }
