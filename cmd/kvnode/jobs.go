@@ -317,7 +317,7 @@ func (v *verifier) Read(p []byte) (int, error) {
 		}
 	}
 	switch {
-	case err == io.EOF:
+	case errors.Is(err, io.EOF):
 		_ = v.pw.Close()
 		if rerr := v.result(); rerr != nil {
 			return 0, rerr

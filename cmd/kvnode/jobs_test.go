@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,9 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
 	"github.com/kvstore-operator/kvstore-operator/kvnode/backup"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 // jobRun is one `kvnode backup` or `kvnode restore`.
@@ -47,7 +52,8 @@ func runJob(t *testing.T, env []string, args ...string) jobRun {
 		t.Fatalf("kvnode %v still running after 5m:\n%s", args, stderr.String())
 	}
 	r := jobRun{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
@@ -418,4 +424,112 @@ func TestBackupJobRefusesABadStream(t *testing.T) {
 			t.Fatalf("%s: a failed backup left %v", c.name, e)
 		}
 	}
+}
+
+// The same with S3 (SeaweedFS): a backup job uploads a checked backup,
+// retention works on the prefix and leaves other names and deeper keys
+// alone, a restore job fetches it and kvnode starts from it with every
+// key. A bad stream leaves no object; a damaged object is refused; wrong
+// credentials fail with an error that says so and holds no secret.
+func TestBackupJobAndRestoreJobWithS3(t *testing.T) {
+	s3 := testutil.StartS3(t)
+	s := startSource(t, 500)
+	mc := s3.Client(t)
+	ctx := context.Background()
+	env := []string{backup.EnvS3AccessKeyID + "=" + s3.AccessKey, backup.EnvS3SecretAccessKey + "=" + s3.SecretKey}
+	s3Flags := []string{"--s3-endpoint", s3.Endpoint}
+	loc := func(key string) string { return "s3://" + s3.Bucket + "/" + key }
+	for _, key := range []string{"prod/other-20250101000000" + backup.FileExt, "prod/sub/src-20250101000000" + backup.FileExt} {
+		if _, err := mc.PutObject(ctx, s3.Bucket, key, strings.NewReader("x"), 1, minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var results []backup.Result
+	for i := range 3 {
+		args := s.backupArgs(loc(fmt.Sprintf("prod/src-2026010100000%d%s", i, backup.FileExt)), append(s3Flags, "--keep", "2", "--keep-prefix", "src-")...)
+		results = append(results, runJob(t, env, args...).ok(t))
+	}
+	if results[2].Pruned != 1 || results[1].Pruned != 0 {
+		t.Fatalf("pruned %d and %d, want 0 and 1", results[1].Pruned, results[2].Pruned)
+	}
+	var keys []string
+	for obj := range mc.ListObjects(ctx, s3.Bucket, minio.ListObjectsOptions{Prefix: "prod/", Recursive: true}) {
+		if obj.Err != nil {
+			t.Fatal(obj.Err)
+		}
+		keys = append(keys, obj.Key)
+	}
+	want := []string{"prod/other-20250101000000" + backup.FileExt, "prod/src-20260101000001" + backup.FileExt, "prod/src-20260101000002" + backup.FileExt, "prod/sub/src-20250101000000" + backup.FileExt}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("after retention: %v, want %v", keys, want)
+	}
+	obj, err := mc.GetObject(ctx, s3.Bucket, "prod/src-20260101000001"+backup.FileExt, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr, sum, err := backup.Verify(bytes.NewReader(b)); err != nil || sum != results[1].SHA256 || hdr.Keys != 500 || int64(len(b)) != results[1].Size {
+		t.Fatalf("the object: %+v %s %v; the result %+v", hdr, sum, err, results[1])
+	}
+
+	r := restored{dataDir: filepath.Join(t.TempDir(), "restored"), peer: freeAddr(t)}
+	rres := runJob(t, env, restoreArgs(loc("prod/src-20260101000001"+backup.FileExt), r, s3Flags...)...).ok(t)
+	if rres.SHA256 != results[1].SHA256 || rres.Keys != 500 || rres.ClusterID != s.clusterID {
+		t.Fatalf("restore result %+v", rres)
+	}
+	stop(t, r.serve(t, s.want, s.clusterID))
+
+	// A damaged object.
+	b[len(b)/2] ^= 0x40
+	if _, err := mc.PutObject(ctx, s3.Bucket, "bad/flipped"+backup.FileExt, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	empty := restored{dataDir: filepath.Join(t.TempDir(), "empty"), peer: freeAddr(t)}
+	runJob(t, env, restoreArgs(loc("bad/flipped"+backup.FileExt), empty, s3Flags...)...).failed(t, "corrupt")
+	noRaftState(t, empty.dataDir)
+
+	// A stream that does not check out: no object. It is larger than a
+	// part, so that parts are uploaded before the end shows it bad.
+	var buf bytes.Buffer
+	bw, err := backup.NewWriter(&buf, backup.Header{ClusterID: "c", Index: 1, Term: 1, SnapshotBytes: 20 << 20, CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bw.Write(make([]byte, 20<<20)); err != nil || bw.Close() != nil {
+		t.Fatal(err)
+	}
+	big := buf.Bytes()
+	big[len(big)-41] ^= 1 // the snapshot's last byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(big)
+	}))
+	defer srv.Close()
+	runJob(t, env, append([]string{"backup", "--server", srv.URL, "--to", loc("bad/stream" + backup.FileExt)}, s3Flags...)...).failed(t, "corrupt")
+	if _, err := mc.StatObject(ctx, s3.Bucket, "bad/stream"+backup.FileExt, minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
+		t.Fatalf("a failed upload left an object: %v", err)
+	}
+
+	// Wrong credentials, for a backup and a restore.
+	wrongSecret := "wrong" + s3.SecretKey[5:]
+	for _, bad := range [][]string{
+		{backup.EnvS3AccessKeyID + "=" + s3.AccessKey, backup.EnvS3SecretAccessKey + "=" + wrongSecret},
+		{backup.EnvS3AccessKeyID + "=nosuchkey", backup.EnvS3SecretAccessKey + "=" + s3.SecretKey},
+	} {
+		for _, run := range []jobRun{
+			runJob(t, bad, s.backupArgs(loc("prod/src-20260101000009"+backup.FileExt), s3Flags...)...),
+			runJob(t, bad, restoreArgs(loc("prod/src-20260101000002"+backup.FileExt), empty, s3Flags...)...),
+		} {
+			run.failed(t, "HTTP 403")
+			for _, secret := range []string{wrongSecret, s3.SecretKey} {
+				if strings.Contains(run.stdout+run.stderr, secret) {
+					t.Fatalf("the output holds a secret key:\n%s\n%s", run.stdout, run.stderr)
+				}
+			}
+		}
+	}
+	noRaftState(t, empty.dataDir)
 }

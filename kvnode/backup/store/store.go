@@ -203,7 +203,7 @@ type countingReader struct {
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		c.err = err
 	}
 	return n, err
@@ -296,7 +296,7 @@ type objectReader struct {
 
 func (o *objectReader) Read(p []byte) (int, error) {
 	n, err := o.obj.Read(p)
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		err = o.s.fail("read", o.l, err)
 	}
 	return n, err
