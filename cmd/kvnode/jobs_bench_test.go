@@ -75,7 +75,7 @@ func TestBackupJobTimes(t *testing.T) {
 	t.Logf("loaded %d keys of 1 KiB in %v", n, time.Since(start).Round(time.Second))
 
 	type target struct {
-		name, loc string
+		name, loc  string
 		env, flags []string
 	}
 	targets := []target{{name: "directory", loc: "file://" + filepath.Join(dir, "backups", "src-20260101000000"+backup.FileExt)}}
