@@ -189,14 +189,18 @@ func (b *backupJob) run(ctx context.Context, ca, cert, key string, res *backup.R
 	}
 	v := newVerifier(resp)
 	n, err := b.st.Put(ctx, b.to, v)
-	if err == nil {
-		err = v.result()
-	}
 	if err != nil {
-		// Put leaves nothing behind when the stream fails; this is for a
-		// failure it could not see.
+		// Put stored nothing: the verifier failed the stream's end, or the
+		// store failed. Whatever was at the location before is still there
+		// (a retried Job's earlier backup under the same name).
+		return fmt.Errorf("backup to %s: %w", b.to, err)
+	}
+	if err := v.result(); err != nil {
+		// Not reached while Put reads to the end, where the verifier
+		// fails a bad stream; a backup that did not check out must not
+		// stay, whatever a store does.
 		if derr := b.st.Delete(context.WithoutCancel(ctx), b.to); derr != nil {
-			b.log.Warn("could not delete the failed backup", "location", b.to, "error", derr.Error())
+			b.log.Warn("could not delete the backup that did not check out", "location", b.to, "error", derr.Error())
 		}
 		return fmt.Errorf("backup to %s: %w", b.to, err)
 	}
