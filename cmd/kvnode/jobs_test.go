@@ -524,6 +524,7 @@ func TestBackupJobAndRestoreJobWithS3(t *testing.T) {
 			runJob(t, bad, restoreArgs(loc("prod/src-20260101000002"+backup.FileExt), empty, s3Flags...)...),
 		} {
 			run.failed(t, "HTTP 403")
+			t.Logf("kvnode %s with wrong credentials: %s", run.res.Location, run.res.Error)
 			for _, secret := range []string{wrongSecret, s3.SecretKey} {
 				if strings.Contains(run.stdout+run.stderr, secret) {
 					t.Fatalf("the output holds a secret key:\n%s\n%s", run.stdout, run.stderr)

@@ -89,6 +89,10 @@ func StartS3(t testing.TB) *S3 {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 			_ = logFile.Close()
+			// weed puts its gRPC sockets in /tmp, whatever TMPDIR says.
+			for _, f := range []string{"master-grpc-" + port(1), "volume-grpc-" + port(3), "filer-grpc-" + port(5), "s3-grpc-" + port(7)} {
+				_ = os.Remove("/tmp/seaweedfs-" + f + ".sock")
+			}
 		})
 	}
 	t.Cleanup(func() {
@@ -106,24 +110,15 @@ func StartS3(t testing.TB) *S3 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The gateway answers once master, volume server and filer are up;
-	// the bucket is the proof.
+	// The gateway answers once master, volume server and filer are up,
+	// and takes writes a little later: a bucket and an object written and
+	// deleted are the proof.
 	deadline := time.Now().Add(90 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = c.MakeBucket(ctx, s.Bucket, minio.MakeBucketOptions{})
-		if err == nil {
-			_, err = c.PutObject(ctx, s.Bucket, "probe", bytes.NewReader(nil), 0, minio.PutObjectOptions{})
-		}
-		if err == nil {
-			err = c.RemoveObject(ctx, s.Bucket, "probe", minio.RemoveObjectOptions{})
-		}
-		cancel()
-		if err == nil {
-			return s
-		}
-		if code := minio.ToErrorResponse(err).Code; code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
-			continue // created by a try that timed out; the object checks the rest
+	try := func(f func(context.Context) error) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err = f(ctx); err == nil {
+			return true
 		}
 		if time.Now().After(deadline) {
 			stop()
@@ -131,7 +126,24 @@ func StartS3(t testing.TB) *S3 {
 			t.Fatalf("SeaweedFS did not serve S3 within 90s: %v\n%s", err, b)
 		}
 		time.Sleep(500 * time.Millisecond)
+		return false
 	}
+	for !try(func(ctx context.Context) error {
+		err := c.MakeBucket(ctx, s.Bucket, minio.MakeBucketOptions{})
+		if code := minio.ToErrorResponse(err).Code; code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
+			return nil // made by a try that timed out
+		}
+		return err
+	}) {
+	}
+	for !try(func(ctx context.Context) error {
+		if _, err := c.PutObject(ctx, s.Bucket, "probe", bytes.NewReader(nil), 0, minio.PutObjectOptions{}); err != nil {
+			return err
+		}
+		return c.RemoveObject(ctx, s.Bucket, "probe", minio.RemoveObjectOptions{})
+	}) {
+	}
+	return s
 }
 
 // Client is a client of the server with its credentials.
