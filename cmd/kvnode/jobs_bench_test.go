@@ -86,18 +86,20 @@ func TestBackupJobTimes(t *testing.T) {
 	}
 	for _, tg := range targets {
 		start := time.Now()
-		res := runJob(t, tg.env, append([]string{"backup", "--server", src.url(""), "--to", tg.loc}, tg.flags...)...).ok(t)
+		run := runJob(t, tg.env, append([]string{"backup", "--server", src.url(""), "--to", tg.loc}, tg.flags...)...)
+		res := run.ok(t)
 		took := time.Since(start)
-		t.Logf("%s: backup of %d keys, %.0f MB: %v (%.0f MB/s)", tg.name, res.Keys, float64(res.Size)/1e6, took.Round(10*time.Millisecond), float64(res.Size)/1e6/took.Seconds())
+		t.Logf("%s: backup of %d keys, %.0f MB: %v (%.0f MB/s), peak RSS %d MiB", tg.name, res.Keys, float64(res.Size)/1e6, took.Round(10*time.Millisecond), float64(res.Size)/1e6/took.Seconds(), run.maxRSS>>10)
 		if res.Keys != uint64(n) {
 			t.Fatalf("%d keys in the backup, want %d", res.Keys, n)
 		}
 
 		r := restored{dataDir: filepath.Join(dir, "restored-"+tg.name), peer: freeAddr(t)}
 		start = time.Now()
-		runJob(t, tg.env, append(restoreArgs(tg.loc, r), tg.flags...)...).ok(t)
+		run = runJob(t, tg.env, append(restoreArgs(tg.loc, r), tg.flags...)...)
+		run.ok(t)
 		took = time.Since(start)
-		t.Logf("%s: restore: %v (%.0f MB/s)", tg.name, took.Round(10*time.Millisecond), float64(res.Size)/1e6/took.Seconds())
+		t.Logf("%s: restore: %v (%.0f MB/s), peak RSS %d MiB", tg.name, took.Round(10*time.Millisecond), float64(res.Size)/1e6/took.Seconds(), run.maxRSS>>10)
 
 		start = time.Now()
 		p := launch(t, nil, "--listen", "127.0.0.1:0", "--data-dir", r.dataDir, "--bootstrap", "never", "--node-id", "n0", "--peer-listen", r.peer, "--peer-advertise", r.peer)

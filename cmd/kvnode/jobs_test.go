@@ -35,6 +35,8 @@ type jobRun struct {
 	res    backup.Result
 	stdout string
 	stderr string
+	// maxRSS is the process's peak resident memory, in KiB.
+	maxRSS int64
 }
 
 // runJob runs kvnode with args (a subcommand first) and env added to the
@@ -52,6 +54,9 @@ func runJob(t *testing.T, env []string, args ...string) jobRun {
 		t.Fatalf("kvnode %v still running after 5m:\n%s", args, stderr.String())
 	}
 	r := jobRun{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.maxRSS = ru.Maxrss
+	}
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		t.Fatal(err)
