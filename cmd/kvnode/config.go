@@ -95,6 +95,8 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 The API: PUT, GET and DELETE /v1/key/{key} (value = raw body), GET /v1/keys;
 probes /livez, /readyz, /healthz?deep=1; Prometheus metrics on /metrics.
 Every flag can also be set with the environment variable named after it.
+"kvnode backup" and "kvnode restore" (each with -h) back up a running store
+and restore a backup into a data directory: what backup Jobs run.
 
 Flags:
 `)

@@ -2,7 +2,10 @@ package backup
 
 import "time"
 
-// Result is what `kvnode backup` and `kvnode restore` report: on stdout and in --result-file (a Job's termination message).
+// Result is what `kvnode backup` and `kvnode restore` report: on stdout
+// and in --result-file (a Job's termination message). Apart from Location,
+// Pruned and Error, its fields describe the backup: for a restore, the
+// cluster ID is the one the backup was taken from, not the new cluster's.
 type Result struct {
 	Location  string    `json:"location"`
 	Size      int64     `json:"size,omitempty"`
@@ -12,8 +15,10 @@ type Result struct {
 	Term      uint64    `json:"term,omitempty"`
 	Keys      uint64    `json:"keys,omitempty"`
 	CreatedAt time.Time `json:"createdAt,omitzero"`
-	Pruned    int       `json:"pruned,omitempty"`
-	Error     string    `json:"error,omitempty"`
+	// Pruned is how many older backups retention deleted.
+	Pruned int `json:"pruned,omitempty"`
+	// Error is why the command failed: one line, no credentials.
+	Error string `json:"error,omitempty"`
 }
 
 // Env names the Jobs set for S3 credentials (from a Secret) and options.

@@ -9,15 +9,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/backup"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
 
 // metaRestoredFrom names the backup a cluster was restored from.
@@ -113,6 +117,7 @@ type restoreRecord struct {
 	ClusterID string    `json:"clusterID"`
 	Index     uint64    `json:"index"`
 	Term      uint64    `json:"term"`
+	Keys      uint64    `json:"keys,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	SHA256    string    `json:"sha256"`
 }
@@ -122,30 +127,38 @@ func (r restoreRecord) same(h backup.Header) bool {
 }
 
 // restore runs before raft starts. hasState says whether the data
-// directory holds Raft state.
-func (n *Node) restore(path string, hasState bool) error {
+// directory holds Raft state. It returns what was restored, and whether
+// that had been done before.
+func (n *Node) restore(path string, hasState bool) (restoreRecord, bool, error) {
 	record := filepath.Join(n.cfg.DataDir, restoredFile)
 	if hasState {
-		done, err := n.alreadyRestored(path, record)
+		rec, done, err := n.alreadyRestored(path, record)
 		if err != nil || done {
-			return err
+			return rec, done, err
 		}
 		// The record is there but the snapshot is not: a crash in the
 		// middle of this restore, before the snapshot was complete.
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return restoreRecord{}, false, fmt.Errorf("restore: %w", err)
 	}
 	hdr, sum, err := backup.Verify(bufio.NewReaderSize(f, 1<<20))
 	_ = f.Close()
 	if err != nil {
-		return fmt.Errorf("restore from %s: %w", path, err)
+		return restoreRecord{}, false, fmt.Errorf("restore from %s: %w", path, err)
 	}
-	b, _ := json.Marshal(restoreRecord{ClusterID: hdr.ClusterID, Index: hdr.Index, Term: hdr.Term, CreatedAt: hdr.CreatedAt, SHA256: sum})
+	rec := restoreRecord{ClusterID: hdr.ClusterID, Index: hdr.Index, Term: hdr.Term, Keys: hdr.Keys, CreatedAt: hdr.CreatedAt, SHA256: sum}
+	b, _ := json.Marshal(rec)
 	if err := writeFileSync(record, b); err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return rec, false, fmt.Errorf("restore: %w", err)
 	}
+	return rec, false, n.restoreSnapshot(path, hdr, sum)
+}
+
+// restoreSnapshot writes the backup at path, already checked, as this
+// node's Raft snapshot.
+func (n *Node) restoreSnapshot(path string, hdr backup.Header, sum string) error {
 	st, err := readBackup(path)
 	if err != nil {
 		return err
@@ -211,45 +224,162 @@ func readBackup(path string) (*core.Store, error) {
 // alreadyRestored accepts Raft state on a node given --restore-from only
 // when it is the state that backup started: done when the restore is
 // complete, not done when it was cut short before its snapshot was.
-func (n *Node) alreadyRestored(path, record string) (bool, error) {
-	refuse := fmt.Errorf("restore from %s: the data directory %s already holds Raft state; a restore needs an empty volume and never overwrites data", path, n.cfg.DataDir)
-	b, err := os.ReadFile(record)
-	if err != nil {
-		return false, refuse
-	}
-	var rec restoreRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return false, refuse
-	}
-	snaps, err := n.snaps.List()
-	if err != nil {
-		return false, err
-	}
-	f, err := os.Open(path)
-	switch {
-	case err != nil && len(snaps) > 0:
-		// The restore is complete; the file may have been removed since.
-		n.cfg.Logger.Warn("the backup named by --restore-from cannot be read; this node was restored from it before and starts with what it holds", "path", path, "error", err)
-	case err != nil:
-		return false, fmt.Errorf("restore: %w", err)
-	default:
+func (n *Node) alreadyRestored(path, record string) (restoreRecord, bool, error) {
+	return n.restoredState(path, record, func() (backup.Header, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return backup.Header{}, err
+		}
 		defer func() { _ = f.Close() }()
 		r, err := backup.Open(f)
 		if err != nil {
-			return false, fmt.Errorf("restore from %s: %w", path, err)
+			return backup.Header{}, fmt.Errorf("restore from %s: %w", path, err)
 		}
-		if !rec.same(r.Header()) {
-			return false, fmt.Errorf("restore from %s: the data directory %s was restored from another backup (cluster %s at index %d); a restore never overwrites data", path, n.cfg.DataDir, rec.ClusterID, rec.Index)
-		}
+		return r.Header(), nil
+	})
+}
+
+// restoredState is alreadyRestored with the backup's header from header,
+// which fails with an *fs.PathError when the backup cannot be read.
+func (n *Node) restoredState(path, record string, header func() (backup.Header, error)) (restoreRecord, bool, error) {
+	refuse := fmt.Errorf("restore from %s: the data directory %s already holds Raft state; a restore needs an empty volume and never overwrites data", path, n.cfg.DataDir)
+	var rec restoreRecord
+	b, err := os.ReadFile(record)
+	if err != nil {
+		return rec, false, refuse
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, false, refuse
+	}
+	snaps, err := n.snaps.List()
+	if err != nil {
+		return rec, false, err
+	}
+	hdr, err := header()
+	var unreadable *fs.PathError
+	switch {
+	case errors.As(err, &unreadable) && len(snaps) > 0:
+		// The restore is complete; the file may have been removed since.
+		n.cfg.Logger.Warn("the backup named by --restore-from cannot be read; this node was restored from it before and starts with what it holds", "path", path, "error", err)
+	case errors.As(err, &unreadable):
+		return rec, false, fmt.Errorf("restore: %w", err)
+	case err != nil:
+		return rec, false, err
+	case !rec.same(hdr):
+		return rec, false, fmt.Errorf("restore from %s: the data directory %s was restored from another backup (cluster %s at index %d); a restore never overwrites data", path, n.cfg.DataDir, rec.ClusterID, rec.Index)
 	}
 	if len(snaps) == 0 {
-		return false, nil
+		return rec, false, nil
 	}
 	// Whatever happened since, the term never goes below the backup's.
 	if term, err := n.log.GetUint64([]byte(keyCurrentTerm)); err == nil && term < rec.Term {
 		if err := n.log.SetUint64([]byte(keyCurrentTerm), rec.Term); err != nil {
-			return false, err
+			return rec, false, err
 		}
 	}
-	return true, nil
+	return rec, true, nil
+}
+
+// Restored is what an offline restore restored.
+type Restored struct {
+	// Backup is the backup's header, less its snapshot's length.
+	Backup backup.Header
+	SHA256 string
+	// Already: the data directory held this restore, complete, before;
+	// nothing was written.
+	Already bool
+}
+
+func (r restoreRecord) restored(already bool) Restored {
+	return Restored{
+		Backup: backup.Header{FormatVersion: backup.FormatVersion, ClusterID: r.ClusterID, Index: r.Index, Term: r.Term, Keys: r.Keys, CreatedAt: r.CreatedAt},
+		SHA256: r.SHA256, Already: already,
+	}
+}
+
+// Restore makes, offline, the restore a node started with
+// cfg.RestoreFrom makes before raft starts (see restore), and returns
+// without starting raft: `kvnode restore`, a Job that prepares a volume
+// before the pod that will serve it starts. The node that then starts on
+// cfg.DataDir needs no RestoreFrom; it must have the same NodeID and
+// PeerAdvertise, which the restored configuration records. Restore
+// refuses what such a node would refuse, and is done (Already) when it
+// holds this restore. Only NodeID, DataDir, PeerAdvertise, RestoreFrom and
+// Logger are read.
+func Restore(cfg Config) (Restored, error) {
+	n, hasState, err := openOffline(cfg)
+	if err != nil {
+		return Restored{}, err
+	}
+	// As in Open: the incarnation is on disk before any Raft state.
+	_, err = openVolume(cfg.DataDir, hasState, true)
+	var (
+		rec  restoreRecord
+		done bool
+	)
+	if err == nil {
+		rec, done, err = n.restore(cfg.RestoreFrom, hasState)
+	}
+	if cerr := n.closeStorage(); err == nil {
+		err = cerr
+	}
+	return rec.restored(done), err
+}
+
+// CheckRestore tells from a backup's header alone what Restore of that
+// backup into cfg.DataDir would do: nothing (Already: the directory
+// holds this restore, complete), a restore (no Raft state, or this
+// restore cut short), or refuse (an error). It writes nothing, so that
+// `kvnode restore` can ask before it fetches a large backup onto a volume
+// that will not take it.
+func CheckRestore(cfg Config, hdr backup.Header) (Restored, error) {
+	n, hasState, err := openOffline(cfg)
+	if err != nil {
+		return Restored{}, err
+	}
+	var (
+		rec  restoreRecord
+		done bool
+	)
+	if hasState {
+		rec, done, err = n.restoredState(cfg.RestoreFrom, filepath.Join(cfg.DataDir, restoredFile), func() (backup.Header, error) { return hdr, nil })
+	}
+	if cerr := n.closeStorage(); err == nil {
+		err = cerr
+	}
+	return rec.restored(done), err
+}
+
+// openOffline opens a data directory's Raft storage for an offline
+// restore: no listener, and a transport that only names this node's
+// advertised peer address.
+func openOffline(cfg Config) (*Node, bool, error) {
+	if cfg.NodeID == "" {
+		return nil, false, errors.New("cluster: a node ID is required")
+	}
+	if _, _, err := net.SplitHostPort(cfg.PeerAdvertise); err != nil {
+		return nil, false, fmt.Errorf("cluster: the advertised peer address %q is not host:port: %w", cfg.PeerAdvertise, err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, false, err
+	}
+	log, err := txlog.Open(filepath.Join(cfg.DataDir, "log"), txlog.Options{})
+	if err != nil {
+		return nil, false, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, cfg.Logger.Named("snapshots"))
+	if err != nil {
+		_ = log.Close()
+		return nil, false, err
+	}
+	hasState, err := raft.HasExistingState(log, log, snaps)
+	if err != nil {
+		_ = log.Close()
+		return nil, false, err
+	}
+	_, trans := raft.NewInmemTransport(raft.ServerAddress(cfg.PeerAdvertise))
+	return &Node{cfg: cfg, log: log, snaps: snaps, trans: trans}, hasState, nil
 }

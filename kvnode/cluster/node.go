@@ -251,7 +251,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	n.voteHold = rc.HeartbeatTimeout
 	n.trans = newGuardedTransport(trans, n.mayCampaign, n, n.guards()...)
 	if cfg.RestoreFrom != "" {
-		if err := n.restore(cfg.RestoreFrom, hasState); err != nil {
+		if _, _, err := n.restore(cfg.RestoreFrom, hasState); err != nil {
 			_ = n.closeStorage()
 			return nil, err
 		}

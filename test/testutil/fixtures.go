@@ -1,7 +1,8 @@
 // Package testutil is what the tests of every package share: KeyValueStore
 // fixtures built with options, golden files for the controllers' pure
 // Build functions (`go test ./controllers/... -update` rewrites them after
-// an intended change), and polling until a condition holds.
+// an intended change), polling until a condition holds, and an S3 server
+// (SeaweedFS, StartS3) for the backup tests.
 package testutil
 
 import (
