@@ -149,7 +149,13 @@ func runBackup(args []string, stdout, stderr io.Writer) int {
 		b := &backupJob{log: j.logger(stderr), st: j.store(), server: server, to: to}
 		err = b.run(ctx, ca, cert, key, &res)
 		if err == nil && keep > 0 {
-			res.Pruned, err = b.prune(ctx, keep, keepPrefix)
+			// The backup is stored and checked: a failed pruning must not
+			// fail it (a retried Job would take another), only be said.
+			// The next scheduled backup prunes again.
+			var perr error
+			if res.Pruned, perr = b.prune(ctx, keep, keepPrefix); perr != nil {
+				b.log.Warn("retention failed; the backup is stored", "error", perr.Error())
+			}
 		}
 	}
 	return j.report(res, err, stdout, stderr)
@@ -168,6 +174,14 @@ func (b *backupJob) run(ctx context.Context, ca, cert, key string, res *backup.R
 	}
 	if to.IsDir() || !strings.HasSuffix(to.Path, backup.FileExt) {
 		return fmt.Errorf("--to %s: the backup's name must end with %s", b.to, backup.FileExt)
+	}
+	// A backup never replaces another: a name used twice (a backup
+	// object re-created, another store's) would lose the first file.
+	if rc, err := b.st.Open(ctx, b.to); err == nil {
+		_ = rc.Close()
+		return fmt.Errorf("--to %s: a backup is already there; backups are never overwritten: delete it or choose another name", b.to)
+	} else if !store.NotFound(err) {
+		return fmt.Errorf("--to %s: %w", b.to, err)
 	}
 	client, err := adminClient(ca, cert, key)
 	if err != nil {
@@ -343,7 +357,7 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 	var (
 		j                     jobFlags
 		from, dataDir, nodeID string
-		peerAdvertise         string
+		peerAdvertise, sha    string
 	)
 	fs := flag.NewFlagSet("kvnode restore", flag.ContinueOnError)
 	j.define(fs)
@@ -351,6 +365,7 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&dataDir, "data-dir", "", "the data directory to restore into: empty, or holding this very restore (then nothing is done)")
 	fs.StringVar(&nodeID, "node-id", "", "the node ID the node serving this data directory will have (the pod name)")
 	fs.StringVar(&peerAdvertise, "peer-advertise", "", "the peer address that node will advertise (host:port); the restored configuration records it")
+	fs.StringVar(&sha, "expect-sha256", "", "the SHA-256 the backup must have (as recorded when it was taken); another file at the location is refused before anything is restored")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `kvnode restore: check a backup and restore it, offline, into an empty data
 directory. A kvnode started there afterwards, with the same --node-id and
@@ -370,7 +385,7 @@ Flags:
 	} else {
 		ctx, cancel := signalContext()
 		defer cancel()
-		r := &restoreJob{log: j.logger(stderr), st: j.store(), from: from,
+		r := &restoreJob{log: j.logger(stderr), st: j.store(), from: from, sha: strings.ToLower(sha),
 			cfg: cluster.Config{NodeID: nodeID, DataDir: dataDir, PeerAdvertise: peerAdvertise, RestoreFrom: from}}
 		r.cfg.Logger = cluster.SlogLogger(r.log, "restore")
 		err = r.run(ctx, &res)
@@ -382,7 +397,10 @@ type restoreJob struct {
 	log  *slog.Logger
 	st   *store.Store
 	from string
-	cfg  cluster.Config
+	// sha is the checksum the backup must have; "" checks only the
+	// file's own.
+	sha string
+	cfg cluster.Config
 }
 
 // downloadName is the backup's copy in the data directory while it is
@@ -402,6 +420,9 @@ func (r *restoreJob) run(ctx context.Context, res *backup.Result) error {
 		return err
 	}
 	if done.Already {
+		if r.sha != "" && done.SHA256 != r.sha {
+			return fmt.Errorf("restore from %s: the data directory holds a restore of a file with SHA-256 %s, not %s", r.from, done.SHA256, r.sha)
+		}
 		r.log.Info("the data directory holds this restore already; nothing to do", "dataDir", r.cfg.DataDir)
 		r.fill(res, done, 0)
 		return nil
@@ -409,9 +430,12 @@ func (r *restoreJob) run(ctx context.Context, res *backup.Result) error {
 	tmp := filepath.Join(r.cfg.DataDir, downloadName)
 	defer func() { _ = os.Remove(tmp) }()
 	start := time.Now()
-	size, err := r.download(ctx, tmp)
+	size, sum, err := r.download(ctx, tmp)
 	if err != nil {
 		return err
+	}
+	if r.sha != "" && sum != r.sha {
+		return fmt.Errorf("restore from %s: the file has SHA-256 %s, but the backup recorded %s: it was replaced since; nothing was restored", r.from, sum, r.sha)
 	}
 	r.log.Info("backup fetched and checked", "from", r.from, "bytes", size, "seconds", time.Since(start).Seconds())
 	cfg := r.cfg
@@ -450,18 +474,18 @@ func (r *restoreJob) header(ctx context.Context) (backup.Header, error) {
 
 // download copies the backup to path, checking it on the way, and syncs
 // it. A damaged backup fails here, before anything is restored.
-func (r *restoreJob) download(ctx context.Context, path string) (int64, error) {
+func (r *restoreJob) download(ctx context.Context, path string) (int64, string, error) {
 	rc, err := r.st.Open(ctx, r.from)
 	if err != nil {
-		return 0, fmt.Errorf("restore from %s: %w", r.from, err)
+		return 0, "", fmt.Errorf("restore from %s: %w", r.from, err)
 	}
 	defer func() { _ = rc.Close() }()
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("restore: %w", err)
+		return 0, "", fmt.Errorf("restore: %w", err)
 	}
 	cw := &countingWriter{w: f}
-	_, _, err = backup.Verify(bufio.NewReaderSize(io.TeeReader(rc, cw), 1<<20))
+	_, sum, err := backup.Verify(bufio.NewReaderSize(io.TeeReader(rc, cw), 1<<20))
 	if cw.err != nil {
 		// Verify saw it as a read error; it is the volume's.
 		err = fmt.Errorf("writing the copy to %s: %w", path, cw.err)
@@ -473,9 +497,9 @@ func (r *restoreJob) download(ctx context.Context, path string) (int64, error) {
 		err = cerr
 	}
 	if err != nil {
-		return 0, fmt.Errorf("restore from %s: %w", r.from, err)
+		return 0, "", fmt.Errorf("restore from %s: %w", r.from, err)
 	}
-	return cw.n, nil
+	return cw.n, sum, nil
 }
 
 type countingWriter struct {

@@ -297,8 +297,15 @@ func TestBackupJobAndRestoreJobWithADirectory(t *testing.T) {
 		t.Fatalf("PUT = %d %s", code, body)
 	}
 	other := filepath.Join(dir, "backups", "src-20260101000001"+backup.FileExt)
-	runJob(t, nil, s.backupArgs("file://"+other)...).ok(t)
+	otherRes := runJob(t, nil, s.backupArgs("file://"+other)...).ok(t)
+	// A name used twice is refused: the first backup stays.
+	runJob(t, nil, s.backupArgs("file://"+other)...).failed(t, "backups are never overwritten")
+	if again := runJob(t, nil, restoreArgs("file://"+other, restored{dataDir: filepath.Join(dir, "probe"), peer: r.peer}, "--expect-sha256", otherRes.SHA256)...).ok(t); again.SHA256 != otherRes.SHA256 {
+		t.Fatalf("the first backup was replaced: %s, want %s", again.SHA256, otherRes.SHA256)
+	}
 	runJob(t, nil, restoreArgs("file://"+other, r)...).failed(t, "was restored from another backup")
+	// The restored volume asked to hold another file's restore: refused.
+	runJob(t, nil, restoreArgs("file://"+file, r, "--expect-sha256", otherRes.SHA256)...).failed(t, "holds a restore of a file with SHA-256")
 	stop(t, s.p)
 	runJob(t, nil, restoreArgs("file://"+file, restored{dataDir: s.dataDir, peer: r.peer})...).failed(t, "already holds Raft state")
 	if _, err := os.Stat(filepath.Join(s.dataDir, downloadName)); err == nil {
@@ -354,6 +361,10 @@ func TestRestoreJobRefusesDamagedBackups(t *testing.T) {
 		}
 		noRaftState(t, r.dataDir)
 	}
+	// A valid backup, but not the one recorded: refused before anything
+	// is written.
+	runJob(t, nil, restoreArgs("file://"+good, r, "--expect-sha256", strings.Repeat("ab", 32))...).failed(t, "it was replaced since; nothing was restored")
+	noRaftState(t, r.dataDir)
 	runJob(t, nil, restoreArgs("file://"+good, r)...).ok(t)
 	stop(t, s.p)
 	p := r.serve(t, s.want, s.clusterID)
