@@ -3,8 +3,12 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
@@ -206,8 +212,12 @@ spec:
       prefix: e2e/
       credentialsSecret: s3-credentials
 `, s3.Endpoint, s3.Bucket))
+	var s3Key string
 	for _, name := range []string{"to-volume", "to-s3"} {
 		b := waitBackup(t, ns, name)
+		if name == "to-s3" {
+			s3Key = strings.TrimPrefix(b.Status.Location, "s3://"+s3.Bucket+"/")
+		}
 		if b.Status.Keys != backupKeys || b.Status.Index == 0 || b.Status.Size == 0 {
 			t.Fatalf("backup %s: %+v", name, b.Status)
 		}
@@ -267,17 +277,16 @@ spec:
     s3:
       endpoint: %s
       bucket: %s
-      prefix: e2e
-      key: src/to-s3.kvbackup
+      key: %s
       credentialsSecret: s3-credentials
-`, s3.Endpoint, s3.Bucket))
+`, s3.Endpoint, s3.Bucket, s3Key))
 	start = time.Now()
 	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/from-s3", "--timeout=300s")
 	t.Logf("store restored from S3 and Ready in %v", time.Since(start).Round(time.Second))
 	checkKeys(t, ns, "from-s3")
 
 	// A corrupted backup: refused, and no pod starts.
-	s3.Corrupt(t, "e2e/src/to-s3.kvbackup", "e2e/src/corrupt.kvbackup")
+	s3.Corrupt(t, s3Key, "e2e/corrupt.kvbackup")
 	apply(t, ns, fmt.Sprintf(`apiVersion: kv.kvstore.dev/v1alpha1
 kind: KeyValueStore
 metadata:
@@ -288,7 +297,7 @@ spec:
     s3:
       endpoint: %s
       bucket: %s
-      key: e2e/src/corrupt.kvbackup
+      key: e2e/corrupt.kvbackup
       credentialsSecret: s3-credentials
 `, s3.Endpoint, s3.Bucket))
 	testutil.Eventually(t, 180*time.Second, "the corrupted backup refused", func() error {
@@ -331,4 +340,48 @@ spec:
 func recorded(t *testing.T, ns, reason string, n int) bool {
 	out := kubectl(t, "get", "events", "-n", ns, "--field-selector", "reason="+reason, "-o", "name")
 	return len(strings.Fields(out)) >= n
+}
+
+// s3Server is SeaweedFS's S3 gateway, run by the test inside the
+// cluster's network namespace on the node address, which pods reach.
+type s3Server struct{ *testutil.S3 }
+
+func startS3(t *testing.T) s3Server {
+	t.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := lo.Addrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return s3Server{testutil.StartS3On(t, n.IP.String())}
+		}
+	}
+	t.Fatalf("no node address on lo (addresses %v): run inside the cluster's network namespace", addrs)
+	return s3Server{}
+}
+
+// Corrupt copies the object at from to to with one byte in its middle
+// flipped.
+func (s s3Server) Corrupt(t *testing.T, from, to string) {
+	t.Helper()
+	ctx := context.Background()
+	c := s.Client(t)
+	obj, err := c.GetObject(ctx, s.Bucket, from, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(obj)
+	_ = obj.Close()
+	if err != nil {
+		t.Fatalf("read %s: %v", from, err)
+	}
+	b[len(b)/2] ^= 0x20
+	if _, err := c.PutObject(ctx, s.Bucket, to, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("put %s: %v", to, err)
+	}
 }

@@ -25,7 +25,7 @@ const EnvWeed = "KV_WEED"
 // S3 is an S3-compatible server for a test: SeaweedFS on loopback, with
 // credentials required, and one bucket.
 type S3 struct {
-	Endpoint  string // http://127.0.0.1:port
+	Endpoint  string // http://ip:port
 	Bucket    string
 	AccessKey string
 	SecretKey string
@@ -33,11 +33,17 @@ type S3 struct {
 	Dir string
 }
 
-// StartS3 starts `weed server` with its S3 gateway, bound to 127.0.0.1 on
+// StartS3 starts the server on loopback; see StartS3On.
+func StartS3(t testing.TB) *S3 {
+	t.Helper()
+	return StartS3On(t, "127.0.0.1")
+}
+
+// StartS3On starts `weed server` with its S3 gateway, bound to ip on
 // free ports, in a temporary directory, and stops it when the test ends.
 // Without KV_WEED the test is skipped, or fails when CI is set: CI must
 // not pass by skipping.
-func StartS3(t testing.TB) *S3 {
+func StartS3On(t testing.TB, ip string) *S3 {
 	t.Helper()
 	weed := os.Getenv(EnvWeed)
 	if weed == "" {
@@ -57,14 +63,14 @@ func StartS3(t testing.TB) *S3 {
 	if err := os.WriteFile(config, identities, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := freePorts(t, 8)
+	p := freePorts(t, ip, 8)
 	port := func(i int) string { return strconv.Itoa(p[i]) }
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"server",
-		"-dir=" + data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-dir=" + data, "-ip=" + ip, "-ip.bind=" + ip,
 		"-master.port=" + port(0), "-master.port.grpc=" + port(1),
 		"-volume.port=" + port(2), "-volume.port.grpc=" + port(3),
 		"-filer", "-filer.port=" + port(4), "-filer.port.grpc=" + port(5), "-filer.localSocket=" + filepath.Join(dir, "filer.sock"),
@@ -105,8 +111,8 @@ func StartS3(t testing.TB) *S3 {
 			t.Logf("weed log (end):\n%s", b)
 		}
 	})
-	s.Endpoint = "http://127.0.0.1:" + port(6)
-	c, err := minio.New("127.0.0.1:"+port(6), &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""), Region: "us-east-1", MaxRetries: 1})
+	s.Endpoint = "http://" + net.JoinHostPort(ip, port(6))
+	c, err := minio.New(net.JoinHostPort(ip, port(6)), &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""), Region: "us-east-1", MaxRetries: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,14 +162,14 @@ func (s *S3) Client(t testing.TB) *minio.Client {
 	return c
 }
 
-// freePorts returns n distinct free ports on 127.0.0.1 (free when
-// returned: nothing holds them).
-func freePorts(t testing.TB, n int) []int {
+// freePorts returns n distinct free ports on ip (free when returned:
+// nothing holds them).
+func freePorts(t testing.TB, ip string, n int) []int {
 	t.Helper()
 	var ports []int
 	var lns []net.Listener
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
