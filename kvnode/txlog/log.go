@@ -586,6 +586,18 @@ func (l *Log) allocate(seg *segment, size int64) error {
 	}
 	size = max(size, seg.start+l.opts.SegmentBytes)
 	if err := seg.f.Allocate(size); err != nil {
+		// ext4 and XFS keep what a fallocate that ran out of space
+		// allocated, and grow the file by it: the refused append would
+		// leave the volume with nothing free, and raft panics when it
+		// cannot record its next term. It is given back, and durably, or
+		// a crash would bring it back at the next Open. seg.alloc is the
+		// file's size before the call; the records end at or before it.
+		if terr := seg.f.Truncate(seg.alloc); terr != nil {
+			return fmt.Errorf("txlog: cut %s back to %d bytes after a failed preallocation (%v): %w", seg.path, seg.alloc, err, terr)
+		}
+		if serr := seg.f.Sync(); serr != nil {
+			return fmt.Errorf("txlog: cut %s back to %d bytes after a failed preallocation (%v): fdatasync: %w", seg.path, seg.alloc, err, serr)
+		}
 		if isNoSpace(err) {
 			return fmt.Errorf("%w: allocate %d bytes for %s: %v", ErrNoSpace, size, seg.path, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -36,7 +37,11 @@ type simFS struct {
 	// its path; an error it returns becomes the sync's, and the sync does
 	// not happen.
 	beforeSync func(path string) error
-	syncs      int // syncs that happened
+	// allocCap, when set, is the size past which Allocate runs out of
+	// space: it grows the file to allocCap and fails with ENOSPC, as ext4
+	// and XFS do.
+	allocCap int64
+	syncs    int // syncs that happened
 }
 
 type simInode struct {
@@ -271,6 +276,12 @@ func (f *simFile) Allocate(n int64) error {
 	defer f.s.mu.Unlock()
 	if err := f.live(); err != nil {
 		return err
+	}
+	if c := f.s.allocCap; c > 0 && n > c {
+		if c > int64(len(f.ino.data)) {
+			f.ino.resize(c)
+		}
+		return syscall.ENOSPC
 	}
 	if n > int64(len(f.ino.data)) {
 		f.ino.resize(n)
