@@ -91,10 +91,12 @@ type storage struct {
 	writing atomic.Int64
 	// low wakes watchStorage at once when the room runs low.
 	low chan struct{}
+	// statfs is volumeSpace; tests measure a volume of their own making.
+	statfs func(dir string) (free, capacity uint64, err error)
 }
 
 func newStorage(dir string, log *txlog.Log, store *core.Store) *storage {
-	return &storage{dir: dir, log: log, store: store, segment: log.SegmentBytes() + 64<<10, low: make(chan struct{}, 1)}
+	return &storage{dir: dir, log: log, store: store, segment: log.SegmentBytes() + 64<<10, low: make(chan struct{}, 1), statfs: volumeSpace}
 }
 
 // space is one measurement of the budget.
@@ -112,14 +114,22 @@ type space struct {
 
 // measure takes a measurement; the caller holds mu.
 func (s *storage) measure() space {
-	free, capacity, err := volumeSpace(s.dir)
+	// What snapshots have written is read before and after the free
+	// space, and the lesser taken: a write that lands in between is not
+	// yet in the free space the measurement saw, and a snapshot that
+	// completes in between may have had the one before it removed, whose
+	// space the free space does show. Either way the room comes out
+	// under, never over.
+	writing := s.writing.Load()
+	free, capacity, err := s.statfs(s.dir)
+	writing = min(writing, s.writing.Load())
 	if err != nil {
 		return space{err: err}
 	}
 	sp := space{free: free, capacity: capacity, floor: storageFloor(capacity)}
 	sp.reserve = s.store.SnapshotBytes() + s.segment + sp.floor
 	sp.raw = int64(free) + s.log.Unused()
-	sp.room = sp.raw + s.writing.Load() - sp.reserve - 2*s.pending
+	sp.room = sp.raw + writing - sp.reserve - 2*s.pending
 	return sp
 }
 
@@ -344,23 +354,34 @@ func (s *budgetSink) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *budgetSink) finish() {
+// end stops counting what the sink wrote, before the inner sink completes
+// or removes it: completing removes the snapshot before it, and space
+// freed while the new one still counted as written would be counted
+// twice. Until the inner sink returns, the room is under-counted, which
+// refuses a PUT too many, never one too few.
+func (s *budgetSink) end() bool {
 	if s.done {
-		return
+		return false
 	}
 	s.done = true
 	s.b.storage.writing.Add(-s.written)
-	s.b.closed()
+	return true
 }
 
 // Close completes the snapshot; the file store then removes the one
 // before it.
 func (s *budgetSink) Close() error {
-	defer s.finish()
+	if !s.end() {
+		return s.SnapshotSink.Close()
+	}
+	defer s.b.closed()
 	return s.SnapshotSink.Close()
 }
 
 func (s *budgetSink) Cancel() error {
-	defer s.finish()
+	if !s.end() {
+		return s.SnapshotSink.Cancel()
+	}
+	defer s.b.closed()
 	return s.SnapshotSink.Cancel()
 }

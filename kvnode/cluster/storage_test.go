@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 	"github.com/kvstore-operator/kvstore-operator/test/tmpfs"
 )
 
@@ -104,5 +107,80 @@ func TestFullVolumeRefusesPutsAndKeepsDeletes(t *testing.T) {
 	}
 	if st := n.Status().Storage; st == nil || st.Full {
 		t.Fatalf("status once the space is back: %+v", st)
+	}
+}
+
+// reapingSnapshots is a snapshot store whose sinks record, when they
+// complete, what the budget counts as written by snapshots in progress:
+// the file store removes the snapshot before at that point.
+type reapingSnapshots struct {
+	raft.SnapshotStore
+	st     *storage
+	atReap []int64
+}
+
+func (r *reapingSnapshots) Create(raft.SnapshotVersion, uint64, uint64, raft.Configuration, uint64, raft.Transport) (raft.SnapshotSink, error) {
+	return &reapingSink{r: r}, nil
+}
+
+type reapingSink struct {
+	raft.SnapshotSink
+	r *reapingSnapshots
+}
+
+func (s *reapingSink) Write(p []byte) (int, error) { return len(p), nil }
+
+func (s *reapingSink) Close() error {
+	s.r.atReap = append(s.r.atReap, s.r.st.writing.Load())
+	return nil
+}
+
+// A completed snapshot no longer counts as being written by the time the
+// one before it is removed: until then the budget counted the new one
+// twice (in the free space, and as written), and the old one's space,
+// once freed, on top: the room was over-counted by up to a snapshot.
+func TestCompletedSnapshotIsNotCountedWhileTheOldOneIsRemoved(t *testing.T) {
+	st := &storage{}
+	r := &reapingSnapshots{st: st}
+	b := &budgetSnapshots{SnapshotStore: r, dir: t.TempDir(), storage: st}
+	sink, err := b.Create(raft.SnapshotVersionMax, 10, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Write(make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.writing.Load(); got != 4096 {
+		t.Fatalf("while the snapshot is written, %d bytes count as written, want 4096", got)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.atReap) != 1 || r.atReap[0] != 0 {
+		t.Fatalf("while the old snapshot was removed, %v bytes counted as being written, want 0", r.atReap)
+	}
+}
+
+// A snapshot's write that lands between the measurement of the free space
+// and the read of what snapshots have written is not counted as room: the
+// free space does not show it yet, and counting it as written lent the
+// room up to a value's size each time.
+func TestWriteDuringAMeasurementIsNotCountedAsRoom(t *testing.T) {
+	log, err := txlog.Open(filepath.Join(t.TempDir(), "log"), txlog.Options{SegmentBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	s := newStorage(t.TempDir(), log, core.NewStore())
+	const free, capacity = 1 << 30, 4 << 30
+	s.writing.Store(1 << 20)
+	s.statfs = func(string) (uint64, uint64, error) { return free, capacity, nil }
+	want := s.measure().room
+	s.statfs = func(string) (uint64, uint64, error) {
+		s.writing.Add(1 << 20) // not in free yet
+		return free, capacity, nil
+	}
+	if got := s.measure().room; got > want {
+		t.Fatalf("room %d with a write landing during the measurement, %d without", got, want)
 	}
 }
