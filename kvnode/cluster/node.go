@@ -281,7 +281,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = n.closeStorage()
 		return nil, err
 	}
-	f := &fsm{store: store, onMeta: n.applyAdmission, onRestore: n.restoredAdmission}
+	f := &fsm{store: store, onMeta: n.applyAdmission, onRestore: n.restoredAdmission, onApplied: storage.applied}
 	r, err := raft.NewRaft(rc, f, cache, log, snaps, n.trans)
 	if err != nil {
 		_ = n.closeStorage()
@@ -386,18 +386,18 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 	}
 	// A node whose own volume is full refuses too, not only the leader:
 	// it could not store the write it forwards.
-	done, err := n.admit(e.Type, len(cmd))
+	a, err := n.admit(e.Type, len(cmd))
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer a.done()
 	_, err = untilLeader(ctx, n, func() (struct{}, error) {
 		api, _, err := n.leaderAPI()
 		if err != nil {
 			return struct{}{}, err
 		}
 		if api == "" {
-			return struct{}{}, n.apply(ctx, cmd)
+			return struct{}{}, n.applyAdmitted(ctx, cmd, a)
 		}
 		return struct{}{}, n.forwardPropose(ctx, api, cmd)
 	})
@@ -420,25 +420,31 @@ func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
 	if err := n.cfg.Limits.CheckEvent(e); err != nil {
 		return err
 	}
-	done, err := n.admit(e.Type, len(cmd))
+	a, err := n.admit(e.Type, len(cmd))
 	if err != nil {
 		return err
 	}
-	defer done()
-	return n.apply(ctx, cmd)
+	defer a.done()
+	return n.applyAdmitted(ctx, cmd, a)
 }
 
 // admit holds a PUT or a DELETE to the disk budget (storage.go) before it
 // enters the log: a refused write is not in it anywhere.
-func (n *Node) admit(t core.EventType, size int) (func(), error) {
+func (n *Node) admit(t core.EventType, size int) (*admission, error) {
 	if t == core.EventPut {
 		return n.storage.admitPut(size)
 	}
-	return func() {}, n.storage.admitDelete(size)
+	return n.storage.admitDelete(size)
 }
 
 // apply runs cmd through raft on this node.
 func (n *Node) apply(ctx context.Context, cmd []byte) error {
+	return n.applyAdmitted(ctx, cmd, nil)
+}
+
+// applyAdmitted runs cmd, which the disk budget admitted as a, through
+// raft on this node.
+func (n *Node) applyAdmitted(ctx context.Context, cmd []byte, a *admission) error {
 	if n.raft.State() != raft.Leader {
 		return core.ErrNotLeader
 	}
@@ -448,6 +454,12 @@ func (n *Node) apply(ctx context.Context, cmd []byte) error {
 	}
 	f := n.raft.Apply(cmd, timeout)
 	if err := waitFuture(ctx, f); err != nil {
+		if a != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// Given up on, not settled: the entry may still go into the
+			// log and the store, and keeps its share of the room until
+			// then.
+			a.holdUntil(f)
+		}
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			// Refused before it entered the log.
 			return fmt.Errorf("%w: %v", core.ErrUnavailable, err)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 	"github.com/kvstore-operator/kvstore-operator/test/tmpfs"
 )
 
@@ -182,5 +184,134 @@ func TestWriteDuringAMeasurementIsNotCountedAsRoom(t *testing.T) {
 	}
 	if got := s.measure().room; got > want {
 		t.Fatalf("room %d with a write landing during the measurement, %d without", got, want)
+	}
+}
+
+// budgetOn is a budget whose volume the test sets: free bytes of a 1 GiB
+// volume (a 32 MiB floor), with a store holding snapshot bytes of data.
+func budgetOn(t *testing.T, snapshot int) (*storage, *int64) {
+	t.Helper()
+	log, err := txlog.Open(filepath.Join(t.TempDir(), "log"), txlog.Options{SegmentBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = log.Close() })
+	st := core.NewStore()
+	st.Apply(1, core.Event{Type: core.EventPut, Key: "k", Value: make([]byte, snapshot)})
+	s := newStorage(t.TempDir(), log, st)
+	free := new(int64)
+	s.statfs = func(string) (uint64, uint64, error) { return uint64(*free), 1 << 30, nil }
+	return s, free
+}
+
+func drain(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// DELETEs may not take the next snapshot's room, nor, all at once, more
+// than there is: before, a DELETE was admitted while free space less a
+// segment kept half the floor, whatever the snapshot needed and however
+// many DELETEs were in flight, and once the free space was below the
+// snapshot's size the node never snapshotted again, so its log, and the
+// DELETEs in it, were never given back.
+func TestDeletesKeepTheSnapshotsRoom(t *testing.T) {
+	s, free := budgetOn(t, 8<<20)
+	floor := storageFloor(1 << 30)
+	need := s.store.SnapshotBytes() + s.segment + floor/2
+	drain(s.low)
+
+	*free = need - 1 // a segment and half the floor, not the snapshot
+	if _, err := s.admitDelete(100); !errors.Is(err, core.ErrNoSpace) {
+		t.Fatalf("a DELETE that takes the snapshot's room: %v, want ErrNoSpace", err)
+	}
+	if !drain(s.low) {
+		t.Error("a refused DELETE did not wake the watcher")
+	}
+
+	*free = need + 10<<10
+	var admitted []*admission
+	for range 2 {
+		a, err := s.admitDelete(4 << 10)
+		if err != nil {
+			t.Fatalf("a DELETE with room: %v", err)
+		}
+		admitted = append(admitted, a)
+	}
+	if _, err := s.admitDelete(4 << 10); !errors.Is(err, core.ErrNoSpace) {
+		t.Fatalf("a third 4 KiB DELETE in flight with 10 KiB of room: %v, want ErrNoSpace", err)
+	}
+	admitted[0].done()
+	a, err := s.admitDelete(4 << 10)
+	if err != nil {
+		t.Fatalf("a DELETE once another finished: %v", err)
+	}
+	a.done()
+	admitted[1].done()
+
+	// What a snapshot in progress has written is already out of the free
+	// space, and comes out of the snapshot's room, not the DELETEs'.
+	s.writing.Store(4 << 20)
+	*free = need + 10<<10 - 4<<20
+	a, err = s.admitDelete(4 << 10)
+	if err != nil {
+		t.Fatalf("a DELETE while a snapshot is written: %v", err)
+	}
+	a.done()
+}
+
+// futureAt is a raft future that resolves when its channel is closed.
+type futureAt chan struct{}
+
+func (f futureAt) Error() error  { <-f; return nil }
+func (f futureAt) Index() uint64 { return 0 }
+func (f futureAt) Response() any { return nil }
+
+// A PUT that its request gave up on stays counted until raft settles its
+// entry: before, a request that timed out gave back its share of the
+// room while the entry was still on its way into the log and the store.
+func TestAPutIsCountedUntilItsEntrySettles(t *testing.T) {
+	s, free := budgetOn(t, 1<<20)
+	*free = 512 << 20
+	a, err := s.admitPut(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := make(futureAt)
+	a.holdUntil(f)
+	a.done() // the request timed out
+	s.mu.Lock()
+	pending := s.pending
+	s.mu.Unlock()
+	if pending == 0 {
+		t.Fatal("a PUT whose entry has not settled is no longer counted")
+	}
+	close(f)
+	testutil.Eventually(t, 5*time.Second, "the PUT no longer counted", func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.pending != 0 {
+			return fmt.Errorf("%d bytes pending", s.pending)
+		}
+		return nil
+	})
+}
+
+// A follower's log grows with what it applies, not with PUTs it admits:
+// its watcher is woken by what it applies, so that it compacts too.
+func TestAppliedEntriesWakeTheWatcher(t *testing.T) {
+	s, _ := budgetOn(t, 1)
+	drain(s.low)
+	f := &fsm{store: s.store, onApplied: s.applied}
+	for i := uint64(2); !drain(s.low); i++ {
+		if i > 2+uint64(s.segment/(64<<10)) {
+			t.Fatalf("%d bytes applied and the watcher was not woken", (i-2)*(64<<10))
+		}
+		cmd, _ := core.Event{Type: core.EventPut, Key: "k", Value: make([]byte, 64<<10)}.MarshalBinary()
+		f.ApplyBatch([]*raft.Log{{Index: i, Type: raft.LogCommand, Data: cmd}})
 	}
 }
