@@ -302,6 +302,12 @@ func (n *Node) watchStorage() {
 			}
 			wasFull = full
 		}
+		if sp.room >= s.segment {
+			// The spare that let raft record a term on a full volume
+			// is made again while there is room for it, not only at the
+			// next start: the volume may fill again before then.
+			n.log.EnsureSpare()
+		}
 		// Compaction frees only whole segments, the last one never: a
 		// log of less than two segments has nothing to give back.
 		if sp.room >= 2*s.segment || n.log.Size() < 2*s.segment || time.Now().Before(retryAt) {

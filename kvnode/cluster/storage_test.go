@@ -315,3 +315,46 @@ func TestAppliedEntriesWakeTheWatcher(t *testing.T) {
 		f.ApplyBatch([]*raft.Log{{Index: i, Type: raft.LogCommand, Data: cmd}})
 	}
 }
+
+// The stable file's spare, used up when a node restarted on a volume
+// something else filled, is made again by the watcher once the space is
+// back: before, only the next restart made it, and the node went on with
+// none for the next full volume.
+func TestWatcherMakesTheSpareAgain(t *testing.T) {
+	vol := tmpfs.Mount(t, 48<<20)
+	dir := filepath.Join(vol, "data")
+	n, svc := openNode(t, dir, true)
+	waitLeader(t, svc)
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	free, _ := tmpfs.Free(t, vol)
+	filler, err := os.Create(filepath.Join(vol, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = syscall.Fallocate(int(filler.Fd()), 0, 0, int64(free))
+	_ = filler.Close() // allocated, and removed below
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, svc = openNode(t, dir, false)
+	waitLeader(t, svc) // a new term, recorded in the spare's room
+	spare := filepath.Join(dir, "log", "stable.spare")
+	if _, err := os.Stat(spare); !os.IsNotExist(err) {
+		t.Fatalf("the spare after a term was recorded on a full volume: %v", err)
+	}
+	if err := os.Remove(filler.Name()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the spare made again", func() error {
+		fi, err := os.Stat(spare)
+		if err != nil {
+			return err
+		}
+		if fi.Size() < 64<<10 {
+			return fmt.Errorf("%d bytes", fi.Size())
+		}
+		return nil
+	})
+}

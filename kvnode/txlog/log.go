@@ -1100,3 +1100,8 @@ func (l *Log) GetUint64(key []byte) (uint64, error) {
 	}
 	return binary.LittleEndian.Uint64(v), nil
 }
+
+// EnsureSpare makes the stable file's spare whole again when a full
+// volume used it up: the caller calls it once there is room. It is cheap
+// while the spare is whole.
+func (l *Log) EnsureSpare() { l.stable.ensureSpare() }

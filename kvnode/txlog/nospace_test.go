@@ -217,3 +217,58 @@ func TestRefusedAllocationIsCutBack(t *testing.T) {
 	fsys.allocCap = 0
 	appendRange(t, l, 11, 12)
 }
+
+func spareSize(fsys *simFS) int {
+	ino := fsys.names[filepath.Join(simDir, "stable.spare")]
+	if ino == nil {
+		return -1
+	}
+	return len(ino.data)
+}
+
+// The stable file's spare is made whole again: one that a crash left
+// short (created, its allocation lost) is not taken for one, and one that
+// a full volume used up comes back once there is room, not only at the
+// next Open. Before, the first full volume used the spare up for good.
+func TestSpareIsMadeWholeAgain(t *testing.T) {
+	fsys := newSimFS()
+	l := openSim(t, fsys, Options{SegmentBytes: 64 << 10})
+	if got := spareSize(fsys); got != spareBytes {
+		t.Fatalf("spare of %d bytes after Open, want %d", got, spareBytes)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.names[filepath.Join(simDir, "stable.spare")].truncateForTest(0); err != nil {
+		t.Fatal(err)
+	}
+	l = openSim(t, fsys, Options{SegmentBytes: 64 << 10})
+	defer l.Close()
+	if got := spareSize(fsys); got != spareBytes {
+		t.Fatalf("a spare left empty by a crash is %d bytes after Open, want %d", got, spareBytes)
+	}
+
+	vol := tmpfs.Mount(t, 4<<20)
+	dir := filepath.Join(vol, "log")
+	l2, err := Open(dir, Options{SegmentBytes: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	filler := fillTo(t, vol, 0)
+	if err := l2.SetUint64([]byte("CurrentTerm"), 2); err != nil {
+		t.Fatalf("a term on a full volume, with the spare: %v", err)
+	}
+	spare := filepath.Join(dir, "stable.spare")
+	if _, err := os.Stat(spare); !os.IsNotExist(err) {
+		t.Fatalf("the spare after it made room: %v", err)
+	}
+	l2.EnsureSpare() // no room: nothing
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	l2.EnsureSpare()
+	if fi, err := os.Stat(spare); err != nil || fi.Size() != spareBytes {
+		t.Fatalf("the spare once there is room again: %v, %v", fi, err)
+	}
+}
