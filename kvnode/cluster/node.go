@@ -126,6 +126,13 @@ type Node struct {
 	loggedID string
 	scanned  uint64
 
+	// staleLogAfter is how long raft's last index may stay past the
+	// log's before the node is not live (Live); staleLogSince is when
+	// Live first saw it so, zero while it is not.
+	staleLogAfter time.Duration
+	staleLogMu    sync.Mutex
+	staleLogSince time.Time
+
 	mu sync.Mutex
 	// readyTerm is the term whose leader's fence (watchLeadership) this
 	// node committed, as long as it leads in it; 0 otherwise. readyChanged
@@ -198,7 +205,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock}
+	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock, staleLogAfter: defaultStaleLogAfter}
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
@@ -629,10 +636,16 @@ func (n *Node) Status() Status {
 	}
 }
 
+// defaultStaleLogAfter is Node.staleLogAfter: long against the moment
+// between raft's deletion of a suffix and its append after it, short
+// against the time a stuck follower may lag unnoticed.
+const defaultStaleLogAfter = 10 * time.Second
+
 // Live reports a state the node cannot leave by itself, so that it is
 // restarted: the log failed for good (a failed write or fdatasync; a full
-// volume does not fail it), or raft stopped while the node runs. A full
-// disk is not such a state: a restart would not free any space.
+// volume does not fail it), raft stopped while the node runs, or raft's
+// last index has stayed past the log's (logBehind). A full disk is not
+// such a state: a restart would not free any space.
 func (n *Node) Live() error {
 	if err := n.log.Err(); err != nil {
 		return fmt.Errorf("transaction log failed: %w", err)
@@ -644,6 +657,38 @@ func (n *Node) Live() error {
 	}
 	if n.raft.State() == raft.Shutdown {
 		return errors.New("raft has stopped")
+	}
+	return n.logBehind()
+}
+
+// logBehind fails once raft's last index has been past the last one its
+// log and snapshots hold for staleLogAfter. Raft deletes a follower's
+// conflicting suffix and then appends the leader's entries; when the
+// append is refused (a full volume) it keeps the last index from before
+// the deletion, and from then on every AppendEntries fails, looking for
+// entries that are gone, while raft still runs. A restart reads the last
+// index from the log again.
+func (n *Node) logBehind() error {
+	last, err := n.log.LastIndex()
+	if err != nil {
+		return nil // a failed log is reported as such
+	}
+	if metas, err := n.snaps.List(); err == nil && len(metas) > 0 {
+		last = max(last, metas[0].Index)
+	}
+	raftLast := n.raft.LastIndex()
+	n.staleLogMu.Lock()
+	defer n.staleLogMu.Unlock()
+	if raftLast <= last {
+		n.staleLogSince = time.Time{}
+		return nil
+	}
+	now := time.Now()
+	if n.staleLogSince.IsZero() {
+		n.staleLogSince = now
+	}
+	if d := now.Sub(n.staleLogSince); d >= n.staleLogAfter {
+		return fmt.Errorf("raft's last index %d is past the log's %d, for %s: a refused append after a deleted suffix; a restart reads the log again", raftLast, last, d.Round(time.Second))
 	}
 	return nil
 }
