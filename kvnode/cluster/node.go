@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -471,9 +470,9 @@ func (n *Node) applyAdmitted(ctx context.Context, cmd []byte, a *admission) erro
 			// Refused before it entered the log.
 			return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
 		}
-		// The log refused the batch with nothing of it written (raft's
-		// log cache keeps only the message): not in the log, not applied.
-		if strings.Contains(err.Error(), txlog.ErrNoSpace.Error()) {
+		// The log refused the batch with nothing of it written: not in
+		// the log, not applied.
+		if txlog.IsNoSpace(err) {
 			n.storage.full.Store(true)
 			n.storage.wake()
 			return fmt.Errorf("%w: %v", core.ErrNoSpace, err)

@@ -35,7 +35,17 @@ var ErrLocked = errors.New("txlog: log directory in use")
 // only where nothing was written (a segment could not be created or
 // allocated, the stable file's new copy could not be written), so the log
 // is intact and the call may be made again once space is freed.
-var ErrNoSpace = errors.New("txlog: no space left on the log's volume")
+var ErrNoSpace = errors.New(noSpaceMessage)
+
+// noSpaceMessage is ErrNoSpace's message, which IsNoSpace looks for.
+const noSpaceMessage = "txlog: no space left on the log's volume"
+
+// IsNoSpace reports whether err is ErrNoSpace, or carries its message:
+// raft's log cache (raft.LogCache) hands on only the message of the
+// store's error, quoted, and raft hands that to the caller of Apply.
+func IsNoSpace(err error) bool {
+	return err != nil && (errors.Is(err, ErrNoSpace) || strings.Contains(err.Error(), noSpaceMessage))
+}
 
 // ErrRecordTooLarge is returned by an append whose entry would encode to a
 // record longer than the reader accepts. Nothing of the batch is written:
@@ -552,7 +562,7 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 		return 0, l.refuse(err)
 	}
 	if err := l.flush(seg, offs); err != nil {
-		return 0, l.fail(err)
+		return 0, l.unwrite(seg, err)
 	}
 	if l.last == 0 {
 		l.first = logs[0].Index
@@ -573,6 +583,26 @@ func (l *Log) refuse(err error) error {
 		return fmt.Errorf("%w: %v", ErrNoSpace, err)
 	}
 	return l.fail(err)
+}
+
+// unwrite handles a failed write of a batch into seg. A write that ran
+// out of space (a file system that cannot preallocate, where allocate
+// could not take the room first) is cut back to where the batch began,
+// durably, and refused with ErrNoSpace like any append without room:
+// nothing before the cut is touched, and what the write left past it is
+// gone. Any other failure is sticky.
+func (l *Log) unwrite(seg *segment, err error) error {
+	if !isNoSpace(err) {
+		return l.fail(err)
+	}
+	if terr := seg.f.Truncate(seg.end); terr != nil {
+		return l.fail(fmt.Errorf("%v; cut %s back to %d bytes: %w", err, seg.path, seg.end, terr))
+	}
+	if serr := seg.f.Sync(); serr != nil {
+		return l.fail(fmt.Errorf("%v; cut %s back to %d bytes: fdatasync: %w", err, seg.path, seg.end, serr))
+	}
+	seg.alloc = seg.end
+	return fmt.Errorf("%w: %v", ErrNoSpace, err)
 }
 
 // allocate makes sure seg is allocated up to size: to its preallocated

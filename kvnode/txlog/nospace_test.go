@@ -272,3 +272,63 @@ func TestSpareIsMadeWholeAgain(t *testing.T) {
 		t.Fatalf("the spare once there is room again: %v, %v", fi, err)
 	}
 }
+
+// On a file system that cannot preallocate, the space is taken by the
+// write itself: a write that runs out of it is cut back to where the
+// batch began, and the append is refused with ErrNoSpace, not failed for
+// good. Before, it failed the log, and the node, for good.
+func TestWriteThatRunsOutOfSpaceIsRefused(t *testing.T) {
+	fsys := newSimFS()
+	fsys.noAllocate = true
+	l := openSim(t, fsys, Options{SegmentBytes: 1 << 20})
+	appendRange(t, l, 1, 10)
+	path := filepath.Join(simDir, segmentName(1))
+	size := int64(len(fsys.names[path].data))
+	fsys.writeCap = size + 1000
+	big := &raft.Log{Index: 11, Term: 1, Type: raft.LogCommand, Data: make([]byte, 8<<10)}
+	if err := l.StoreLog(big); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("a write past the space: %v, want ErrNoSpace", err)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("the log failed for good: %v", err)
+	}
+	if got := int64(len(fsys.names[path].data)); got != size {
+		t.Fatalf("after a refused write the segment has %d bytes, %d before", got, size)
+	}
+	fsys.writeCap = 0
+	if err := l.StoreLog(big); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openSim(t, fsys, Options{SegmentBytes: 1 << 20})
+	defer l.Close()
+	if last, _ := l.LastIndex(); last != 11 {
+		t.Fatalf("last index %d after reopening, want 11", last)
+	}
+}
+
+// raft's log cache keeps only the message of the store's error (%q): the
+// node tells a refused append by IsNoSpace, which must see through it.
+func TestNoSpaceIsToldThroughRaftsLogCache(t *testing.T) {
+	fsys := newSimFS()
+	l := openSim(t, fsys, Options{SegmentBytes: 64 << 10})
+	defer l.Close()
+	cache, err := raft.NewLogCache(16, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRange(t, l, 1, 10)
+	fsys.allocCap = 1
+	err = cache.StoreLogs([]*raft.Log{{Index: 11, Term: 1, Type: raft.LogCommand, Data: make([]byte, 100<<10)}})
+	if err == nil || errors.Is(err, ErrNoSpace) {
+		t.Fatalf("through the cache: %v; the test needs an error that lost its chain", err)
+	}
+	if !IsNoSpace(err) {
+		t.Fatalf("IsNoSpace(%v) = false", err)
+	}
+	if IsNoSpace(errors.New("txlog: closed")) || IsNoSpace(nil) {
+		t.Fatal("IsNoSpace of other errors")
+	}
+}

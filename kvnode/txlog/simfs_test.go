@@ -41,7 +41,12 @@ type simFS struct {
 	// space: it grows the file to allocCap and fails with ENOSPC, as ext4
 	// and XFS do.
 	allocCap int64
-	syncs    int // syncs that happened
+	// noAllocate makes Allocate do nothing, as on a file system that
+	// cannot preallocate; writeCap, when set, is the size past which a
+	// write runs out of space, having written what fits.
+	noAllocate bool
+	writeCap   int64
+	syncs      int // syncs that happened
 }
 
 type simInode struct {
@@ -252,13 +257,17 @@ func (f *simFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.live(); err != nil {
 		return 0, err
 	}
+	var err error
+	if c := f.s.writeCap; c > 0 && off+int64(len(p)) > c {
+		p, err = p[:max(0, c-off)], syscall.ENOSPC
+	}
 	end := off + int64(len(p))
 	if end > int64(len(f.ino.data)) {
 		f.ino.resize(end)
 	}
 	copy(f.ino.data[off:], p)
 	f.ino.markDirty(off, end)
-	return len(p), nil
+	return len(p), err
 }
 
 func (f *simFile) Truncate(n int64) error {
@@ -276,6 +285,9 @@ func (f *simFile) Allocate(n int64) error {
 	defer f.s.mu.Unlock()
 	if err := f.live(); err != nil {
 		return err
+	}
+	if f.s.noAllocate {
+		return nil
 	}
 	if c := f.s.allocCap; c > 0 && n > c {
 		if c > int64(len(f.ino.data)) {

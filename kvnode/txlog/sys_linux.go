@@ -27,7 +27,10 @@ func preallocate(f *os.File, size int64) error {
 	}
 	err := syscall.Fallocate(fd, 0, 0, size)
 	if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
-		return nil // the file system cannot: appends still work, only slower
+		// The file system cannot: appends still work, only slower, and
+		// take their space as they write; one that runs out of it is cut
+		// back and refused with ErrNoSpace (Log.unwrite).
+		return nil
 	}
 	return err
 }
