@@ -4,7 +4,7 @@
 # cluster-up, make demo), make verify and .ci/run all call this script.
 #
 #   hack/deps.sh cluster          # the local cluster
-#   hack/deps.sh verify           # make verify (shellcheck)
+#   hack/deps.sh verify           # make verify and the tests (shellcheck, mkfs.ext4)
 #   hack/deps.sh cluster verify   # both (CI)
 #
 # Needs root only when something is missing; without apt-get it names the
@@ -27,6 +27,7 @@ cluster=(
 )
 verify=(
   "shellcheck shellcheck"       # make verify lints every shell script
+  "mkfs.ext4 e2fsprogs"         # the full-disk tests on an ext4 volume (test/tmpfs)
 )
 
 [ $# -gt 0 ] || die "usage: $0 cluster|verify ..."

@@ -19,6 +19,9 @@ type fsm struct {
 	onMeta func(key, value string, term uint64)
 	// onRestore runs after the store is replaced by a snapshot.
 	onRestore func()
+	// onApplied sees the bytes of the entries applied (the disk budget's
+	// watcher on a follower).
+	onApplied func(bytes int)
 	// snaps counts the snapshots this node persisted or restored, and
 	// snapBytes is the size of the last one: the snapshot cadence
 	// (snapshotCadence) measures the log against it.
@@ -34,6 +37,9 @@ var (
 // Apply applies one entry. An empty command is a fence the leader writes
 // when it takes office; it changes nothing.
 func (f *fsm) Apply(l *raft.Log) any {
+	if f.onApplied != nil {
+		f.onApplied(len(l.Data))
+	}
 	if len(l.Data) == 0 {
 		f.store.MarkApplied(l.Index)
 		return nil
@@ -58,6 +64,13 @@ func (f *fsm) Apply(l *raft.Log) any {
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	batch := make([]core.Indexed, 0, len(logs))
+	if f.onApplied != nil {
+		n := 0
+		for _, l := range logs {
+			n += len(l.Data)
+		}
+		f.onApplied(n)
+	}
 	for i, l := range logs {
 		if l.Type == raft.LogConfiguration || len(l.Data) == 0 {
 			// Advances the applied index only (an event of no type).

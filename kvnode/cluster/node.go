@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,6 +125,13 @@ type Node struct {
 	loggedID string
 	scanned  uint64
 
+	// staleLogAfter is how long raft's last index may stay past the
+	// log's before the node is not live (Live); staleLogSince is when
+	// Live first saw it so, zero while it is not.
+	staleLogAfter time.Duration
+	staleLogMu    sync.Mutex
+	staleLogSince time.Time
+
 	mu sync.Mutex
 	// readyTerm is the term whose leader's fence (watchLeadership) this
 	// node committed, as long as it leads in it; 0 otherwise. readyChanged
@@ -198,7 +204,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = log.Close()
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock}
+	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock, staleLogAfter: defaultStaleLogAfter}
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
@@ -281,7 +287,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		_ = n.closeStorage()
 		return nil, err
 	}
-	f := &fsm{store: store, onMeta: n.applyAdmission, onRestore: n.restoredAdmission}
+	f := &fsm{store: store, onMeta: n.applyAdmission, onRestore: n.restoredAdmission, onApplied: storage.applied}
 	r, err := raft.NewRaft(rc, f, cache, log, snaps, n.trans)
 	if err != nil {
 		_ = n.closeStorage()
@@ -386,18 +392,18 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 	}
 	// A node whose own volume is full refuses too, not only the leader:
 	// it could not store the write it forwards.
-	done, err := n.admit(e.Type, len(cmd))
+	a, err := n.admit(e.Type, len(cmd))
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer a.done()
 	_, err = untilLeader(ctx, n, func() (struct{}, error) {
 		api, _, err := n.leaderAPI()
 		if err != nil {
 			return struct{}{}, err
 		}
 		if api == "" {
-			return struct{}{}, n.apply(ctx, cmd)
+			return struct{}{}, n.applyAdmitted(ctx, cmd, a)
 		}
 		return struct{}{}, n.forwardPropose(ctx, api, cmd)
 	})
@@ -420,25 +426,31 @@ func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
 	if err := n.cfg.Limits.CheckEvent(e); err != nil {
 		return err
 	}
-	done, err := n.admit(e.Type, len(cmd))
+	a, err := n.admit(e.Type, len(cmd))
 	if err != nil {
 		return err
 	}
-	defer done()
-	return n.apply(ctx, cmd)
+	defer a.done()
+	return n.applyAdmitted(ctx, cmd, a)
 }
 
 // admit holds a PUT or a DELETE to the disk budget (storage.go) before it
 // enters the log: a refused write is not in it anywhere.
-func (n *Node) admit(t core.EventType, size int) (func(), error) {
+func (n *Node) admit(t core.EventType, size int) (*admission, error) {
 	if t == core.EventPut {
 		return n.storage.admitPut(size)
 	}
-	return func() {}, n.storage.admitDelete(size)
+	return n.storage.admitDelete(size)
 }
 
 // apply runs cmd through raft on this node.
 func (n *Node) apply(ctx context.Context, cmd []byte) error {
+	return n.applyAdmitted(ctx, cmd, nil)
+}
+
+// applyAdmitted runs cmd, which the disk budget admitted as a, through
+// raft on this node.
+func (n *Node) applyAdmitted(ctx context.Context, cmd []byte, a *admission) error {
 	if n.raft.State() != raft.Leader {
 		return core.ErrNotLeader
 	}
@@ -448,13 +460,19 @@ func (n *Node) apply(ctx context.Context, cmd []byte) error {
 	}
 	f := n.raft.Apply(cmd, timeout)
 	if err := waitFuture(ctx, f); err != nil {
+		if a != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// Given up on, not settled: the entry may still go into the
+			// log and the store, and keeps its share of the room until
+			// then.
+			a.holdUntil(f)
+		}
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			// Refused before it entered the log.
 			return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
 		}
-		// The log refused the batch with nothing of it written (raft's
-		// log cache keeps only the message): not in the log, not applied.
-		if strings.Contains(err.Error(), txlog.ErrNoSpace.Error()) {
+		// The log refused the batch with nothing of it written: not in
+		// the log, not applied.
+		if txlog.IsNoSpace(err) {
 			n.storage.full.Store(true)
 			n.storage.wake()
 			return fmt.Errorf("%w: %v", core.ErrNoSpace, err)
@@ -617,10 +635,16 @@ func (n *Node) Status() Status {
 	}
 }
 
+// defaultStaleLogAfter is Node.staleLogAfter: long against the moment
+// between raft's deletion of a suffix and its append after it, short
+// against the time a stuck follower may lag unnoticed.
+const defaultStaleLogAfter = 10 * time.Second
+
 // Live reports a state the node cannot leave by itself, so that it is
 // restarted: the log failed for good (a failed write or fdatasync; a full
-// volume does not fail it), or raft stopped while the node runs. A full
-// disk is not such a state: a restart would not free any space.
+// volume does not fail it), raft stopped while the node runs, or raft's
+// last index has stayed past the log's (logBehind). A full disk is not
+// such a state: a restart would not free any space.
 func (n *Node) Live() error {
 	if err := n.log.Err(); err != nil {
 		return fmt.Errorf("transaction log failed: %w", err)
@@ -632,6 +656,38 @@ func (n *Node) Live() error {
 	}
 	if n.raft.State() == raft.Shutdown {
 		return errors.New("raft has stopped")
+	}
+	return n.logBehind()
+}
+
+// logBehind fails once raft's last index has been past the last one its
+// log and snapshots hold for staleLogAfter. Raft deletes a follower's
+// conflicting suffix and then appends the leader's entries; when the
+// append is refused (a full volume) it keeps the last index from before
+// the deletion, and from then on every AppendEntries fails, looking for
+// entries that are gone, while raft still runs. A restart reads the last
+// index from the log again.
+func (n *Node) logBehind() error {
+	last, err := n.log.LastIndex()
+	if err != nil {
+		return nil // a failed log is reported as such
+	}
+	if metas, err := n.snaps.List(); err == nil && len(metas) > 0 {
+		last = max(last, metas[0].Index)
+	}
+	raftLast := n.raft.LastIndex()
+	n.staleLogMu.Lock()
+	defer n.staleLogMu.Unlock()
+	if raftLast <= last {
+		n.staleLogSince = time.Time{}
+		return nil
+	}
+	now := time.Now()
+	if n.staleLogSince.IsZero() {
+		n.staleLogSince = now
+	}
+	if d := now.Sub(n.staleLogSince); d >= n.staleLogAfter {
+		return fmt.Errorf("raft's last index %d is past the log's %d, for %s: a refused append after a deleted suffix; a restart reads the log again", raftLast, last, d.Round(time.Second))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,4 +201,44 @@ func TestBootstrapRecordsTheAdvertisedName(t *testing.T) {
 	if got := string(f.Configuration().Servers[0].Address); got != "localhost:7000" {
 		t.Fatalf("bootstrap recorded %q, want localhost:7000", got)
 	}
+}
+
+// A node whose raft believes its log goes further than the log does is
+// not live once that lasts: raft deletes a follower's conflicting suffix,
+// and when the append after it is refused (a full volume) it keeps its
+// old last index, and every later AppendEntries fails against entries
+// that are gone. Only a restart, which reads the log again, gets it out.
+// A moment of it (between the deletion and the append) is no failure.
+func TestLiveFailsWhenRaftsLastIndexOutrunsTheLog(t *testing.T) {
+	n, svc := openNode(t, t.TempDir(), true)
+	waitLeader(t, svc)
+	ctx := context.Background()
+	for i := range 3 {
+		if err := svc.Put(ctx, fmt.Sprint("k", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.staleLogAfter = time.Second
+	last, err := n.log.LastIndex()
+	if err != nil || n.raft.LastIndex() != last {
+		t.Fatalf("log's last index %d (%v), raft's %d", last, err, n.raft.LastIndex())
+	}
+	// As raft's suffix deletion leaves it when the append after it fails.
+	if err := n.log.DeleteRange(last, last); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Live(); err != nil {
+		t.Fatalf("live at once: %v", err)
+	}
+	testutil.Eventually(t, 5*time.Second, "not live", func() error {
+		if n.Live() == nil {
+			return errors.New("still live")
+		}
+		return nil
+	})
+	err = n.Live()
+	if !strings.Contains(err.Error(), "last index") {
+		t.Fatalf("Live() = %v", err)
+	}
+	t.Log(err)
 }

@@ -39,8 +39,10 @@ import (
 // log now, b in the next snapshot). Refused, it is answered 507 with
 // nothing written (core.ErrNoSpace), and the node is full until the room
 // is back above one segment (so that it does not flap at every write).
-// DELETEs are admitted down to half the floor, and a snapshot may not
-// write into its last quarter: the rest is raft's. When the room runs low
+// DELETEs are admitted while they leave the next snapshot's room, a
+// segment and half the floor, and a snapshot may not write into the
+// floor's last quarter: the rest is raft's. A write's share is held until
+// its entry settles. When the room runs low
 // the node snapshots and compacts with no trailing entries kept, which
 // gives back whatever log the snapshot covers. docs/safety.md has the
 // argument.
@@ -77,12 +79,17 @@ type storage struct {
 	// segment is the room one more segment takes.
 	segment int64
 
-	// mu makes a PUT's check and its admission one step, so that
-	// concurrent PUTs cannot all take the same room.
+	// mu makes a write's check and its admission one step, so that
+	// concurrent writes cannot all take the same room.
 	mu sync.Mutex
-	// pending is the bytes of PUTs admitted and not finished: they are
-	// not yet in the measurements.
-	pending int64
+	// pending is the bytes of PUTs admitted whose entries have not
+	// settled (applied, or refused): they are not yet in the
+	// measurements. pendingDeletes is the same for DELETEs.
+	pending        int64
+	pendingDeletes int64
+	// applied counts the bytes of entries applied since the watcher was
+	// last woken for them.
+	appliedBytes atomic.Int64
 	// full is set when a PUT is refused, cleared when the room is back
 	// above one segment.
 	full atomic.Bool
@@ -91,10 +98,12 @@ type storage struct {
 	writing atomic.Int64
 	// low wakes watchStorage at once when the room runs low.
 	low chan struct{}
+	// statfs is volumeSpace; tests measure a volume of their own making.
+	statfs func(dir string) (free, capacity uint64, err error)
 }
 
 func newStorage(dir string, log *txlog.Log, store *core.Store) *storage {
-	return &storage{dir: dir, log: log, store: store, segment: log.SegmentBytes() + 64<<10, low: make(chan struct{}, 1)}
+	return &storage{dir: dir, log: log, store: store, segment: log.SegmentBytes() + 64<<10, low: make(chan struct{}, 1), statfs: volumeSpace}
 }
 
 // space is one measurement of the budget.
@@ -107,19 +116,29 @@ type space struct {
 	// raw is the space left for anything at all: free plus the log's
 	// unused allocation.
 	raw int64
-	err error
+	// writing is what snapshots in progress have written.
+	writing int64
+	err     error
 }
 
 // measure takes a measurement; the caller holds mu.
 func (s *storage) measure() space {
-	free, capacity, err := volumeSpace(s.dir)
+	// What snapshots have written is read before and after the free
+	// space, and the lesser taken: a write that lands in between is not
+	// yet in the free space the measurement saw, and a snapshot that
+	// completes in between may have had the one before it removed, whose
+	// space the free space does show. Either way the room comes out
+	// under, never over.
+	writing := s.writing.Load()
+	free, capacity, err := s.statfs(s.dir)
+	writing = min(writing, s.writing.Load())
 	if err != nil {
 		return space{err: err}
 	}
-	sp := space{free: free, capacity: capacity, floor: storageFloor(capacity)}
+	sp := space{free: free, capacity: capacity, floor: storageFloor(capacity), writing: writing}
 	sp.reserve = s.store.SnapshotBytes() + s.segment + sp.floor
 	sp.raw = int64(free) + s.log.Unused()
-	sp.room = sp.raw + s.writing.Load() - sp.reserve - 2*s.pending
+	sp.room = sp.raw + writing - sp.reserve - 2*s.pending - s.pendingDeletes
 	return sp
 }
 
@@ -142,9 +161,51 @@ func (s *storage) wake() {
 	}
 }
 
+// admission is a write's share of the room, held from its admission
+// until its entry settles.
+type admission struct {
+	s          *storage
+	put, del   int64
+	once       sync.Once
+	handedOver atomic.Bool
+}
+
+func (a *admission) release() {
+	a.once.Do(func() {
+		if a.s == nil {
+			return
+		}
+		a.s.mu.Lock()
+		a.s.pending -= a.put
+		a.s.pendingDeletes -= a.del
+		a.s.mu.Unlock()
+	})
+}
+
+// done is called when the request has finished. It releases the share
+// unless holdUntil handed it to the entry.
+func (a *admission) done() {
+	if !a.handedOver.Load() {
+		a.release()
+	}
+}
+
+// holdUntil keeps the share until f settles: a request that gives up
+// (its context ends) leaves its entry on its way into the log and the
+// store, where the measurements do not yet see it.
+func (a *admission) holdUntil(f raft.Future) {
+	if a.handedOver.Swap(true) {
+		return
+	}
+	go func() {
+		_ = f.Error()
+		a.release()
+	}()
+}
+
 // admitPut admits a PUT of an event of size bytes, or refuses it with
-// core.ErrNoSpace. done must be called once the PUT has finished.
-func (s *storage) admitPut(size int) (done func(), err error) {
+// core.ErrNoSpace.
+func (s *storage) admitPut(size int) (*admission, error) {
 	b := int64(size) + 64 // the record's framing
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -152,7 +213,7 @@ func (s *storage) admitPut(size int) (done func(), err error) {
 	if sp.err != nil {
 		// Not knowing is no reason to refuse: the log still refuses,
 		// without failing, what it has no room for.
-		return func() {}, nil
+		return &admission{}, nil
 	}
 	if s.update(sp) || sp.room < 2*b {
 		s.full.Store(true)
@@ -160,23 +221,39 @@ func (s *storage) admitPut(size int) (done func(), err error) {
 		return nil, fmt.Errorf("%w: %d bytes free of %d, %d kept for a snapshot and DELETEs; delete data, or grow the volume", core.ErrNoSpace, sp.free, sp.capacity, sp.reserve)
 	}
 	s.pending += b
-	return func() {
-		s.mu.Lock()
-		s.pending -= b
-		s.mu.Unlock()
-	}, nil
+	return &admission{s: s, put: b}, nil
 }
 
-// admitDelete refuses a DELETE only when it would take the last half of
-// the floor, or the room for the log's next segment.
-func (s *storage) admitDelete(size int) error {
+// admitDelete admits a DELETE of an event of size bytes while it leaves
+// the next snapshot's room, a segment and half the floor, with the
+// DELETEs in flight counted; otherwise it refuses it with
+// core.ErrNoSpace. What a snapshot in progress wrote comes out of the
+// snapshot's room, not the DELETEs'.
+func (s *storage) admitDelete(size int) (*admission, error) {
+	b := int64(size) + 64
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	sp := s.measure()
-	s.mu.Unlock()
-	if sp.err == nil && sp.raw-s.segment-int64(size) < sp.floor/2 {
-		return fmt.Errorf("%w: %d bytes free of %d, too few even for a DELETE", core.ErrNoSpace, sp.free, sp.capacity)
+	if sp.err != nil {
+		return &admission{}, nil
 	}
-	return nil
+	s.update(sp)
+	if sp.raw+sp.writing-s.store.SnapshotBytes()-s.segment-sp.floor/2-s.pendingDeletes < b {
+		// The room comes back only by a snapshot and a compaction.
+		s.wake()
+		return nil, fmt.Errorf("%w: %d bytes free of %d, too few even for a DELETE", core.ErrNoSpace, sp.free, sp.capacity)
+	}
+	s.pendingDeletes += b
+	return &admission{s: s, del: b}, nil
+}
+
+// applied counts the bytes of entries applied, and wakes the watcher
+// after each quarter segment of them: a follower's log grows with what it
+// applies, and no PUT it admits tells it that the room runs low.
+func (s *storage) applied(n int) {
+	if total := s.appliedBytes.Add(int64(n)); total >= s.segment/4 && s.appliedBytes.CompareAndSwap(total, 0) {
+		s.wake()
+	}
 }
 
 // status is the budget as the node reports it.
@@ -193,7 +270,8 @@ func (s *storage) status() *clusterapi.StorageStatus {
 // watchStorage keeps the full state current, and when the room runs low
 // takes a snapshot and compacts the log with no trailing entries, so that
 // the log the snapshot covers is given back. It runs every SnapshotCheck,
-// and at once when a PUT finds the room low.
+// at once when a write finds the room low, and after every quarter
+// segment of entries applied.
 func (n *Node) watchStorage() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.SnapshotCheck)
@@ -223,6 +301,12 @@ func (n *Node) watchStorage() {
 				n.cfg.Logger.Info("storage: PUTs accepted again", "free-bytes", sp.free, "capacity-bytes", sp.capacity, "reserve-bytes", sp.reserve)
 			}
 			wasFull = full
+		}
+		if sp.room >= s.segment {
+			// The spare that let raft record a term on a full volume
+			// is made again while there is room for it, not only at the
+			// next start: the volume may fill again before then.
+			n.log.EnsureSpare()
 		}
 		// Compaction frees only whole segments, the last one never: a
 		// log of less than two segments has nothing to give back.
@@ -344,23 +428,34 @@ func (s *budgetSink) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *budgetSink) finish() {
+// end stops counting what the sink wrote, before the inner sink completes
+// or removes it: completing removes the snapshot before it, and space
+// freed while the new one still counted as written would be counted
+// twice. Until the inner sink returns, the room is under-counted, which
+// refuses a PUT too many, never one too few.
+func (s *budgetSink) end() bool {
 	if s.done {
-		return
+		return false
 	}
 	s.done = true
 	s.b.storage.writing.Add(-s.written)
-	s.b.closed()
+	return true
 }
 
 // Close completes the snapshot; the file store then removes the one
 // before it.
 func (s *budgetSink) Close() error {
-	defer s.finish()
+	if !s.end() {
+		return s.SnapshotSink.Close()
+	}
+	defer s.b.closed()
 	return s.SnapshotSink.Close()
 }
 
 func (s *budgetSink) Cancel() error {
-	defer s.finish()
+	if !s.end() {
+		return s.SnapshotSink.Cancel()
+	}
+	defer s.b.closed()
 	return s.SnapshotSink.Cancel()
 }

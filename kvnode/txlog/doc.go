@@ -54,7 +54,13 @@
 // one) is allocated before any record of the batch is written. When the
 // volume has no room, the append fails with ErrNoSpace and nothing of it
 // is on disk; unlike a failed write or fdatasync this is not sticky, and
-// the same append succeeds once space is freed. A compaction whose new
+// the same append succeeds once space is freed. Nor does it take any
+// space: an allocation the volume plainly has no room for is not tried,
+// and a segment that a failed fallocate grew (ext4 and XFS keep what it
+// allocated) is cut back, durably, to its size before the call. On a file
+// system that cannot preallocate, the write takes the space: one that
+// runs out of it is cut back to where its batch began and refused the
+// same way. A compaction whose new
 // first index cannot be recorded (the stable file's new copy does not
 // fit, even after removing the stable file's spare, which is there so
 // that raft can record a term on a volume filled by something else) is

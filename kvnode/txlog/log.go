@@ -35,7 +35,17 @@ var ErrLocked = errors.New("txlog: log directory in use")
 // only where nothing was written (a segment could not be created or
 // allocated, the stable file's new copy could not be written), so the log
 // is intact and the call may be made again once space is freed.
-var ErrNoSpace = errors.New("txlog: no space left on the log's volume")
+var ErrNoSpace = errors.New(noSpaceMessage)
+
+// noSpaceMessage is ErrNoSpace's message, which IsNoSpace looks for.
+const noSpaceMessage = "txlog: no space left on the log's volume"
+
+// IsNoSpace reports whether err is ErrNoSpace, or carries its message:
+// raft's log cache (raft.LogCache) hands on only the message of the
+// store's error, quoted, and raft hands that to the caller of Apply.
+func IsNoSpace(err error) bool {
+	return err != nil && (errors.Is(err, ErrNoSpace) || strings.Contains(err.Error(), noSpaceMessage))
+}
 
 // ErrRecordTooLarge is returned by an append whose entry would encode to a
 // record longer than the reader accepts. Nothing of the batch is written:
@@ -552,7 +562,7 @@ func (l *Log) write(logs []*raft.Log) (uint64, error) {
 		return 0, l.refuse(err)
 	}
 	if err := l.flush(seg, offs); err != nil {
-		return 0, l.fail(err)
+		return 0, l.unwrite(seg, err)
 	}
 	if l.last == 0 {
 		l.first = logs[0].Index
@@ -575,6 +585,26 @@ func (l *Log) refuse(err error) error {
 	return l.fail(err)
 }
 
+// unwrite handles a failed write of a batch into seg. A write that ran
+// out of space (a file system that cannot preallocate, where allocate
+// could not take the room first) is cut back to where the batch began,
+// durably, and refused with ErrNoSpace like any append without room:
+// nothing before the cut is touched, and what the write left past it is
+// gone. Any other failure is sticky.
+func (l *Log) unwrite(seg *segment, err error) error {
+	if !isNoSpace(err) {
+		return l.fail(err)
+	}
+	if terr := seg.f.Truncate(seg.end); terr != nil {
+		return l.fail(fmt.Errorf("%v; cut %s back to %d bytes: %w", err, seg.path, seg.end, terr))
+	}
+	if serr := seg.f.Sync(); serr != nil {
+		return l.fail(fmt.Errorf("%v; cut %s back to %d bytes: fdatasync: %w", err, seg.path, seg.end, serr))
+	}
+	seg.alloc = seg.end
+	return fmt.Errorf("%w: %v", ErrNoSpace, err)
+}
+
 // allocate makes sure seg is allocated up to size: to its preallocated
 // size when that is larger, so that a segment cut short grows back in one
 // step. A volume without the room leaves seg as it was and returns
@@ -586,6 +616,18 @@ func (l *Log) allocate(seg *segment, size int64) error {
 	}
 	size = max(size, seg.start+l.opts.SegmentBytes)
 	if err := seg.f.Allocate(size); err != nil {
+		// ext4 and XFS keep what a fallocate that ran out of space
+		// allocated, and grow the file by it: the refused append would
+		// leave the volume with nothing free, and raft panics when it
+		// cannot record its next term. It is given back, and durably, or
+		// a crash would bring it back at the next Open. seg.alloc is the
+		// file's size before the call; the records end at or before it.
+		if terr := seg.f.Truncate(seg.alloc); terr != nil {
+			return fmt.Errorf("txlog: cut %s back to %d bytes after a failed preallocation (%v): %w", seg.path, seg.alloc, err, terr)
+		}
+		if serr := seg.f.Sync(); serr != nil {
+			return fmt.Errorf("txlog: cut %s back to %d bytes after a failed preallocation (%v): fdatasync: %w", seg.path, seg.alloc, err, serr)
+		}
 		if isNoSpace(err) {
 			return fmt.Errorf("%w: allocate %d bytes for %s: %v", ErrNoSpace, size, seg.path, err)
 		}
@@ -1088,3 +1130,8 @@ func (l *Log) GetUint64(key []byte) (uint64, error) {
 	}
 	return binary.LittleEndian.Uint64(v), nil
 }
+
+// EnsureSpare makes the stable file's spare whole again when a full
+// volume used it up: the caller calls it once there is room. It is cheap
+// while the spare is whole.
+func (l *Log) EnsureSpare() { l.stable.ensureSpare() }

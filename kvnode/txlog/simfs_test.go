@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -36,6 +37,15 @@ type simFS struct {
 	// its path; an error it returns becomes the sync's, and the sync does
 	// not happen.
 	beforeSync func(path string) error
+	// allocCap, when set, is the size past which Allocate runs out of
+	// space: it grows the file to allocCap and fails with ENOSPC, as ext4
+	// and XFS do.
+	allocCap int64
+	// noAllocate makes Allocate do nothing, as on a file system that
+	// cannot preallocate; writeCap, when set, is the size past which a
+	// write runs out of space, having written what fits.
+	noAllocate bool
+	writeCap   int64
 	syncs      int // syncs that happened
 }
 
@@ -247,13 +257,17 @@ func (f *simFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.live(); err != nil {
 		return 0, err
 	}
+	var err error
+	if c := f.s.writeCap; c > 0 && off+int64(len(p)) > c {
+		p, err = p[:max(0, c-off)], syscall.ENOSPC
+	}
 	end := off + int64(len(p))
 	if end > int64(len(f.ino.data)) {
 		f.ino.resize(end)
 	}
 	copy(f.ino.data[off:], p)
 	f.ino.markDirty(off, end)
-	return len(p), nil
+	return len(p), err
 }
 
 func (f *simFile) Truncate(n int64) error {
@@ -271,6 +285,15 @@ func (f *simFile) Allocate(n int64) error {
 	defer f.s.mu.Unlock()
 	if err := f.live(); err != nil {
 		return err
+	}
+	if f.s.noAllocate {
+		return nil
+	}
+	if c := f.s.allocCap; c > 0 && n > c {
+		if c > int64(len(f.ino.data)) {
+			f.ino.resize(c)
+		}
+		return syscall.ENOSPC
 	}
 	if n > int64(len(f.ino.data)) {
 		f.ino.resize(n)
@@ -565,4 +588,12 @@ func cutPolicies() []cutPolicy {
 		})
 	}
 	return ps
+}
+
+// truncateForTest cuts the file, as a crash that kept the file's creation
+// but not its allocation does.
+func (ino *simInode) truncateForTest(n int64) error {
+	ino.resize(n)
+	ino.durable = append(ino.durable[:0:0], ino.data...)
+	return nil
 }

@@ -29,6 +29,9 @@ type stableFile struct {
 	fs   fileSystem
 	path string
 	m    map[string][]byte
+	// spare is set while the spare is known to be whole: it is looked at
+	// on disk only when this is not set.
+	spare bool
 }
 
 // spareBytes is the size of the stable file's spare: a file that is kept
@@ -37,12 +40,19 @@ type stableFile struct {
 // node that panics at every election never gets out of a full disk.
 const spareBytes = 64 << 10
 
-// ensureSpare creates the spare when it is missing and there is room for
+// ensureSpare makes the spare whole when it is missing or short (a crash
+// can keep its creation and lose its allocation) and there is room for
 // it. It need not be durable: a spare lost in a crash is made again at
 // the next Open.
 func (s *stableFile) ensureSpare() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.spare {
+		return
+	}
 	spare := s.path + ".spare"
-	if _, err := s.fs.ReadFile(spare); err == nil {
+	if b, err := s.fs.ReadFile(spare); err == nil && len(b) >= spareBytes {
+		s.spare = true
 		return
 	}
 	f, err := s.fs.Create(spare)
@@ -53,7 +63,9 @@ func (s *stableFile) ensureSpare() {
 	_ = f.Close() // nothing in it to keep
 	if err != nil {
 		_ = s.fs.Remove(spare)
+		return
 	}
+	s.spare = true
 }
 
 func openStable(fsys fileSystem, dir string) (*stableFile, error) {
@@ -113,6 +125,7 @@ func (s *stableFile) set(key string, val []byte) error {
 	s.m[key] = append([]byte(nil), val...)
 	err := s.persistLocked()
 	if isNoSpace(err) && s.fs.Remove(s.path+".spare") == nil {
+		s.spare = false
 		err = s.persistLocked()
 	}
 	if err != nil {
