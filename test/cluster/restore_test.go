@@ -69,22 +69,7 @@ func TestRestoreStartsANewClusterOthersJoin(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i < 3; i++ {
-		m, err := b.Add()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Join(ctx, m, true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	info := waitVoters(t, b, "kv-0", "kv-1", "kv-2")
-	if info.ClusterID == "" || info.ClusterID == infoA.ClusterID {
-		t.Fatalf("restored cluster ID %q, the backup's %q", info.ClusterID, infoA.ClusterID)
-	}
+	othersJoin(ctx, t, b, infoA.ClusterID)
 	err = harness.Retry(ctxFor(t, 30*time.Second), func() error {
 		for _, m := range b.Members() {
 			for k, v := range acked {
@@ -162,22 +147,7 @@ func TestRestoreJobStartsANewClusterOthersJoin(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i < 3; i++ {
-		m, err := b.Add()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Join(ctx, m, true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	info := waitVoters(t, b, "kv-0", "kv-1", "kv-2")
-	if info.ClusterID == "" || info.ClusterID == infoA.ClusterID {
-		t.Fatalf("restored cluster ID %q, the backup's %q", info.ClusterID, infoA.ClusterID)
-	}
+	othersJoin(ctx, t, b, infoA.ClusterID)
 	verify(t, b, acked)
 }
 
@@ -358,5 +328,28 @@ func TestRecoverOverTheAPI(t *testing.T) {
 	}
 	if err := c.AdminDo(ctx, survivor, http.MethodPost, clusterapi.PathRecover, recoverReq, nil); !errors.As(err, &aerr) || aerr.Status != 409 {
 		t.Fatalf("recover again with a leader and the same token: %v, want 409", err)
+	}
+}
+
+// othersJoin adds two empty members to b, whose first member holds a
+// restore, and waits until all three are voters of a cluster with a new
+// ID (not the backup's, oldID).
+func othersJoin(ctx context.Context, t *testing.T, b *harness.Cluster, oldID string) {
+	t.Helper()
+	for i := 1; i < 3; i++ {
+		m, err := b.Add()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Join(ctx, m, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info := waitVoters(t, b, "kv-0", "kv-1", "kv-2")
+	if info.ClusterID == "" || info.ClusterID == oldID {
+		t.Fatalf("restored cluster ID %q, the backup's %q", info.ClusterID, oldID)
 	}
 }
