@@ -29,9 +29,15 @@ func value4k(i int) string {
 
 // fill writes 4 KiB values under new keys until a PUT is refused, and
 // returns how many were acknowledged and the refusal.
+//
+// Full means full for good: the first 507 makes the node snapshot and
+// compact, which may give back room for more, so a refused key is tried
+// again until it has been refused 20 times in a row (2 s). The keys
+// acknowledged are prefix000000 up to the count returned, with no gaps.
 func fill(t *testing.T, p *proc, prefix string) (int, int, string) {
 	t.Helper()
-	for i := 0; ; i++ {
+	refused := 0
+	for i := 0; ; {
 		if i > 2*volumeBytes/4096 {
 			t.Fatalf("%d writes of 4 KiB acknowledged on a %d-byte volume", i, volumeBytes)
 		}
@@ -43,7 +49,13 @@ func fill(t *testing.T, p *proc, prefix string) (int, int, string) {
 		b := make([]byte, 4096)
 		n, _ := resp.Body.Read(b)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
+		switch {
+		case resp.StatusCode == http.StatusCreated:
+			i, refused = i+1, 0
+		case resp.StatusCode == http.StatusInsufficientStorage && refused < 20:
+			refused++
+			time.Sleep(100 * time.Millisecond)
+		default:
 			return i, resp.StatusCode, string(b[:n])
 		}
 	}

@@ -10,7 +10,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -236,7 +238,10 @@ func (b *backupJob) prune(ctx context.Context, keep int, prefix string) (int, er
 	}
 	var ours []string
 	for _, n := range names {
-		if strings.HasPrefix(n, prefix) && strings.HasSuffix(n, backup.FileExt) {
+		// A name that would not come back unchanged through a location
+		// string (an escape, a query, a path) is never ours: deleting it
+		// could delete another file.
+		if strings.HasPrefix(n, prefix) && strings.HasSuffix(n, backup.FileExt) && !strings.ContainsAny(n, "%?#/\\") {
 			ours = append(ours, n)
 		}
 	}
@@ -276,8 +281,17 @@ func adminClient(ca, cert, key string) (*http.Client, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	// The leader takes a snapshot before it answers.
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ResponseHeaderTimeout: 5 * time.Minute, ForceAttemptHTTP2: true}}, nil
+	// The leader takes a snapshot before it answers. A server that stops
+	// answering (a wedged leader whose kernel still accepts connections)
+	// must fail the attempt, not hang the Job: the dial, the handshake and
+	// idle HTTP/2 connections have deadlines.
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
+	tr := &http.Transport{TLSClientConfig: cfg, DialContext: d.DialContext, TLSHandshakeTimeout: 15 * time.Second,
+		ResponseHeaderTimeout: 5 * time.Minute, ForceAttemptHTTP2: true,
+		// A stream that stops arriving: a ping after 30 s of silence,
+		// and the connection closed if it goes unanswered for 15 s.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}}
+	return &http.Client{Transport: tr}, nil
 }
 
 // verifier passes a backup's stream through and checks it on the way
@@ -409,6 +423,11 @@ type restoreJob struct {
 const downloadName = "restore-download" + backup.FileExt + ".part"
 
 func (r *restoreJob) run(ctx context.Context, res *backup.Result) error {
+	// A copy a run killed before it could remove it (the restore done or
+	// not) must not stay on the volume: the next run makes its own.
+	if err := os.Remove(filepath.Join(r.cfg.DataDir, downloadName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("restore: %w", err)
+	}
 	hdr, err := r.header(ctx)
 	if err != nil {
 		return err

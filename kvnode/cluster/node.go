@@ -392,7 +392,7 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 	}
 	// A node whose own volume is full refuses too, not only the leader:
 	// it could not store the write it forwards.
-	a, err := n.admit(e.Type, len(cmd))
+	a, err := n.admit(e, len(cmd))
 	if err != nil {
 		return err
 	}
@@ -426,7 +426,7 @@ func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
 	if err := n.cfg.Limits.CheckEvent(e); err != nil {
 		return err
 	}
-	a, err := n.admit(e.Type, len(cmd))
+	a, err := n.admit(e, len(cmd))
 	if err != nil {
 		return err
 	}
@@ -436,11 +436,18 @@ func (n *Node) ProposeLocal(ctx context.Context, cmd []byte) error {
 
 // admit holds a PUT or a DELETE to the disk budget (storage.go) before it
 // enters the log: a refused write is not in it anywhere.
-func (n *Node) admit(t core.EventType, size int) (*admission, error) {
-	if t == core.EventPut {
+func (n *Node) admit(e core.Event, size int) (*admission, error) {
+	if e.Type == core.EventPut {
 		return n.storage.admitPut(size)
 	}
-	return n.storage.admitDelete(size)
+	// What the DELETE takes out of the next snapshot, as far as this node
+	// knows (a lower bound of the key's snapshot bytes; 0 for a key it
+	// does not hold).
+	var frees int64
+	if v, err := n.store.Get(e.Key); err == nil {
+		frees = int64(len(e.Key) + len(v))
+	}
+	return n.storage.admitDelete(size, frees)
 }
 
 // apply runs cmd through raft on this node.

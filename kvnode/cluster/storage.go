@@ -224,12 +224,20 @@ func (s *storage) admitPut(size int) (*admission, error) {
 	return &admission{s: s, put: b}, nil
 }
 
-// admitDelete admits a DELETE of an event of size bytes while it leaves
-// the next snapshot's room, a segment and half the floor, with the
-// DELETEs in flight counted; otherwise it refuses it with
-// core.ErrNoSpace. What a snapshot in progress wrote comes out of the
+// admitDelete admits a DELETE of an event of size bytes that takes frees
+// bytes out of the next snapshot, or refuses it with core.ErrNoSpace.
+//
+// A DELETE that frees at least what it writes (of a key held, with a
+// value) only has to leave a segment and half the floor, with the
+// DELETEs in flight counted: it takes b bytes of free space and the next
+// snapshot shrinks by at least b once it is applied, so free space less
+// the snapshot's room does not fall, and a full node can always be
+// emptied by deleting. Any other DELETE (of a key not held, which frees
+// nothing) must also leave the next snapshot's room, or DELETEs alone
+// could fill the volume until no snapshot can be taken and nothing
+// compacts. What a snapshot in progress wrote comes out of the
 // snapshot's room, not the DELETEs'.
-func (s *storage) admitDelete(size int) (*admission, error) {
+func (s *storage) admitDelete(size int, frees int64) (*admission, error) {
 	b := int64(size) + 64
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -238,7 +246,11 @@ func (s *storage) admitDelete(size int) (*admission, error) {
 		return &admission{}, nil
 	}
 	s.update(sp)
-	if sp.raw+sp.writing-s.store.SnapshotBytes()-s.segment-sp.floor/2-s.pendingDeletes < b {
+	room := sp.raw + sp.writing - s.segment - sp.floor/2 - s.pendingDeletes
+	if frees < b {
+		room -= s.store.SnapshotBytes()
+	}
+	if room < b {
 		// The room comes back only by a snapshot and a compaction.
 		s.wake()
 		return nil, fmt.Errorf("%w: %d bytes free of %d, too few even for a DELETE", core.ErrNoSpace, sp.free, sp.capacity)

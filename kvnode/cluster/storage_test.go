@@ -226,7 +226,7 @@ func TestDeletesKeepTheSnapshotsRoom(t *testing.T) {
 	drain(s.low)
 
 	*free = need - 1 // a segment and half the floor, not the snapshot
-	if _, err := s.admitDelete(100); !errors.Is(err, core.ErrNoSpace) {
+	if _, err := s.admitDelete(100, 0); !errors.Is(err, core.ErrNoSpace) {
 		t.Fatalf("a DELETE that takes the snapshot's room: %v, want ErrNoSpace", err)
 	}
 	if !drain(s.low) {
@@ -236,17 +236,17 @@ func TestDeletesKeepTheSnapshotsRoom(t *testing.T) {
 	*free = need + 10<<10
 	var admitted []*admission
 	for range 2 {
-		a, err := s.admitDelete(4 << 10)
+		a, err := s.admitDelete(4<<10, 0)
 		if err != nil {
 			t.Fatalf("a DELETE with room: %v", err)
 		}
 		admitted = append(admitted, a)
 	}
-	if _, err := s.admitDelete(4 << 10); !errors.Is(err, core.ErrNoSpace) {
+	if _, err := s.admitDelete(4<<10, 0); !errors.Is(err, core.ErrNoSpace) {
 		t.Fatalf("a third 4 KiB DELETE in flight with 10 KiB of room: %v, want ErrNoSpace", err)
 	}
 	admitted[0].done()
-	a, err := s.admitDelete(4 << 10)
+	a, err := s.admitDelete(4<<10, 0)
 	if err != nil {
 		t.Fatalf("a DELETE once another finished: %v", err)
 	}
@@ -257,9 +257,22 @@ func TestDeletesKeepTheSnapshotsRoom(t *testing.T) {
 	// space, and comes out of the snapshot's room, not the DELETEs'.
 	s.writing.Store(4 << 20)
 	*free = need + 10<<10 - 4<<20
-	a, err = s.admitDelete(4 << 10)
+	a, err = s.admitDelete(4<<10, 0)
 	if err != nil {
 		t.Fatalf("a DELETE while a snapshot is written: %v", err)
+	}
+	a.done()
+
+	// A DELETE of a key held frees at least what it writes: it needs only
+	// a segment and half the floor, so a full node can always be emptied.
+	s.writing.Store(0)
+	*free = need - s.store.SnapshotBytes() + 10<<10
+	if _, err := s.admitDelete(4<<10, 0); !errors.Is(err, core.ErrNoSpace) {
+		t.Fatalf("a DELETE freeing nothing, without the snapshot's room: %v, want ErrNoSpace", err)
+	}
+	a, err = s.admitDelete(4<<10, 8<<10)
+	if err != nil {
+		t.Fatalf("a DELETE of a held 8 KiB pair, with a segment and half the floor: %v", err)
 	}
 	a.done()
 }

@@ -190,7 +190,20 @@ func (s *Store) Put(ctx context.Context, loc string, r io.Reader) (int64, error)
 		}
 		return cr.n, s.fail("put", l, err)
 	}
+	if !cr.eof {
+		// minio completes an upload of unknown size at its part limit
+		// (10,000 parts) without reading on: the object is cut short.
+		_ = c.RemoveObject(context.WithoutCancel(ctx), l.Bucket, l.Path, minio.RemoveObjectOptions{})
+		return cr.n, fmt.Errorf("store: %s: the stream is longer than an upload of %d-byte parts can hold (%d bytes sent); nothing was kept", l, s.partSize(), cr.n)
+	}
 	return cr.n, nil
+}
+
+func (s *Store) partSize() uint64 {
+	if s.opts.PartSize == 0 {
+		return DefaultPartSize
+	}
+	return s.opts.PartSize
 }
 
 // countingReader counts what it passes on, and keeps the source's error.
@@ -198,12 +211,15 @@ type countingReader struct {
 	r   io.Reader
 	n   int64
 	err error
+	eof bool // the stream was read to its end
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
-	if err != nil && !errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) {
+		c.eof = true
+	} else if err != nil {
 		c.err = err
 	}
 	return n, err
@@ -381,7 +397,11 @@ func (s *Store) newClient() (*minio.Client, error) {
 	}
 	u, err := url.Parse(o.S3Endpoint)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("store: the S3 endpoint %q is not https://host[:port] or http://host[:port]", o.S3Endpoint)
+		shown := o.S3Endpoint
+		if u != nil {
+			shown = u.Redacted() // never a password given in the URL
+		}
+		return nil, fmt.Errorf("store: the S3 endpoint %q is not https://host[:port] or http://host[:port]", shown)
 	}
 	secure := u.Scheme == "https"
 	transport, err := minio.DefaultTransport(secure)
