@@ -709,6 +709,10 @@ func (n *Node) Ready() error {
 		return fmt.Errorf("transaction log failed: %w", s.LogErr)
 	case s.Leader == "":
 		return errors.New("no leader")
+	case n.raft.State() == raft.Leader && n.readyTerm.Load() != n.raft.CurrentTerm():
+		// Until its first entry commits, a new leader's commit index is
+		// about to move past what it has applied: ready now would flap.
+		return errors.New("the new leader has not committed its first entry")
 	case s.AppliedIndex < s.CommitIndex:
 		return fmt.Errorf("applied index %d behind commit index %d", s.AppliedIndex, s.CommitIndex)
 	}
