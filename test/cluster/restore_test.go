@@ -26,39 +26,24 @@ func TestRestoreStartsANewClusterOthersJoin(t *testing.T) {
 	if err := a.StartN(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	w := startWriter(a, 4)
-	time.Sleep(time.Second)
-	acked := map[string]string{}
-	w.mu.Lock()
-	for k, v := range w.acked {
-		acked[k] = v
-	}
-	w.mu.Unlock()
-	leader := leaderOf(t, a)
-	resp, err := a.Admin.Get(leader.API + clusterapi.PathBackup)
-	if err != nil {
-		t.Fatal(err)
-	}
 	file := filepath.Join(t.TempDir(), "a.kvb")
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(f, resp.Body)
-	resp.Body.Close()
-	f.Close()
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("backup: %d %v", resp.StatusCode, err)
-	}
-	w.finish()
-	infoA, err := a.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	if len(acked) < 20 {
-		t.Fatalf("only %d writes acknowledged before the backup", len(acked))
-	}
+	acked, oldID := writesBeforeBackup(t, a, func() {
+		leader := leaderOf(t, a)
+		resp, err := a.Admin.Get(leader.API + clusterapi.PathBackup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(f, resp.Body)
+		resp.Body.Close()
+		f.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("backup: %d %v", resp.StatusCode, err)
+		}
+	})
 
 	b := newCluster(t)
 	first, err := b.Add()
@@ -69,7 +54,7 @@ func TestRestoreStartsANewClusterOthersJoin(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	othersJoin(ctx, t, b, infoA.ClusterID)
+	othersJoin(ctx, t, b, oldID)
 	err = harness.Retry(ctxFor(t, 30*time.Second), func() error {
 		for _, m := range b.Members() {
 			for k, v := range acked {
@@ -111,32 +96,17 @@ func TestRestoreJobStartsANewClusterOthersJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w := startWriter(a, 4)
-	time.Sleep(time.Second)
-	acked := map[string]string{}
-	w.mu.Lock()
-	for k, v := range w.acked {
-		acked[k] = v
-	}
-	w.mu.Unlock()
 	file := "file://" + filepath.Join(dir, "a-20260101000000.kvbackup")
-	// Through a follower: it redirects to the leader.
-	var via *harness.Member
-	for _, m := range a.Members() {
-		if m != leaderOf(t, a) {
-			via = m
+	acked, oldID := writesBeforeBackup(t, a, func() {
+		// Through a follower: it redirects to the leader.
+		var via *harness.Member
+		for _, m := range a.Members() {
+			if m != leaderOf(t, a) {
+				via = m
+			}
 		}
-	}
-	job(t, "backup", "--server", via.API, "--ca", filepath.Join(dir, "ca.crt"), "--cert", filepath.Join(dir, "admin.crt"), "--key", filepath.Join(dir, "admin.key"), "--to", file)
-	w.finish()
-	infoA, err := a.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	if len(acked) < 20 {
-		t.Fatalf("only %d writes acknowledged before the backup", len(acked))
-	}
+		job(t, "backup", "--server", via.API, "--ca", filepath.Join(dir, "ca.crt"), "--cert", filepath.Join(dir, "admin.crt"), "--key", filepath.Join(dir, "admin.key"), "--to", file)
+	})
 
 	b := newCluster(t)
 	first, err := b.Add()
@@ -147,7 +117,7 @@ func TestRestoreJobStartsANewClusterOthersJoin(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	othersJoin(ctx, t, b, infoA.ClusterID)
+	othersJoin(ctx, t, b, oldID)
 	verify(t, b, acked)
 }
 
@@ -352,4 +322,30 @@ func othersJoin(ctx context.Context, t *testing.T, b *harness.Cluster, oldID str
 	if info.ClusterID == "" || info.ClusterID == oldID {
 		t.Fatalf("restored cluster ID %q, the backup's %q", info.ClusterID, oldID)
 	}
+}
+
+// writesBeforeBackup runs writers on a for a second, then take (which
+// backs a up while they go on), and returns the writes acknowledged
+// before take began and a's cluster ID; a is closed.
+func writesBeforeBackup(t *testing.T, a *harness.Cluster, take func()) (map[string]string, string) {
+	t.Helper()
+	w := startWriter(a, 4)
+	time.Sleep(time.Second)
+	acked := map[string]string{}
+	w.mu.Lock()
+	for k, v := range w.acked {
+		acked[k] = v
+	}
+	w.mu.Unlock()
+	take()
+	w.finish()
+	infoA, err := a.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if len(acked) < 20 {
+		t.Fatalf("only %d writes acknowledged before the backup", len(acked))
+	}
+	return acked, infoA.ClusterID
 }
