@@ -300,15 +300,7 @@ spec:
       key: e2e/corrupt.kvbackup
       credentialsSecret: s3-credentials
 `, s3.Endpoint, s3.Bucket))
-	testutil.Eventually(t, 180*time.Second, "the corrupted backup refused", func() error {
-		reason := jsonpath(t, ns, "kvs/bad", `{.status.conditions[?(@.type=="Degraded")].reason}`)
-		msg := jsonpath(t, ns, "kvs/bad", `{.status.conditions[?(@.type=="Degraded")].message}`)
-		if reason != "RestoreFailed" || !strings.Contains(msg, "corrupt") {
-			return fmt.Errorf("Degraded %q %q", reason, msg)
-		}
-		t.Logf("refused: %s", msg)
-		return nil
-	})
+	t.Logf("refused: %s", waitDegraded(t, ns, "bad", "RestoreFailed", "corrupt", 180*time.Second))
 	if out := kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=bad,app.kubernetes.io/name=kvnode", "-o", "name"); strings.TrimSpace(out) != "" {
 		t.Fatalf("pods of a store whose restore failed: %s", out)
 	}
@@ -317,15 +309,7 @@ spec:
 	// Quorum loss: two of three pods lose their volumes.
 	kubectl(t, "delete", "pvc", "-n", ns, "data-from-s3-1", "data-from-s3-2", "--wait=false")
 	kubectl(t, "delete", "pod", "-n", ns, "from-s3-1", "from-s3-2", "--wait=false")
-	testutil.Eventually(t, 240*time.Second, "QuorumLost naming the survivor", func() error {
-		reason := jsonpath(t, ns, "kvs/from-s3", `{.status.conditions[?(@.type=="Degraded")].reason}`)
-		msg := jsonpath(t, ns, "kvs/from-s3", `{.status.conditions[?(@.type=="Degraded")].message}`)
-		if reason != "QuorumLost" || !strings.Contains(msg, "from-s3-0") {
-			return fmt.Errorf("Degraded %q %q", reason, msg)
-		}
-		t.Logf("QuorumLost: %s", msg)
-		return nil
-	})
+	t.Logf("QuorumLost: %s", waitDegraded(t, ns, "from-s3", "QuorumLost", "from-s3-0", 240*time.Second))
 	kubectl(t, "annotate", "kvs", "-n", ns, "from-s3", "kv.kvstore.dev/recover-from=from-s3-0")
 	start = time.Now()
 	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/from-s3", "--timeout=300s")
@@ -384,4 +368,20 @@ func (s s3Server) Corrupt(t *testing.T, from, to string) {
 	if _, err := c.PutObject(ctx, s.Bucket, to, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
 		t.Fatalf("put %s: %v", to, err)
 	}
+}
+
+// waitDegraded waits until store is Degraded with reason and a message
+// that contains want, and returns the message.
+func waitDegraded(t *testing.T, ns, store, reason, want string, timeout time.Duration) string {
+	t.Helper()
+	var msg string
+	testutil.Eventually(t, timeout, store+" Degraded, reason "+reason, func() error {
+		r := jsonpath(t, ns, "kvs/"+store, `{.status.conditions[?(@.type=="Degraded")].reason}`)
+		msg = jsonpath(t, ns, "kvs/"+store, `{.status.conditions[?(@.type=="Degraded")].message}`)
+		if r != reason || !strings.Contains(msg, want) {
+			return fmt.Errorf("Degraded %q %q", r, msg)
+		}
+		return nil
+	})
+	return msg
 }
