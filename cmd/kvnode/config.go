@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
@@ -27,6 +28,9 @@ type config struct {
 	PeerCA            string
 	APIAdvertise      string
 	AdminCN           string
+	ClientAuth        string // an access.Mode*
+	ClientsFile       string
+	PeerDomain        string
 	TLSReload         time.Duration
 	MaxKeyBytes       int
 	MaxValueBytes     int
@@ -73,6 +77,9 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("peer-tls-ca", "KV_PEER_TLS_CA", "PEM CA bundle that peers' certificates must chain to, on the peer port and on the internal API", func(u string) { fs.StringVar(&c.PeerCA, "peer-tls-ca", "", u) })
 	bind("api-advertise", "KV_API_ADVERTISE", "URL other members use to reach this node's API, e.g. https://kvs-0.kvs-peers.default.svc:8080 (default: from --listen)", func(u string) { fs.StringVar(&c.APIAdvertise, "api-advertise", "", u) })
 	bind("admin-cn", "KV_ADMIN_CN", "common name of the client certificate the membership API requires", func(u string) { fs.StringVar(&c.AdminCN, "admin-cn", "kvstore-admin", u) })
+	bind("client-auth", "KV_CLIENT_AUTH", "none or mtls: with mtls every request to the client API needs a client certificate, chained to --tls-ca, of a client that --clients names, and is held to that client's rights (401 without an accepted certificate, 403 outside its rights); probes and metrics stay open", func(u string) { fs.StringVar(&c.ClientAuth, "client-auth", access.ModeNone, u) })
+	bind("clients", "KV_CLIENTS", "the access rules file (JSON: {\"clients\":[{\"name\":...,\"access\":\"readWrite|readOnly\",\"prefix\":...}]}) that --client-auth=mtls enforces; re-read when it changes", func(u string) { fs.StringVar(&c.ClientsFile, "clients", "", u) })
+	bind("peer-domain", "KV_PEER_DOMAIN", "the DNS domain of the members (the headless Service's, e.g. kvs-peers.default.svc): a peer certificate must name a host in it, so that a certificate of another store signed by the same CA is no peer here. Empty: any peer certificate of --peer-tls-ca", func(u string) { fs.StringVar(&c.PeerDomain, "peer-domain", "", u) })
 	bind("tls-reload-interval", "KV_TLS_RELOAD_INTERVAL", "how often the TLS files are checked for changes", func(u string) { fs.DurationVar(&c.TLSReload, "tls-reload-interval", 10*time.Second, u) })
 	bind("max-key-bytes", "KV_MAX_KEY_BYTES", "largest key accepted (414 above)", func(u string) { fs.IntVar(&c.MaxKeyBytes, "max-key-bytes", 1024, u) })
 	bind("max-value-bytes", "KV_MAX_VALUE_BYTES", "largest value accepted (413 above)", func(u string) { fs.IntVar(&c.MaxValueBytes, "max-value-bytes", 1<<20, u) })
@@ -171,6 +178,12 @@ func (c *config) validate() error {
 		return fmt.Errorf("--tls-ca needs --tls-cert and --tls-key")
 	case (c.PeerCert == "") != (c.PeerKey == "") || (c.PeerCert == "") != (c.PeerCA == ""):
 		return fmt.Errorf("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together")
+	case c.ClientAuth != access.ModeNone && c.ClientAuth != access.ModeMTLS:
+		return fmt.Errorf("--client-auth must be %s or %s, not %q", access.ModeNone, access.ModeMTLS, c.ClientAuth)
+	case c.ClientAuth == access.ModeMTLS && (c.TLSCA == "" || c.ClientsFile == ""):
+		return fmt.Errorf("--client-auth=mtls needs --tls-cert, --tls-key, --tls-ca (the CA client certificates chain to) and --clients (who the clients are)")
+	case c.ClientAuth == access.ModeNone && c.ClientsFile != "":
+		return fmt.Errorf("--clients is enforced only with --client-auth=mtls")
 	case c.NodeID == "":
 		return fmt.Errorf("--node-id is empty")
 	case c.MaxKeyBytes < 1 || c.MaxValueBytes < 0:

@@ -127,7 +127,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	// so that the operator can still act on an overloaded node, and so do
 	// the probes.
 	shed := rest.Shedder(cfg.MaxInFlight, time.Second)
-	api := m.Instrument(shed(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger))))
+	api := m.Instrument(shed(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger, tlsSetup.guard))))
 	clusterAPI := rest.Deadline(cfg.RequestTimeout, cluster.Handler(node, cluster.Authorizers{Admin: tlsSetup.authorizeAdmin, Peer: tlsSetup.authorizePeer}))
 	members := m.Instrument(clusterAPI)
 	internal := m.Instrument(shed(clusterAPI))
@@ -149,7 +149,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 			served <- srv.Serve(ln)
 		}
 	}()
-	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil)
+	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil, "clientAuth", cfg.ClientAuth)
 	if !bootstrap && node.Status().LastIndex == 0 {
 		// Without this line the only sign is raft's "no known peers" warning.
 		logger.Info("no cluster state: waiting to be added to a cluster by its leader (or bootstrapped through the membership API)", "why", why)

@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/rest"
 )
 
 // tlsSetup is the node's TLS material: the API's server configuration, the
@@ -23,6 +26,10 @@ type tlsSetup struct {
 	apiClient *http.Client
 	peer      *tls.Config
 	adminCN   string
+	// peerDomain is --peer-domain: the hosts a peer certificate must name.
+	peerDomain string
+	// guard enforces --client-auth=mtls on the client API; nil with none.
+	guard rest.Guard
 	// apiCerts holds --tls-cert and --tls-ca, peerCerts the --peer-tls-*
 	// files; nil when not given.
 	apiCerts, peerCerts *certs.Reloader
@@ -30,7 +37,7 @@ type tlsSetup struct {
 }
 
 func setupTLS(cfg *config, logger *slog.Logger) (*tlsSetup, error) {
-	s := &tlsSetup{scheme: "http", adminCN: cfg.AdminCN}
+	s := &tlsSetup{scheme: "http", adminCN: cfg.AdminCN, peerDomain: cfg.PeerDomain}
 	transport := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true}
 	s.apiClient = &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	if cfg.PeerCert != "" {
@@ -64,6 +71,16 @@ func setupTLS(cfg *config, logger *slog.Logger) (*tlsSetup, error) {
 			// certificate, the identity that API requires.
 			transport.TLSClientConfig = r.ClientConfig(s.peerCerts)
 		}
+	}
+	if cfg.ClientAuth == access.ModeMTLS {
+		// validate made sure of --tls-ca, so apiCerts has a pool.
+		p, err := access.LoadPolicy(cfg.ClientsFile, s.apiCerts.Pool, cfg.TLSReload, logger)
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		s.closers = append(s.closers, p.Close)
+		s.guard = p
 	}
 	return s, nil
 }
@@ -121,6 +138,12 @@ func (s *tlsSetup) authorizeAdmin(r *http.Request) error {
 	if cn := leaf.Subject.CommonName; cn != s.adminCN {
 		return fmt.Errorf("client certificate %q is not the admin's", cn)
 	}
+	// The admin's certificate is a client certificate only. One that may
+	// also serve is a pod's: whatever its name (a store named like the
+	// admin, a user's Secret with odd names), it is not the admin.
+	if serverUsage(leaf) {
+		return fmt.Errorf("certificate %q may serve TLS: a pod's certificate, not the admin's", leaf.Subject.CommonName)
+	}
 	return nil
 }
 
@@ -160,7 +183,29 @@ func (s *tlsSetup) peerIdentity(leaf *x509.Certificate) error {
 	if leaf.Subject.CommonName == s.adminCN {
 		return errors.New("the admin certificate is not a peer certificate")
 	}
+	if s.peerDomain != "" && !namesHostIn(leaf, s.peerDomain) {
+		return fmt.Errorf("peer certificate %q names no host in %s: it is not one of this store's members", leaf.Subject.CommonName, s.peerDomain)
+	}
 	return nil
+}
+
+// namesHostIn reports whether c names a host of domain (a member of the
+// headless Service: "*.<domain>" or "<pod>.<domain>"), with or without
+// the cluster domain after it. Several stores may share one CA (a user's
+// issuer); their members' certificates differ in these names.
+func namesHostIn(c *x509.Certificate, domain string) bool {
+	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
+	for _, n := range c.DNSNames {
+		n = strings.TrimSuffix(strings.ToLower(n), ".")
+		host, rest, ok := strings.Cut(n, ".")
+		if !ok || host == "" || strings.Contains(host, "*") && host != "*" {
+			continue
+		}
+		if rest == domain || strings.HasPrefix(rest, domain+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // serverUsage reports whether c may serve TLS (no extended key usage at

@@ -88,7 +88,9 @@ func TestAuthorizePeerAndAdmin(t *testing.T) {
 		{"HTTPS, no client certificate, even from loopback", tlsNode, conn{from: "127.0.0.1:40000", tls: true}, false, false},
 		{"HTTPS, a member's peer certificate", tlsNode, conn{from: "10.1.2.3:40000", tls: true, cert: peer}, true, false},
 		{"HTTPS, the admin certificate", tlsNode, conn{from: "10.1.2.3:40000", tls: true, cert: admin}, false, true},
-		{"HTTPS, a peer-shaped certificate named like the admin", tlsNode, conn{from: "10.1.2.3:40000", tls: true, cert: adminAsPeer}, false, true},
+		// A pod's certificate of a store named like the admin: it may
+		// serve, so it is no admin's (and, named like the admin, no peer's).
+		{"HTTPS, a peer-shaped certificate named like the admin", tlsNode, conn{from: "10.1.2.3:40000", tls: true, cert: adminAsPeer}, false, false},
 		{"HTTPS, a server-only certificate", tlsNode, conn{from: "10.1.2.3:40000", tls: true, cert: serving}, false, false},
 		{"HTTPS, a peer certificate from another CA", tlsNode, conn{from: "10.1.2.3:40000", tls: true, cert: roguePeer}, false, false},
 	} {
@@ -107,5 +109,42 @@ func TestAuthorizePeerAndAdmin(t *testing.T) {
 		if err := c.node.authorizeAdmin(r); (err == nil) != c.adOK {
 			t.Errorf("%s: authorizeAdmin = %v, want allowed %v", c.name, err, c.adOK)
 		}
+	}
+}
+
+// Peer certificates are pinned to the store's members: with --peer-domain
+// a certificate of the same CA that names no host of the headless Service
+// (another store's, when stores share an issuer) is no peer.
+func TestPeerDomainPinsPeerCertificates(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("shared issuer", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &tlsSetup{adminCN: "kvstore-admin", peerDomain: "demo-peers.shop.svc"}
+	for _, c := range []struct {
+		names []string
+		ok    bool
+	}{
+		{[]string{"*.demo-peers.shop.svc"}, true},
+		{[]string{"demo-0.demo-peers.shop.svc.cluster.local"}, true},
+		{[]string{"demo", "*.demo-peers.shop.svc.cluster.local"}, true},
+		{[]string{"DEMO-1.Demo-Peers.shop.svc."}, true},
+		{[]string{"*.other-peers.shop.svc", "other.shop.svc"}, false},
+		{[]string{"*.demo-peers.bank.svc"}, false},
+		{[]string{"demo-peers.shop.svc"}, false}, // the Service, not a member
+		{[]string{"x*.demo-peers.shop.svc"}, false},
+		{[]string{"evil.demo-peers.shop.svcx"}, false},
+		{nil, false},
+	} {
+		leaf := issue(t, ca, dir, "p", certs.Leaf{CommonName: "demo peer", DNSNames: c.names, Server: true, Client: true, Lifetime: time.Hour})
+		if err := node.peerIdentity(leaf); (err == nil) != c.ok {
+			t.Errorf("%v: %v, want accepted %v", c.names, err, c.ok)
+		}
+	}
+	// Without --peer-domain (development) any peer certificate of the CA.
+	leaf := issue(t, ca, dir, "p", certs.Leaf{CommonName: "x peer", Server: true, Client: true, Lifetime: time.Hour})
+	if err := (&tlsSetup{adminCN: "kvstore-admin"}).peerIdentity(leaf); err != nil {
+		t.Errorf("without --peer-domain: %v", err)
 	}
 }

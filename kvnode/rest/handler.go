@@ -2,6 +2,7 @@ package rest
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 )
 
@@ -33,18 +35,27 @@ const (
 	keyMethods       = "GET, HEAD, PUT, DELETE"
 )
 
+// Guard says who a request's client is (access.Policy). Every key route
+// asks it, after the key is decoded and before anything is read or
+// written: the rights are checked on the key the store will use.
+type Guard interface {
+	Identify(cs *tls.ConnectionState) (access.Client, error)
+}
+
 // API serves the key-value routes.
 type API struct {
 	kv     KV
 	logger *slog.Logger
+	guard  Guard
 }
 
-// NewRouter returns the router for /v1/.
-func NewRouter(kv KV, logger *slog.Logger) *mux.Router {
+// NewRouter returns the router for /v1/. A nil guard admits every
+// request (--client-auth=none).
+func NewRouter(kv KV, logger *slog.Logger, guard Guard) *mux.Router {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	a := &API{kv: kv, logger: logger}
+	a := &API{kv: kv, logger: logger, guard: guard}
 	r := mux.NewRouter()
 	// Keys may hold any byte, "/" and escaped characters included: route on
 	// the escaped path and unescape the key ourselves.
@@ -87,6 +98,9 @@ func (a *API) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !a.authorized(w, r, access.Write, k) {
+		return
+	}
 	limit := a.kv.Limits().MaxValueBytes
 	if r.ContentLength > int64(limit) {
 		a.fail(w, r, fmt.Errorf("%w: %d bytes, the limit is %d", core.ErrValueTooLarge, r.ContentLength, limit))
@@ -116,6 +130,9 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !a.authorized(w, r, access.Read, k) {
+		return
+	}
 	c, err := consistency(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -138,6 +155,9 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !a.authorized(w, r, access.Write, k) {
+		return
+	}
 	if err := a.kv.Delete(r.Context(), k); err != nil {
 		a.fail(w, r, err)
 		return
@@ -154,6 +174,17 @@ type ListPage struct {
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	prefix := q.Get("prefix")
+	if a.guard != nil {
+		c, err := a.guard.Identify(r.TLS)
+		if err == nil {
+			prefix, err = c.ListPrefix(prefix)
+		}
+		if err != nil {
+			refuse(w, err)
+			return
+		}
+	}
 	limit := defaultListLimit
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -168,7 +199,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	keys, next, err := a.kv.List(r.Context(), q.Get("prefix"), q.Get("after"), limit, c)
+	keys, next, err := a.kv.List(r.Context(), prefix, q.Get("after"), limit, c)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -178,6 +209,34 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(ListPage{Keys: keys, Next: next})
+}
+
+// authorized checks that the request's client may do op on key, and
+// answers the request when it may not.
+func (a *API) authorized(w http.ResponseWriter, r *http.Request, op access.Op, key string) bool {
+	if a.guard == nil {
+		return true
+	}
+	c, err := a.guard.Identify(r.TLS)
+	if err == nil {
+		err = c.Allows(op, key)
+	}
+	if err != nil {
+		refuse(w, err)
+		return false
+	}
+	return true
+}
+
+// refuse answers a request access refused: 401 when the client is not
+// known, 403 when it is but may not do this. Not logged: anyone who
+// reaches the port could fill the log; the metrics count them by status.
+func refuse(w http.ResponseWriter, err error) {
+	code := http.StatusForbidden
+	if errors.Is(err, access.ErrUnauthenticated) {
+		code = http.StatusUnauthorized
+	}
+	writeError(w, code, err.Error())
 }
 
 func consistency(r *http.Request) (core.Consistency, error) {

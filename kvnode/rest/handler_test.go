@@ -37,7 +37,7 @@ func newServer(t *testing.T, limits core.Limits) *httptest.Server {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	srv := httptest.NewServer(rest.Deadline(2*time.Second, rest.NewRouter(svc, nil)))
+	srv := httptest.NewServer(rest.Deadline(2*time.Second, rest.NewRouter(svc, nil, nil)))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -227,7 +227,7 @@ func (k *consistencyKV) List(_ context.Context, _, _ string, _ int, c core.Consi
 // key and on the key list; anything else is a 400 that names the three.
 func TestConsistencyParameter(t *testing.T) {
 	kv := &consistencyKV{}
-	srv := httptest.NewServer(rest.NewRouter(kv, nil))
+	srv := httptest.NewServer(rest.NewRouter(kv, nil, nil))
 	t.Cleanup(srv.Close)
 	for _, c := range []struct {
 		query string
@@ -272,7 +272,7 @@ func (fullKV) Limits() core.Limits { return core.DefaultLimits }
 // A PUT refused for want of space is 507 Insufficient Storage with one
 // line saying so, not a 500 nor a 503 that invites retrying at once.
 func TestFullVolumeIs507(t *testing.T) {
-	srv := httptest.NewServer(rest.NewRouter(fullKV{}, nil))
+	srv := httptest.NewServer(rest.NewRouter(fullKV{}, nil, nil))
 	defer srv.Close()
 	do(t, srv, call{method: "PUT", path: "/v1/key/k", body: "v", status: http.StatusInsufficientStorage, respBody: core.ErrNoSpace.Error() + "\n"})
 	do(t, srv, call{method: "GET", path: "/v1/key/k", status: http.StatusOK, respBody: "v"})
