@@ -12,6 +12,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/clientaccess"
 	"github.com/kvstore-operator/kvstore-operator/controllers/hpa"
 	"github.com/kvstore-operator/kvstore-operator/controllers/membership"
 	"github.com/kvstore-operator/kvstore-operator/controllers/pdb"
@@ -53,6 +55,8 @@ type KeyValueStoreReconciler struct {
 	Recorder EventRecorder
 	// Now is the clock (certificate renewal); tests replace it.
 	Now func() time.Time
+	// Operator says which pods are the operator, for the NetworkPolicies.
+	Operator clientaccess.Operator
 	// NewMembershipClient connects to a cluster's kvnodes with the admin
 	// certificate; tests replace it.
 	NewMembershipClient func(kvs *kvv1.KeyValueStore, ca, cert, key []byte) (MembershipClient, error)
@@ -73,6 +77,8 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.Secret{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Owns(&batchv1.Job{}).
@@ -97,7 +103,7 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 //     pods that run, the Raft configuration read from the members, and
 //     from these the next membership step (membership.Plan);
 //  2. run the steps in order, stopping at the first that must wait or
-//     fails: TLS Secrets → Services → StatefulSet → one membership step →
+//     fails: TLS Secrets → client access → Services → StatefulSet → one membership step →
 //     PodDisruptionBudget → HorizontalPodAutoscaler → settled;
 //  3. compute status from what was observed and patch it once.
 //
@@ -212,6 +218,7 @@ type step struct {
 func (r *KeyValueStoreReconciler) steps() []step {
 	return []step{
 		{"tls", true, r.syncTLS},
+		{"access", true, r.syncAccess},
 		{"services", true, r.syncServices},
 		{"restore", true, r.syncRestore},
 		{"statefulset", true, r.syncStatefulSet},
@@ -268,6 +275,7 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		live = nil
 	}
 	st.live = live
+	kvs.Status.ClientAuth = statefulset.ClientAuth(kvs, live)
 	// The ID recorded on the StatefulSet outlives status (a store
 	// re-applied from a manifest); status still holds it for a store made
 	// before the annotation existed.

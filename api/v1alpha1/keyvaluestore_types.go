@@ -101,6 +101,29 @@ type KeyValueStoreSpec struct {
 	// hold a healthy quorum. Unset: never.
 	// +optional
 	ReplaceAfter *metav1.Duration `json:"replaceAfter,omitempty"`
+
+	// ClientAuth is mtls or none. With mtls every request to the client
+	// API needs the certificate of a client in Clients (401 without one,
+	// 403 outside the client's rights); probes and metrics stay open.
+	// Unset: mtls for a new store; a store created before this field
+	// existed keeps what it runs (none) until it is set.
+	// +kubebuilder:validation:Enum=mtls;none
+	// +optional
+	ClientAuth string `json:"clientAuth,omitempty"`
+
+	// Clients are the store's named clients, each with a certificate
+	// Secret <store>-client-<name> and its rights. A client removed from
+	// the list is refused within a minute or two (the kubelet's update
+	// of the pods' rules file), and its Secret is deleted.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Clients []ClientSpec `json:"clients,omitempty"`
+
+	// NetworkPolicy restricts who reaches the pods at all.
+	// +optional
+	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
 }
 
 // StorageSpec is the persistent volume of each member.
@@ -323,6 +346,10 @@ type KeyValueStoreStatus struct {
 	// CertificateNotAfter is when the current server certificate expires.
 	// +optional
 	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`
+	// ClientAuth is the client authentication the pods enforce (mtls or
+	// none): spec.clientAuth, or what an unset field means for this store.
+	// +optional
+	ClientAuth string `json:"clientAuth,omitempty"`
 	// CertificatesRenewedFor is the last value of the
 	// kv.kvstore.dev/renew-certificates annotation the operator acted on.
 	// +optional

@@ -90,6 +90,16 @@ const (
 	LabelBackupStoreUID = "kv.kvstore.dev/store-uid"
 )
 
+// LabelClient marks a client's certificate Secret with the client's
+// name; on a pod, it is what spec.networkPolicy admits as that client
+// when the client names no selectors.
+const LabelClient = "kv.kvstore.dev/client"
+
+// AnnotationClientIssuedAfter on a client's Secret is when its first
+// certificate was issued (RFC 3339). The pods refuse certificates of that
+// client issued before: those of an earlier client of the same name.
+const AnnotationClientIssuedAfter = "kv.kvstore.dev/client-issued-after"
+
 // Phases shown by kubectl get.
 const (
 	PhaseCreating = "Creating"
@@ -168,6 +178,27 @@ func TLSSecretName(kvs *KeyValueStore) string {
 // AdminSecretName holds the operator's admin client certificate.
 func AdminSecretName(kvs *KeyValueStore) string { return kvs.Name + "-admin" }
 
+// CAConfigMapName holds the CA bundle alone (ca.crt), for clients: they
+// never need a Secret that holds private keys to trust the store.
+func CAConfigMapName(kvs *KeyValueStore) string { return kvs.Name + "-ca" }
+
+// AccessConfigMapName holds the access rules the pods enforce
+// (access.RulesFile), written from spec.clients.
+func AccessConfigMapName(kvs *KeyValueStore) string { return kvs.Name + "-clients" }
+
+// ClientSecretName holds client name's certificate: ca.crt, tls.crt, tls.key.
+func ClientSecretName(kvs *KeyValueStore, name string) string { return kvs.Name + "-client-" + name }
+
+// NetworkPolicyName is the NetworkPolicy of spec.networkPolicy.
+func NetworkPolicyName(kvs *KeyValueStore) string { return kvs.Name }
+
+// PeerDomain is the DNS domain of the members (the headless Service's):
+// every member's name is <pod>.<PeerDomain>, and a peer certificate must
+// name a host in it.
+func PeerDomain(kvs *KeyValueStore) string {
+	return fmt.Sprintf("%s.%s.svc", HeadlessServiceName(kvs), kvs.Namespace)
+}
+
 // DataClaimName is the volume claim of pod i (the StatefulSet's claim
 // template is named "data").
 func DataClaimName(kvs *KeyValueStore, i int) string { return "data-" + PodName(kvs, i) }
@@ -201,7 +232,7 @@ func PodOrdinal(kvs *KeyValueStore, podName string) (int, bool) {
 
 // PodDNSName is member i's stable DNS name.
 func PodDNSName(kvs *KeyValueStore, i int) string {
-	return fmt.Sprintf("%s.%s.%s.svc", PodName(kvs, i), HeadlessServiceName(kvs), kvs.Namespace)
+	return PodName(kvs, i) + "." + PeerDomain(kvs)
 }
 
 // PodAPIURL is the URL of member i's API.

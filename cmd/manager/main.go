@@ -16,6 +16,7 @@ import (
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers"
+	"github.com/kvstore-operator/kvstore-operator/controllers/clientaccess"
 )
 
 func main() {
@@ -49,7 +50,10 @@ func main() {
 		log.Error(err, "unable to create the manager")
 		os.Exit(1)
 	}
-	r := &controllers.KeyValueStoreReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kvstore-operator")}
+	r := &controllers.KeyValueStoreReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kvstore-operator"),
+		// The stores' NetworkPolicies admit the operator by these: the
+		// namespace from the downward API, the labels of its manifests.
+		Operator: clientaccess.Operator{Namespace: os.Getenv("POD_NAMESPACE"), Labels: map[string]string{"app.kubernetes.io/name": "kvstore-operator"}}}
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to set up the controller")
 		os.Exit(1)

@@ -16,14 +16,42 @@ import (
 	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
 const (
-	dataDir = "/var/lib/kvnode"
-	tlsDir  = "/etc/kvnode/tls"
+	dataDir   = "/var/lib/kvnode"
+	tlsDir    = "/etc/kvnode/tls"
+	accessDir = "/etc/kvnode/access"
 	uid     = 65532
 )
+
+// EnvClientAuth is kvnode's --client-auth in the pod template.
+const EnvClientAuth = "KV_CLIENT_AUTH"
+
+// ClientAuth is the client authentication the pods of live enforce: a
+// store that runs without it keeps running without it until
+// spec.clientAuth says otherwise, and a new store (live nil) gets mtls.
+// It is read from the StatefulSet, not from status, so that a store
+// whose status was lost (re-applied from a backup of its manifest) does
+// not lose its client authentication.
+func ClientAuth(kvs *kvv1.KeyValueStore, live *appsv1.StatefulSet) string {
+	if kvs.Spec.ClientAuth != "" {
+		return kvs.Spec.ClientAuth
+	}
+	if live == nil {
+		return kvv1.ClientAuthMTLS
+	}
+	for _, c := range live.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == EnvClientAuth && e.Value == kvv1.ClientAuthMTLS {
+				return kvv1.ClientAuthMTLS
+			}
+		}
+	}
+	return kvv1.ClientAuthNone
+}
 
 // Build returns the desired StatefulSet. replicas is the pod count the
 // membership step allows; nil leaves the field to the autoscaler.
@@ -55,11 +83,33 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 		{Name: "KV_PEER_TLS_CERT", Value: tlsDir + "/peer.crt"},
 		{Name: "KV_PEER_TLS_KEY", Value: tlsDir + "/peer.key"},
 		{Name: "KV_PEER_TLS_CA", Value: tlsDir + "/ca.crt"},
+		// Another store's certificate from a shared issuer is no peer.
+		{Name: "KV_PEER_DOMAIN", Value: kvv1.PeerDomain(kvs)},
 		{Name: "KV_MAX_KEY_BYTES", Value: strconv.Itoa(int(l.MaxKeyBytes))},
 		{Name: "KV_MAX_VALUE_BYTES", Value: strconv.Itoa(int(l.MaxValueBytes))},
 		{Name: "KV_MAX_IN_FLIGHT", Value: strconv.Itoa(int(l.MaxInFlight))},
 		{Name: "KV_DRAIN_DELAY", Value: "3s"},
 		{Name: "KV_SHUTDOWN_TIMEOUT", Value: "20s"},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "data", MountPath: dataDir},
+		{Name: "tls", MountPath: tlsDir, ReadOnly: true},
+		{Name: "tmp", MountPath: "/tmp"},
+	}
+	volumes := []corev1.Volume{
+		{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: kvv1.TLSSecretName(kvs), DefaultMode: ptr.To[int32](0o440)}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	if kvs.Status.ClientAuth == kvv1.ClientAuthMTLS {
+		// The rules come from a ConfigMap volume, not from the pod
+		// template: a change of spec.clients reaches the pods within the
+		// kubelet's sync period, without restarting a member.
+		env = append(env,
+			corev1.EnvVar{Name: EnvClientAuth, Value: kvv1.ClientAuthMTLS},
+			corev1.EnvVar{Name: "KV_CLIENTS", Value: accessDir + "/" + access.RulesFile})
+		mounts = append(mounts, corev1.VolumeMount{Name: "access", MountPath: accessDir, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: "access", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: kvv1.AccessConfigMapName(kvs)}, DefaultMode: ptr.To[int32](0o444)}}})
 	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -135,16 +185,9 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 							ReadOnlyRootFilesystem:   ptr.To(true),
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 						},
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "data", MountPath: dataDir},
-							{Name: "tls", MountPath: tlsDir, ReadOnly: true},
-							{Name: "tmp", MountPath: "/tmp"},
-						},
+						VolumeMounts: mounts,
 					}},
-					Volumes: []corev1.Volume{
-						{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: kvv1.TLSSecretName(kvs), DefaultMode: ptr.To[int32](0o440)}}},
-						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-					},
+					Volumes: volumes,
 				},
 			},
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{

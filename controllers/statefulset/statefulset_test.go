@@ -1,6 +1,7 @@
 package statefulset
 
 import (
+	appsv1 "k8s.io/api/apps/v1"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,5 +36,38 @@ func TestBuildSecurity(t *testing.T) {
 	}
 	if c.StartupProbe == nil || c.LivenessProbe.HTTPGet.Path != "/livez" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Fatal("probes")
+	}
+}
+
+func TestBuildClientAuth(t *testing.T) {
+	k := testutil.StoredKVS("demo")
+	k.Status.ClientAuth = kvv1.ClientAuthMTLS
+	testutil.Golden(t, "mtls", Build(k, ptr.To[int32](3)))
+}
+
+// What an unset spec.clientAuth means: mtls for a new store, and for a
+// running one what its pods run.
+func TestClientAuthOfAStore(t *testing.T) {
+	mtls := testutil.StoredKVS("demo")
+	mtls.Status.ClientAuth = kvv1.ClientAuthMTLS
+	runningMTLS, runningNone := Build(mtls, ptr.To[int32](3)), Build(testutil.StoredKVS("demo"), ptr.To[int32](3))
+	for _, c := range []struct {
+		name string
+		spec string
+		live *appsv1.StatefulSet
+		want string
+	}{
+		{"a new store", "", nil, kvv1.ClientAuthMTLS},
+		{"a store that runs mtls", "", runningMTLS, kvv1.ClientAuthMTLS},
+		{"a store that runs without", "", runningNone, kvv1.ClientAuthNone},
+		{"spec none wins", kvv1.ClientAuthNone, runningMTLS, kvv1.ClientAuthNone},
+		{"spec mtls wins", kvv1.ClientAuthMTLS, runningNone, kvv1.ClientAuthMTLS},
+		{"spec none, new", kvv1.ClientAuthNone, nil, kvv1.ClientAuthNone},
+	} {
+		k := testutil.StoredKVS("demo")
+		k.Spec.ClientAuth = c.spec
+		if got := ClientAuth(k, c.live); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
 	}
 }

@@ -7,10 +7,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
 )
 
 // ApplyFunc writes an object the package built (server-side apply with the
@@ -32,6 +34,11 @@ type State struct {
 	// AnsweredRenewal is the renewal request (the annotation's value) that
 	// Sync answered; "" when it answered none.
 	AnsweredRenewal string
+	// CACert is the CA bundle the pods trust (ca.crt). Only Sync fills it.
+	CACert []byte
+	// Clients maps each client of spec.clients to the time its
+	// certificates must be issued after (zero: any). Only Sync fills it.
+	Clients map[string]time.Time
 }
 
 // Provider supplies a store's certificates. There are two: the operator's
@@ -99,8 +106,23 @@ func (userSecret) Read(ctx context.Context, c client.Reader, kvs *kvv1.KeyValueS
 	return State{Admin: s.admin, NotAfter: notAfter(s.serving)}, nil
 }
 
+// Sync issues nothing: without the CA's key the operator cannot issue
+// client certificates either; the user issues them (common name
+// "client:<name>"), and the rules admit them from any time.
 func (u userSecret) Sync(ctx context.Context, c client.Reader, _ ApplyFunc, kvs *kvv1.KeyValueStore, now time.Time) (State, error) {
-	return u.Read(ctx, c, kvs, now)
+	st, err := u.Read(ctx, c, kvs, now)
+	if err != nil {
+		return st, err
+	}
+	serving := &corev1.Secret{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.TLSSecretName(kvs)}, serving); err == nil {
+		st.CACert = serving.Data[CACert]
+	}
+	st.Clients = map[string]time.Time{}
+	for _, cl := range kvs.Spec.Clients {
+		st.Clients[cl.Name] = time.Time{}
+	}
+	return st, nil
 }
 
 // issued is the operator's own CA: issued once, kept in <name>-ca; the
@@ -169,11 +191,49 @@ func (issued) Sync(ctx context.Context, c client.Reader, apply ApplyFunc, kvs *k
 		}
 		admin = fresh
 	}
+	if st.Clients, err = syncClients(ctx, c, apply, kvs, ca, renew, force, now); err != nil {
+		return State{}, err
+	}
 	if force {
 		st.AnsweredRenewal = requested
 	}
-	st.Admin, st.NotAfter = admin, notAfter(serving)
+	st.Admin, st.NotAfter, st.CACert = admin, notAfter(serving), ca.CertPEM
 	return st, nil
+}
+
+// syncClients issues and renews the certificate of every client in
+// spec.clients, by the same rules as the pods' (due, CA changed, or
+// renewal requested), keeping each client's issued-after time.
+func syncClients(ctx context.Context, c client.Reader, apply ApplyFunc, kvs *kvv1.KeyValueStore, ca *certs.CA, renew int32, force bool, now time.Time) (map[string]time.Time, error) {
+	out := make(map[string]time.Time, len(kvs.Spec.Clients))
+	for _, cl := range kvs.Spec.Clients {
+		cur := &corev1.Secret{}
+		err := c.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.ClientSecretName(kvs, cl.Name)}, cur)
+		switch {
+		case apierrors.IsNotFound(err):
+			cur = nil
+		case err != nil:
+			return nil, err
+		case !metav1.IsControlledBy(cur, kvs) || cur.Labels[kvv1.LabelClient] != cl.Name:
+			// Not this store's client Secret (a user's object of the same
+			// name, or a deleted store's): its time says nothing of this
+			// client, and applying over it would take it over.
+			return nil, fmt.Errorf("Secret %s exists and is not this store's certificate of client %q: rename the client or delete the Secret", cur.Name, cl.Name)
+		}
+		after := IssuedAfter(cur)
+		if need, _ := NeedsRenewal(data(cur, TLSCert), renew, now); need || force || after.IsZero() || string(data(cur, CACert)) != string(ca.CertPEM) {
+			fresh, err := BuildClient(kvs, ca, cl.Name, after, now)
+			if err != nil {
+				return nil, err
+			}
+			if err := apply(ctx, fresh); err != nil {
+				return nil, err
+			}
+			after = IssuedAfter(fresh)
+		}
+		out[cl.Name] = after
+	}
+	return out, nil
 }
 
 func data(s *corev1.Secret, key string) []byte {

@@ -2,7 +2,8 @@
 // KeyValueStore: a CA kept in its own Secret (only the operator reads its
 // key), the Secret the pods mount (the CA certificate, the server
 // certificate with the Service and pod DNS names, the peer certificate),
-// and the operator's admin client certificate.
+// the operator's admin client certificate, and a certificate for each
+// client in spec.clients.
 package tlssecrets
 
 import (
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
 )
 
@@ -104,6 +106,42 @@ func BuildAdmin(kvs *kvv1.KeyValueStore, ca *certs.CA, now time.Time) (*corev1.S
 		return nil, err
 	}
 	return secret(kvs, kvv1.AdminSecretName(kvs), map[string][]byte{CACert: ca.CertPEM, TLSCert: c, TLSKey: k}), nil
+}
+
+// BuildClient returns client's certificate Secret, issued by ca. issuedAfter
+// is kept from the client's earlier Secret; zero for a new client, which
+// then gets its first certificate's NotBefore (see
+// kvv1.AnnotationClientIssuedAfter).
+func BuildClient(kvs *kvv1.KeyValueStore, ca *certs.CA, client string, issuedAfter, now time.Time) (*corev1.Secret, error) {
+	c, k, err := ca.Issue(certs.Leaf{CommonName: access.CommonName(client), Client: true, Lifetime: Lifetime(kvs)}, now)
+	if err != nil {
+		return nil, err
+	}
+	if issuedAfter.IsZero() {
+		b, _ := pem.Decode(c)
+		leaf, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		issuedAfter = leaf.NotBefore
+	}
+	s := secret(kvs, kvv1.ClientSecretName(kvs, client), map[string][]byte{CACert: ca.CertPEM, TLSCert: c, TLSKey: k})
+	s.Labels[kvv1.LabelClient] = client
+	s.Annotations = map[string]string{kvv1.AnnotationClientIssuedAfter: issuedAfter.UTC().Format(time.RFC3339)}
+	return s, nil
+}
+
+// IssuedAfter reads kvv1.AnnotationClientIssuedAfter of a client's Secret;
+// zero when it is missing or unreadable.
+func IssuedAfter(s *corev1.Secret) time.Time {
+	if s == nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339, s.Annotations[kvv1.AnnotationClientIssuedAfter])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // Lifetime is spec.tls.certificateLifetime with its default.
