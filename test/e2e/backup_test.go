@@ -185,6 +185,7 @@ metadata:
   name: src
 spec:
   replicas: 3
+  clients: [{name: e2e}]
 `)
 	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/src", "--timeout=180s")
 	start := time.Now()
@@ -252,6 +253,7 @@ metadata:
   name: from-volume
 spec:
   replicas: 3
+  clients: [{name: e2e}]
   restore:
     backupName: to-volume
 `)
@@ -273,6 +275,7 @@ metadata:
   name: from-s3
 spec:
   replicas: 3
+  clients: [{name: e2e}]
   restore:
     s3:
       endpoint: %s
@@ -293,6 +296,7 @@ metadata:
   name: bad
 spec:
   replicas: 1
+  clients: [{name: e2e}]
   restore:
     s3:
       endpoint: %s

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -85,18 +86,35 @@ func freshNamespace(t *testing.T, ns string) string {
 	return ns
 }
 
-// client returns an HTTPS client that trusts the store's CA, read from its Secret.
+// client returns an HTTPS client of the store, as an application would
+// set one up: it trusts the CA from the ConfigMap <name>-ca and presents
+// the certificate of the store's first client (spec.clients), from that
+// client's Secret.
 func client(t *testing.T, ns, name string) *http.Client {
 	t.Helper()
-	out := kubectl(t, "get", "secret", "-n", ns, name+"-tls", "-o", "jsonpath={.data.ca\\.crt}")
-	ca, err := base64.StdEncoding.DecodeString(out)
-	if err != nil {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(kubectl(t, "get", "configmap", "-n", ns, name+"-ca", "-o", "jsonpath={.data.ca\\.crt}"))) {
+		t.Fatalf("no CA in ConfigMap %s-ca", name)
+	}
+	c := anonymous(t, ns, name, pool)
+	out := kubectl(t, "get", "secret", "-n", ns, "-l", "app.kubernetes.io/instance="+name+",kv.kvstore.dev/client", "-o", "jsonpath={.items[0].data.tls\\.crt} {.items[0].data.tls\\.key}")
+	parts := strings.Fields(out)
+	if len(parts) != 2 {
+		t.Fatalf("store %s has no client Secret (spec.clients)", name)
+	}
+	certPEM, err1 := base64.StdEncoding.DecodeString(parts[0])
+	keyPEM, err2 := base64.StdEncoding.DecodeString(parts[1])
+	pair, err3 := tls.X509KeyPair(certPEM, keyPEM)
+	if err := errors.Join(err1, err2, err3); err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		t.Fatal("no CA in the Secret")
-	}
+	c.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{pair}
+	return c
+}
+
+// anonymous is a client of the store's Service without a client certificate.
+func anonymous(t *testing.T, ns, name string, pool *x509.CertPool) *http.Client {
+	t.Helper()
 	// The Service's DNS name is in the certificate; dial its ClusterIP.
 	ip := strings.TrimSpace(kubectl(t, "get", "svc", "-n", ns, name, "-o", "jsonpath={.spec.clusterIP}"))
 	dialer := &net.Dialer{Timeout: 3 * time.Second}
@@ -186,6 +204,10 @@ func TestSampleStore(t *testing.T) {
 
 	c := client(t, ns, "demo")
 	base := "https://demo." + ns + ".svc:8080"
+	// Client authentication is on by default: a request without the
+	// client's certificate is refused, with the reason.
+	pool := c.Transport.(*http.Transport).TLSClientConfig.RootCAs
+	session(t, anonymous(t, ns, "demo", pool), base, []step{{"GET", "/v1/key-a", "", 401, "no client certificate"}})
 	session(t, c, base, []step{
 		{"PUT", "/v1/key-a", "Hello, key-value store!", 201, ""},
 		{"GET", "/v1/key-a", "", 200, "Hello, key-value store!"},
@@ -353,6 +375,7 @@ metadata:
   name: auto
 spec:
   replicas: 3
+  clients: [{name: e2e}]
   autoscaling:
     enabled: true
     minReplicas: 3

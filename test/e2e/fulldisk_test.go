@@ -76,6 +76,7 @@ metadata:
   name: full
 spec:
   replicas: 3
+  clients: [{name: e2e}]
   storage: {size: 48Mi}
 `)
 	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "kvs/full", "--timeout=180s")
