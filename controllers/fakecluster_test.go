@@ -29,6 +29,19 @@ type fakeRaft struct {
 	// reports replace what a pod says about itself (its volume's cluster
 	// ID and state) through GET /v1/cluster.
 	reports map[int]membership.Report
+	// storage is what each member reports of its disk budget.
+	storage map[int]clusterapi.StorageStatus
+}
+
+// setStorage makes member ord report s as its disk budget.
+func (f *fakeCluster) setStorage(name string, ord int, s clusterapi.StorageStatus) {
+	r := f.raft(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.storage == nil {
+		r.storage = map[int]clusterapi.StorageStatus{}
+	}
+	r.storage[ord] = s
 }
 
 func newFakeCluster() *fakeCluster { return &fakeCluster{clusters: map[string]*fakeRaft{}} }
@@ -126,7 +139,11 @@ func (c *fakeClient) Observe(_ context.Context, pods int, _ uint64) membership.O
 		if v {
 			role = clusterapi.RoleVoter
 		}
-		o.View.Members = append(o.View.Members, clusterapi.Member{ID: kvv1.PodName(c.kvs, ord), Role: role, Healthy: r.running[ord]})
+		m := clusterapi.Member{ID: kvv1.PodName(c.kvs, ord), Role: role, Healthy: r.running[ord]}
+		if s, ok := r.storage[ord]; ok {
+			m.Status = &clusterapi.NodeStatus{Storage: &s}
+		}
+		o.View.Members = append(o.View.Members, m)
 		o.Members = append(o.Members, membership.Member{Ordinal: ord, Voter: v, Healthy: r.running[ord], CaughtUp: r.running[ord]})
 	}
 	sort.Slice(o.View.Members, func(i, j int) bool { return o.View.Members[i].ID < o.View.Members[j].ID })

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -204,6 +205,11 @@ type state struct {
 	// keep is how many pods the StatefulSet may have now (a scale-down
 	// keeps the pods of members not yet removed).
 	keep int
+	// storage is each member's disk budget as it reported it.
+	storage map[string]clusterapi.StorageStatus
+	// volumeSize is the size the volumes are asked to have (the volumes
+	// step decides it); zero before that step ran.
+	volumeSize resource.Quantity
 }
 
 // step is one stage of the reconcile.
@@ -221,6 +227,7 @@ func (r *KeyValueStoreReconciler) steps() []step {
 		{"access", true, r.syncAccess},
 		{"services", true, r.syncServices},
 		{"restore", true, r.syncRestore},
+		{"volumes", true, r.syncVolumes},
 		{"statefulset", true, r.syncStatefulSet},
 		{"membership", true, r.stepMembership},
 		{"replace", true, r.replaceUnschedulable},
@@ -255,7 +262,7 @@ func (r *KeyValueStoreReconciler) run(ctx context.Context, kvs *kvv1.KeyValueSto
 
 // observe reads everything the steps decide on and changes nothing.
 func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValueStore) (*state, result) {
-	st := &state{kvs: kvs, plan: membership.Observed{Voters: int(kvs.Voters()), Bootstrapped: kvs.Status.Bootstrapped, Leader: -1}}
+	st := &state{kvs: kvs, storage: map[string]clusterapi.StorageStatus{}, plan: membership.Observed{Voters: int(kvs.Voters()), Bootstrapped: kvs.Status.Bootstrapped, Leader: -1}}
 	kvs.Status.Selector = labelSelector(kvv1.SelectorLabels(kvs))
 
 	certs, err := tlssecrets.For(kvs).Read(ctx, r.Client, kvs, r.Now())
@@ -347,6 +354,9 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 			st.obs.reachable = true
 			st.obs.leader = view.Leader
 			for _, m := range view.Members {
+				if s := m.Status; s != nil && s.Storage != nil {
+					st.storage[m.ID] = *s.Storage
+				}
 				if s := m.Status; s != nil && s.Storage != nil && s.Storage.Full {
 					st.obs.storageFull = append(st.obs.storageFull, fmt.Sprintf("%s (%d of %d bytes free, %d reserved)", m.ID, s.Storage.FreeBytes, s.Storage.CapacityBytes, s.Storage.ReserveBytes))
 				}
@@ -437,7 +447,17 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 	if !st.kvs.AutoscalingEnabled() {
 		replicas = ptr.To(int32(st.keep))
 	}
+	if st.live != nil && st.live.DeletionTimestamp != nil {
+		// Deleted with its pods orphaned, to be made again with larger
+		// claim templates (syncVolumes): applying now would write to the
+		// object on its way out.
+		return waitFor("the StatefulSet is being re-created with the new volume size")
+	}
 	desired := statefulset.Build(st.kvs, replicas)
+	if !st.volumeSize.IsZero() {
+		// Members added later get what the others have, autoExpand included.
+		desired.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage] = st.volumeSize.DeepCopy()
+	}
 	if st.clusterID != "" {
 		// Recorded where a store re-applied without status still finds it;
 		// applied with every reconcile so that the apply keeps owning it.
@@ -446,7 +466,7 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 		}
 		desired.Annotations[kvv1.AnnotationClusterID] = st.clusterID
 	}
-	st.obs.immutable = statefulset.KeepClaimTemplates(desired, st.live)
+	statefulset.KeepClaimTemplates(desired, st.live)
 	if err := apply(ctx, r.Client, desired); err != nil {
 		return fail(err)
 	}

@@ -119,6 +119,13 @@ func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyVal
 		b.Status.Phase = kvv1.BackupRunning
 		return 5 * time.Second, nil
 	}
+	if o.Result.Location == "" && o.Result.Error == "" && time.Since(jobFinished(job)) < 10*time.Second {
+		// The Job's status can reach the cache before its pod's, whose
+		// termination message says what happened: a backup recorded now
+		// would say only that the Job failed, for good. Cache lag is real
+		// time, hence time.Since and not the reconciler's clock.
+		return time.Second, nil
+	}
 	now := metav1.NewTime(r.Now())
 	b.Status.CompletionTime = &now
 	if job.Status.CompletionTime != nil {
@@ -142,6 +149,19 @@ func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyVal
 	cond(kvv1.BackupConditionComplete, "BackupComplete", msg)
 	r.event(b, corev1.EventTypeNormal, "BackupComplete", msg)
 	return 0, nil
+}
+
+// jobFinished is when job completed or failed.
+func jobFinished(job *batchv1.Job) time.Time {
+	if job.Status.CompletionTime != nil {
+		return job.Status.CompletionTime.Time
+	}
+	for _, c := range job.Status.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Time{}
 }
 
 func (r *KeyValueStoreBackupReconciler) event(b *kvv1.KeyValueStoreBackup, typ, reason, note string) {

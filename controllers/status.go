@@ -24,7 +24,8 @@ type observation struct {
 	mismatch        string   // a pod reports another cluster ID than the store's
 	quorumLost      string   // a majority of the voters lost their volumes
 	waiting         string   // what the reconcile waits for, "" when nothing
-	immutable       string   // a spec change that cannot be applied
+	volumesRefused  string   // the volumes cannot grow to the size asked
+	resizing        string   // volume claims growing, "" when none
 	restoreFailed   string   // spec.restore cannot be done
 	storageFull     []string // members whose volume is full, with their numbers
 	err             error    // the first real error of the reconcile
@@ -69,7 +70,7 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	default:
 		cond(kvv1.ConditionReady, false, kvv1.ReasonMembersUnhealthy, fmt.Sprintf("%d/%d pods ready, %d/%d voters, %d members unhealthy", obs.readyPods, want, obs.voters, want, unhealthy))
 	}
-	progressing := obs.step != "" || obs.waiting != ""
+	progressing := obs.step != "" || obs.waiting != "" || obs.resizing != ""
 	switch {
 	case kvs.Spec.Paused:
 		cond(kvv1.ConditionProgressing, false, kvv1.ReasonPaused, "spec.paused is true: no changes are made")
@@ -77,6 +78,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionProgressing, true, kvv1.ReasonMembershipChange, obs.step)
 	case obs.waiting != "":
 		cond(kvv1.ConditionProgressing, true, kvv1.ReasonWaitingForPods, obs.waiting)
+	case obs.resizing != "":
+		cond(kvv1.ConditionProgressing, true, kvv1.ReasonResizingVolumes, obs.resizing)
 	default:
 		cond(kvv1.ConditionProgressing, false, kvv1.ReasonStable, "the cluster is as specified")
 	}
@@ -89,8 +92,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonClusterIDMismatch, obs.mismatch)
 	case obs.quorumLost != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonQuorumLost, obs.quorumLost)
-	case obs.immutable != "":
-		cond(kvv1.ConditionDegraded, true, kvv1.ReasonImmutableField, obs.immutable)
+	case obs.volumesRefused != "":
+		cond(kvv1.ConditionDegraded, true, kvv1.ReasonVolumeExpansionRefused, obs.volumesRefused)
 	case obs.blocked != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonUnsafeMembershipChange, obs.blocked)
 	case st.Bootstrapped && !ready && !progressing:

@@ -33,7 +33,7 @@ func TestSetStatus(t *testing.T) {
 		{"no leader", true, false, observation{pods: 3, readyPods: 0, voters: 3, members: healthy, reachable: true}, kvv1.PhaseDegraded, "False", kvv1.ReasonNoLeader, "False", "True"},
 		{"unreachable", true, false, observation{pods: 3}, kvv1.PhaseDegraded, "False", kvv1.ReasonClusterUnreachable, "False", "True"},
 		{"error", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, err: errors.New("apply failed")}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},
-		{"immutable storage", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, immutable: "storage.size changed"}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},
+		{"volumes cannot grow", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, volumesRefused: "storage class does not allow expansion"}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},
 		{"paused", true, true, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true}, kvv1.PhasePaused, "True", kvv1.ReasonAvailable, "False", "False"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,5 +95,16 @@ func TestSetStatusStorageFull(t *testing.T) {
 	setStatus(kvs, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", reachable: true})
 	if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionStorageFull); c == nil || c.Status != metav1.ConditionFalse {
 		t.Fatalf("StorageFull after: %+v", c)
+	}
+}
+
+func TestSetStatusResizingVolumes(t *testing.T) {
+	k := testutil.StoredKVS("demo")
+	k.Status.Bootstrapped = true
+	healthy := []kvv1.MemberStatus{{Name: "demo-0", Role: "voter", Healthy: true}, {Name: "demo-1", Role: "voter", Healthy: true}, {Name: "demo-2", Role: "voter", Healthy: true}}
+	setStatus(k, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, resizing: "resizing volumes: data-demo-0 (1Gi of 2Gi)"})
+	p := meta.FindStatusCondition(k.Status.Conditions, kvv1.ConditionProgressing)
+	if p == nil || p.Reason != kvv1.ReasonResizingVolumes || !strings.Contains(p.Message, "data-demo-0") || !meta.IsStatusConditionTrue(k.Status.Conditions, kvv1.ConditionReady) {
+		t.Fatalf("conditions %+v", k.Status.Conditions)
 	}
 }

@@ -160,6 +160,42 @@ type StorageSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	RetentionPolicy RetentionPolicy `json:"retentionPolicy,omitempty"`
+
+	// AutoExpand grows the volumes by itself when a member runs low on
+	// space, step by step up to maxSize (the storage class must allow
+	// volume expansion).
+	// +optional
+	AutoExpand *AutoExpandSpec `json:"autoExpand,omitempty"`
+}
+
+// AutoExpandSpec grows the volumes when a member reports that it is
+// running out of space: its free space, beyond what it keeps in reserve,
+// is under a tenth of its volume, or it refuses writes (507). Every
+// volume grows by Step, never beyond MaxSize, and not again until the
+// last growth reached the file systems.
+//
+// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self.step)) || !isQuantity(string(self.maxSize)) || quantity(string(self.step)).isGreaterThan(quantity('0'))",message="storage.autoExpand.step must be greater than zero"
+type AutoExpandSpec struct {
+	// Step added to every volume at each expansion, e.g. 1Gi.
+	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self))",message="storage.autoExpand.step must be a quantity such as 1Gi"
+	Step resource.Quantity `json:"step"`
+	// MaxSize is the largest a volume grows to by itself, e.g. 20Gi.
+	// +kubebuilder:validation:XValidation:rule="isQuantity(string(self))",message="storage.autoExpand.maxSize must be a quantity such as 20Gi"
+	MaxSize resource.Quantity `json:"maxSize"`
+}
+
+// VolumesStatus is the members' volumes as the operator last saw them.
+type VolumesStatus struct {
+	// Requested is the size every volume is asked to have: spec.storage.size,
+	// or more where autoExpand or an earlier spec grew them.
+	// +optional
+	Requested *resource.Quantity `json:"requested,omitempty"`
+	// Capacity of the smallest volume.
+	// +optional
+	Capacity *resource.Quantity `json:"capacity,omitempty"`
+	// Resizing are the claims not yet at the requested size.
+	// +optional
+	Resizing []string `json:"resizing,omitempty"`
 }
 
 // RetentionPolicyType says whether a member's volume outlives it; the
@@ -346,6 +382,9 @@ type KeyValueStoreStatus struct {
 	// CertificateNotAfter is when the current server certificate expires.
 	// +optional
 	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`
+	// Volumes is the members' volumes: their size and any resize in progress.
+	// +optional
+	Volumes *VolumesStatus `json:"volumes,omitempty"`
 	// ClientAuth is the client authentication the pods enforce (mtls or
 	// none): spec.clientAuth, or what an unset field means for this store.
 	// +optional

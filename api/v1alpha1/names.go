@@ -64,6 +64,12 @@ const (
 	// ReasonReplacingMember: a pod unschedulable for spec.replaceAfter
 	// lost its claim and comes back on a new volume.
 	ReasonReplacingMember = "ReplacingMember"
+	// ReasonVolumeExpansionRefused: the volumes cannot grow to the size
+	// asked (the storage class does not allow expansion); the message
+	// says which claim and why.
+	ReasonVolumeExpansionRefused = "VolumeExpansionRefused"
+	// ReasonResizingVolumes: volume claims are growing (Progressing).
+	ReasonResizingVolumes = "ResizingVolumes"
 )
 
 // Phases of a KeyValueStoreBackup.

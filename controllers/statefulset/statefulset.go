@@ -9,7 +9,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -203,17 +202,24 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 	}
 }
 
+// ClaimSize is the size the StatefulSet's data claim template asks for.
+func ClaimSize(s *appsv1.StatefulSet) *resource.Quantity {
+	for _, t := range s.Spec.VolumeClaimTemplates {
+		if t.Name == "data" {
+			return t.Spec.Resources.Requests.Storage()
+		}
+	}
+	return &resource.Quantity{}
+}
+
 // KeepClaimTemplates carries live's volume claim templates over into
 // desired, because a StatefulSet's claim templates cannot change after
-// creation: applying others would fail every reconcile. It returns why the
-// spec cannot be applied when it asks for other claims, "" otherwise.
-func KeepClaimTemplates(desired, live *appsv1.StatefulSet) string {
+// creation: applying others would fail every reconcile. A larger size is
+// not applied here: the volumes step grows the claims and re-creates the
+// StatefulSet (ClaimSize tells it when).
+func KeepClaimTemplates(desired, live *appsv1.StatefulSet) {
 	if live == nil {
-		return ""
-	}
-	var why string
-	if !equality.Semantic.DeepEqual(live.Spec.VolumeClaimTemplates[0].Spec.Resources, desired.Spec.VolumeClaimTemplates[0].Spec.Resources) {
-		why = "storage.size changed: a StatefulSet's volume claim templates are immutable; expand the PVCs (if the storage class allows) and recreate the StatefulSet with --cascade=orphan"
+		return
 	}
 	desired.Spec.VolumeClaimTemplates = nil
 	for _, t := range live.Spec.VolumeClaimTemplates {
@@ -223,5 +229,4 @@ func KeepClaimTemplates(desired, live *appsv1.StatefulSet) string {
 		t.Status = corev1.PersistentVolumeClaimStatus{}
 		desired.Spec.VolumeClaimTemplates = append(desired.Spec.VolumeClaimTemplates, t)
 	}
-	return why
 }
