@@ -173,4 +173,3 @@ func larger(a, b resource.Quantity) resource.Quantity {
 	}
 	return a
 }
-

@@ -23,7 +23,7 @@ const (
 	dataDir   = "/var/lib/kvnode"
 	tlsDir    = "/etc/kvnode/tls"
 	accessDir = "/etc/kvnode/access"
-	uid     = 65532
+	uid       = 65532
 )
 
 // EnvClientAuth is kvnode's --client-auth in the pod template.
