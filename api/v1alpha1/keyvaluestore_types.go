@@ -76,7 +76,6 @@ type KeyValueStoreSpec struct {
 	// PodLabels are added to the kvnode pods (the operator's own labels win).
 	// +optional
 	PodLabels map[string]string `json:"podLabels,omitempty"`
-
 	// Paused stops every change to the cluster; status stays fresh.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
@@ -249,6 +248,11 @@ type MemberStatus struct {
 	Role string `json:"role"`
 	// Healthy: the member answered and is ready.
 	Healthy bool `json:"healthy"`
+	// Joining: the member was added, or its role changed, and it has not
+	// been healthy in that role since: on its way in, not down. Status
+	// counts it as a planned change (Progressing), not a fault (Degraded).
+	// +optional
+	Joining bool `json:"joining,omitempty"`
 }
 
 // MembershipStep is the membership change in progress. It is written to

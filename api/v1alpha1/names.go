@@ -64,6 +64,10 @@ const (
 	// ReasonReplacingMember: a pod unschedulable for spec.replaceAfter
 	// lost its claim and comes back on a new volume.
 	ReasonReplacingMember = "ReplacingMember"
+	// ReasonMembershipStepFailed: the kvnodes refused or did not answer the
+	// membership step the operator made; it is tried again, and the message
+	// gives the step and the error (Progressing, Degraded, a Warning event).
+	ReasonMembershipStepFailed = "MembershipStepFailed"
 )
 
 // Phases of a KeyValueStoreBackup.
@@ -225,6 +229,13 @@ func SelectorLabels(kvs *KeyValueStore) map[string]string {
 		"app.kubernetes.io/name":     "kvnode",
 		"app.kubernetes.io/instance": kvs.Name,
 	}
+}
+
+// StoreOfPod returns the name of the store whose pod carries labels
+// (SelectorLabels), and false for any other pod.
+func StoreOfPod(labels map[string]string) (string, bool) {
+	name := labels["app.kubernetes.io/instance"]
+	return name, name != "" && labels["app.kubernetes.io/name"] == "kvnode"
 }
 
 // Labels are put on every object of a KeyValueStore.
