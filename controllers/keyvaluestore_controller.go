@@ -476,6 +476,12 @@ func (r *KeyValueStoreReconciler) syncServices(ctx context.Context, st *state) r
 // syncStatefulSet applies the StatefulSet with the pod count the
 // membership plan allows (or none, when the autoscaler owns it).
 func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state) result {
+	if why := statefulset.Refuse(st.kvs); why != "" {
+		// The pods keep running as they are, and the membership steps
+		// still follow the pods there are.
+		st.obs.invalid = why
+		return done()
+	}
 	var replicas *int32
 	if !st.kvs.AutoscalingEnabled() {
 		replicas = ptr.To(int32(st.keep))

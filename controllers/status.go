@@ -26,6 +26,7 @@ type observation struct {
 	quorumLost      string   // a majority of the voters lost their volumes
 	waiting         string   // what the reconcile waits for, "" when nothing
 	immutable       string   // a spec change that cannot be applied
+	invalid         string   // a spec the operator refuses (statefulset.Refuse)
 	restoreFailed   string   // spec.restore cannot be done
 	storageFull     []string // members whose volume is full, with their numbers
 	err             error    // the first real error of the reconcile
@@ -121,6 +122,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonClusterIDMismatch, obs.mismatch)
 	case obs.quorumLost != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonQuorumLost, obs.quorumLost)
+	case obs.invalid != "":
+		cond(kvv1.ConditionDegraded, true, kvv1.ReasonInvalidSpec, obs.invalid)
 	case obs.immutable != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonImmutableField, obs.immutable)
 	case obs.blocked != "":
@@ -144,7 +147,7 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	switch {
 	case kvs.Spec.Paused:
 		st.Phase = kvv1.PhasePaused
-	case obs.restoreFailed != "":
+	case obs.restoreFailed != "" || obs.invalid != "":
 		st.Phase = kvv1.PhaseDegraded
 	case !st.Bootstrapped:
 		st.Phase = kvv1.PhaseCreating

@@ -68,6 +68,10 @@ const (
 	// membership step the operator made; it is tried again, and the message
 	// gives the step and the error (Progressing, Degraded, a Warning event).
 	ReasonMembershipStepFailed = "MembershipStepFailed"
+	// ReasonInvalidSpec: the spec asks for something the operator refuses
+	// that the CRD's rules cannot check; the message names the field. The
+	// children are left as they are until the spec is changed.
+	ReasonInvalidSpec = "InvalidSpec"
 )
 
 // Phases of a KeyValueStoreBackup.
