@@ -131,8 +131,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	case obs.stepFailed != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonMembershipStepFailed, obs.stepFailed)
 	case st.Bootstrapped && !ready && len(unhealthy) > 0:
-		// Also while a step is made: a voter down is a fault whatever the
-		// operator is doing meanwhile.
+		// Also while a step is made: a member down that was healthy is a
+		// fault whatever the operator is doing meanwhile.
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonMembersUnhealthy, fmt.Sprintf("the cluster serves with fewer healthy members than specified: %s not healthy", strings.Join(unhealthy, ", ")))
 	case st.Bootstrapped && !ready && !progressing:
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonMembersUnhealthy, "the cluster serves with fewer healthy members than specified")
