@@ -31,6 +31,9 @@ type fakeRaft struct {
 	reports map[int]membership.Report
 	// storage is what each member reports of its disk budget.
 	storage map[int]clusterapi.StorageStatus
+	// failing makes a membership call ("AddNonVoter 1") fail with its
+	// error instead of changing the configuration.
+	failing map[string]error
 }
 
 // setStorage makes member ord report s as its disk budget.
@@ -51,7 +54,7 @@ func (f *fakeCluster) raft(name string) *fakeRaft {
 	defer f.mu.Unlock()
 	r := f.clusters[name]
 	if r == nil {
-		r = &fakeRaft{voters: map[int]bool{}, leader: -1, running: map[int]bool{}, reports: map[int]membership.Report{}}
+		r = &fakeRaft{voters: map[int]bool{}, leader: -1, running: map[int]bool{}, reports: map[int]membership.Report{}, failing: map[string]error{}}
 		f.clusters[name] = r
 	}
 	return r
@@ -84,6 +87,19 @@ func (f *fakeCluster) setLeader(name string, ord int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r.leader = ord
+}
+
+// setFailing makes the call ("AddNonVoter 1") fail with err; nil lets it
+// succeed again.
+func (f *fakeCluster) setFailing(name, call string, err error) {
+	r := f.raft(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		delete(r.failing, call)
+		return
+	}
+	r.failing[call] = err
 }
 
 func (f *fakeCluster) calls(name string) []string {
@@ -161,7 +177,11 @@ func (c *fakeClient) Execute(_ context.Context, s membership.Step, _ int) error 
 	r := c.f.raft(c.name)
 	c.f.mu.Lock()
 	defer c.f.mu.Unlock()
-	r.calls = append(r.calls, fmt.Sprintf("%s %d", s.Action, s.Ordinal))
+	call := fmt.Sprintf("%s %d", s.Action, s.Ordinal)
+	r.calls = append(r.calls, call)
+	if err := r.failing[call]; err != nil {
+		return err
+	}
 	switch s.Action {
 	case kvv1.ActionBootstrap:
 		if r.bootstrapped {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -24,8 +25,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers/clientaccess"
@@ -83,8 +89,45 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Owns(&batchv1.Job{}).
+		// The pods belong to the StatefulSet, not to the store: found by
+		// their labels. Status names the leader and counts ready members,
+		// which a pod deleted or turning ready changes at once.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podStore), builder.WithPredicates(podChanged)).
 		Named("keyvaluestore").
 		Complete(r)
+}
+
+// podStore maps a kvnode pod to its store.
+func podStore(_ context.Context, o client.Object) []reconcile.Request {
+	name, ok := kvv1.StoreOfPod(o.GetLabels())
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// podChanged passes the pod events that status depends on: created,
+// deleted, terminating, running or not, ready or not. The others (a new
+// container status, a restart count) would only add reconciles.
+var podChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		before, ok1 := e.ObjectOld.(*corev1.Pod)
+		after, ok2 := e.ObjectNew.(*corev1.Pod)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return before.Status.Phase != after.Status.Phase || podReady(before) != podReady(after) ||
+			(before.DeletionTimestamp == nil) != (after.DeletionTimestamp == nil)
+	},
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores,verbs=get;list;watch;update;patch
@@ -143,7 +186,10 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		// The next membership step is usually possible at once (a member
 		// added can be promoted as soon as it has caught up).
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
-	case obs.step != "" || obs.waiting != "" || obs.blocked != "" || obs.mismatch != "":
+	case obs.step != "" || obs.waiting != "" || obs.blocked != "" || obs.mismatch != "" || !meta.IsStatusConditionTrue(kvs.Status.Conditions, kvv1.ConditionReady):
+		// Not Ready: members catch up and elect leaders with no event in
+		// Kubernetes to say so, so Ready must be looked for soon, not at
+		// the 30 s resync.
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	return ctrl.Result{RequeueAfter: 30 * time.Second}, nil
@@ -350,9 +396,14 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 				r.event(kvs, corev1.EventTypeWarning, kvv1.ReasonQuorumLost, "CheckQuorum", st.obs.quorumLost)
 			}
 		}
+		// Only a leader that answered as such, from a pod that runs: a
+		// follower names the old leader until the next election, also
+		// when that leader's pod is gone.
+		if seen.Leader >= 0 && slices.Contains(running, seen.Leader) {
+			st.obs.leader = kvv1.PodName(kvs, seen.Leader)
+		}
 		if view := seen.View; view != nil {
 			st.obs.reachable = true
-			st.obs.leader = view.Leader
 			for _, m := range view.Members {
 				if s := m.Status; s != nil && s.Storage != nil {
 					st.storage[m.ID] = *s.Storage
@@ -443,6 +494,12 @@ func (r *KeyValueStoreReconciler) syncServices(ctx context.Context, st *state) r
 // syncStatefulSet applies the StatefulSet with the pod count the
 // membership plan allows (or none, when the autoscaler owns it).
 func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state) result {
+	if why := statefulset.Refuse(st.kvs); why != "" {
+		// The pods keep running as they are, and the membership steps
+		// still follow the pods there are.
+		st.obs.invalid = why
+		return done()
+	}
 	var replicas *int32
 	if !st.kvs.AutoscalingEnabled() {
 		replicas = ptr.To(int32(st.keep))
@@ -505,9 +562,19 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 			via = st.plan.Running[0]
 		}
 	}
+	// The member's pod is the related object of the step's events: the
+	// events API folds events that differ only in their note into one
+	// series, which showed the second AddNonVoter as the first again.
+	pod := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Namespace: kvs.Namespace, Name: member}}
 	if err := st.mc.Execute(ctx, s, via); err != nil {
-		// The next reconcile plans again from what it observes.
-		return waitFor("%s %s: %v", s.Action, member, err)
+		st.obs.stepFailed = fmt.Sprintf("%s %s failed: %v", s.Action, member, err)
+		// One event per failure that changes, not one per retry.
+		if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Reason != kvv1.ReasonMembershipStepFailed || c.Message != st.obs.stepFailed {
+			r.eventAbout(kvs, pod, corev1.EventTypeWarning, kvv1.ReasonMembershipStepFailed, s.Action, st.obs.stepFailed)
+		}
+		// Not a reconcile error: the next reconcile plans again from what
+		// it observes, which may be another step.
+		return waitFor("%s", st.obs.stepFailed)
 	}
 	if s.Action == kvv1.ActionBootstrap {
 		kvs.Status.Bootstrapped = true
@@ -526,10 +593,10 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 				last = rep.LastIndex
 			}
 		}
-		r.event(kvs, corev1.EventTypeWarning, reason, s.Action, fmt.Sprintf("%s becomes the whole cluster at its last index %d: writes that other members committed after index %d are lost; the others join it again. Remove the %s annotation once the store is healthy", member, last, last, kvv1.AnnotationRecoverFrom))
+		r.eventAbout(kvs, pod, corev1.EventTypeWarning, reason, s.Action, fmt.Sprintf("%s becomes the whole cluster at its last index %d: writes that other members committed after index %d are lost; the others join it again. Remove the %s annotation once the store is healthy", member, last, last, kvv1.AnnotationRecoverFrom))
 		return done()
 	}
-	r.event(kvs, corev1.EventTypeNormal, reason, s.Action, fmt.Sprintf("%s %s", s.Action, member))
+	r.eventAbout(kvs, pod, corev1.EventTypeNormal, reason, s.Action, fmt.Sprintf("%s %s", s.Action, member))
 	return done()
 }
 
@@ -588,8 +655,13 @@ func (r *KeyValueStoreReconciler) runningPods(ctx context.Context, kvs *kvv1.Key
 }
 
 func (r *KeyValueStoreReconciler) event(kvs *kvv1.KeyValueStore, typ, reason, action, note string) {
+	r.eventAbout(kvs, nil, typ, reason, action, note)
+}
+
+// eventAbout records an event about kvs that concerns related (nil: none).
+func (r *KeyValueStoreReconciler) eventAbout(kvs *kvv1.KeyValueStore, related runtime.Object, typ, reason, action, note string) {
 	if r.Recorder != nil {
-		r.Recorder.Eventf(kvs, nil, typ, reason, action, "%s", note)
+		r.Recorder.Eventf(kvs, related, typ, reason, action, "%s", note)
 	}
 }
 

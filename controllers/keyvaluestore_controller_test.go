@@ -186,6 +186,15 @@ func TestReconcileCreatesChildrenWithOwnerReferences(t *testing.T) {
 // running, and sets the StatefulSet's status as it would.
 func runPods(t *testing.T, ns, name string, n int) {
 	t.Helper()
+	startPods(t, ns, name, n)
+	setReadyPods(t, ns, name, n, n)
+}
+
+// startPods creates the pods the StatefulSet controller would and marks
+// them running, their kvnodes answering; the StatefulSet does not count
+// them ready yet.
+func startPods(t *testing.T, ns, name string, n int) {
+	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < n; i++ {
 		p := &corev1.Pod{
@@ -206,12 +215,19 @@ func runPods(t *testing.T, ns, name string, n int) {
 		ords = append(ords, i)
 	}
 	fakeKV.setRunning(ns+"/"+name, ords...)
+}
+
+// setReadyPods sets the StatefulSet's status as its controller would with
+// n pods, ready of them ready.
+func setReadyPods(t *testing.T, ns, name string, n, ready int) {
+	t.Helper()
+	ctx := context.Background()
 	testutil.Eventually(t, 10*time.Second, "a condition", func() error {
 		sts := &appsv1.StatefulSet{}
 		if err := get(t, ns, name, sts); err != nil {
 			return err
 		}
-		sts.Status.Replicas, sts.Status.ReadyReplicas, sts.Status.AvailableReplicas = int32(n), int32(n), int32(n)
+		sts.Status.Replicas, sts.Status.ReadyReplicas, sts.Status.AvailableReplicas = int32(n), int32(ready), int32(ready)
 		return k8s.Status().Update(ctx, sts)
 	})
 }

@@ -71,6 +71,17 @@ func TestUnschedulableMemberIsReplaced(t *testing.T) {
 	// Pods 1 and 2 cannot be scheduled: without them one of three voters
 	// is healthy, so neither is replaced.
 	fakeKV.setRunning(ns+"/rep", 0)
+	// As in a cluster, the members are seen down before their pods have
+	// been unschedulable for long: otherwise a reconcile that observed
+	// them healthy just before could find a pod stuck for an hour.
+	waitStatus(t, ns, "rep", func(st kvv1.KeyValueStoreStatus) error {
+		for _, m := range st.Members {
+			if m.Name != "rep-0" && m.Healthy {
+				return fmt.Errorf("member %s still healthy", m.Name)
+			}
+		}
+		return nil
+	})
 	unschedulable(t, ns, "rep-1", "gone-node", clock.Now().Add(-time.Hour))
 	unschedulable(t, ns, "rep-2", "gone-node", clock.Now().Add(-time.Hour))
 	waitStatus(t, ns, "rep", func(st kvv1.KeyValueStoreStatus) error {

@@ -35,10 +35,20 @@ func TestSetStatus(t *testing.T) {
 		{"error", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, err: errors.New("apply failed")}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},
 		{"volumes cannot grow", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, volumesRefused: "storage class does not allow expansion"}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "False", "True"},
 		{"paused", true, true, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true}, kvv1.PhasePaused, "True", kvv1.ReasonAvailable, "False", "False"},
+		// A scale-up to 5: the new members were promoted before they were
+		// healthy, and their pods are not ready yet. Planned, not a fault.
+		{"scale-up, new voters not healthy yet", true, false, observation{pods: 5, readyPods: 3, voters: 5, leader: "demo-0", members: append(healthy[:3:3], kvv1.MemberStatus{Name: "demo-3", Role: clusterapi.RoleVoter}, kvv1.MemberStatus{Name: "demo-4", Role: clusterapi.RoleNonVoter}), reachable: true}, kvv1.PhaseScaling, "False", kvv1.ReasonScaling, "True", "False"},
+		{"members healthy, a pod not counted ready yet", true, false, observation{pods: 3, readyPods: 2, voters: 3, leader: "demo-0", members: healthy, reachable: true}, kvv1.PhaseScaling, "False", kvv1.ReasonScaling, "True", "False"},
+		{"a step failed", true, false, observation{pods: 3, readyPods: 3, voters: 3, leader: "demo-0", members: healthy, reachable: true, step: "AddNonVoter demo-3", waiting: "AddNonVoter demo-3 failed: 503", stepFailed: "AddNonVoter demo-3 failed: 503"}, kvv1.PhaseDegraded, "True", kvv1.ReasonAvailable, "True", "True"},
+		{"a voter down during a step", true, false, observation{pods: 3, readyPods: 2, voters: 3, leader: "demo-0", members: append(healthy[:2:2], kvv1.MemberStatus{Name: "demo-2", Role: clusterapi.RoleVoter}), reachable: true, step: "AddNonVoter demo-3"}, kvv1.PhaseDegraded, "False", kvv1.ReasonMembersUnhealthy, "True", "True"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kvs := testutil.StoredKVS("demo")
 			kvs.Generation = 4
+			if tc.bootstrapped {
+				// Every member of the store was healthy before.
+				kvs.Status.Members = healthy
+			}
 			kvs.Status.Bootstrapped = tc.bootstrapped
 			kvs.Spec.Paused = tc.paused
 			setStatus(kvs, tc.obs)
@@ -106,5 +116,48 @@ func TestSetStatusResizingVolumes(t *testing.T) {
 	p := meta.FindStatusCondition(k.Status.Conditions, kvv1.ConditionProgressing)
 	if p == nil || p.Reason != kvv1.ReasonResizingVolumes || !strings.Contains(p.Message, "data-demo-0") || !meta.IsStatusConditionTrue(k.Status.Conditions, kvv1.ConditionReady) {
 		t.Fatalf("conditions %+v", k.Status.Conditions)
+	}
+}
+
+// A member is joining from when it appears (or changes its role) until it
+// is first healthy; a member that was healthy and is not is down.
+func TestSetStatusJoining(t *testing.T) {
+	voter := func(name string, healthy bool) kvv1.MemberStatus {
+		return kvv1.MemberStatus{Name: name, Role: clusterapi.RoleVoter, Healthy: healthy}
+	}
+	nonVoter := func(name string, healthy bool) kvv1.MemberStatus {
+		return kvv1.MemberStatus{Name: name, Role: clusterapi.RoleNonVoter, Healthy: healthy}
+	}
+	kvs := testutil.StoredKVS("demo", testutil.WithReplicas(2))
+	kvs.Status.Bootstrapped = true
+	for i, step := range []struct {
+		obs      observation
+		joining  string // the members marked joining
+		degraded metav1.ConditionStatus
+		phase    string
+	}{
+		{observation{pods: 2, readyPods: 1, voters: 1, leader: "demo-0", reachable: true, members: []kvv1.MemberStatus{voter("demo-0", true), nonVoter("demo-1", false)}}, "demo-1", "False", kvv1.PhaseScaling},
+		{observation{pods: 2, readyPods: 1, voters: 1, leader: "demo-0", reachable: true, members: []kvv1.MemberStatus{voter("demo-0", true), nonVoter("demo-1", true)}}, "", "False", kvv1.PhaseScaling},
+		// Promoted, and not healthy as a voter yet.
+		{observation{pods: 2, readyPods: 1, voters: 2, leader: "demo-0", reachable: true, members: []kvv1.MemberStatus{voter("demo-0", true), voter("demo-1", false)}}, "demo-1", "False", kvv1.PhaseScaling},
+		{observation{pods: 2, readyPods: 1, voters: 2, leader: "demo-0", reachable: true, members: []kvv1.MemberStatus{voter("demo-0", true), voter("demo-1", false)}}, "demo-1", "False", kvv1.PhaseScaling},
+		{observation{pods: 2, readyPods: 2, voters: 2, leader: "demo-0", reachable: true, members: []kvv1.MemberStatus{voter("demo-0", true), voter("demo-1", true)}}, "", "False", kvv1.PhaseRunning},
+		// Healthy once, down now: a fault.
+		{observation{pods: 2, readyPods: 1, voters: 2, leader: "demo-0", reachable: true, members: []kvv1.MemberStatus{voter("demo-0", true), voter("demo-1", false)}}, "", "True", kvv1.PhaseDegraded},
+		// Nobody answers, then they do: still the same members, still down.
+		{observation{pods: 2}, "", "True", kvv1.PhaseDegraded},
+		{observation{pods: 2, readyPods: 1, voters: 2, leader: "demo-0", reachable: true, members: []kvv1.MemberStatus{voter("demo-0", true), voter("demo-1", false)}}, "", "True", kvv1.PhaseDegraded},
+	} {
+		setStatus(kvs, step.obs)
+		var joining []string
+		for _, m := range kvs.Status.Members {
+			if m.Joining {
+				joining = append(joining, m.Name)
+			}
+		}
+		d := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded)
+		if got := strings.Join(joining, ","); got != step.joining || d.Status != step.degraded || kvs.Status.Phase != step.phase {
+			t.Fatalf("step %d: joining %q, Degraded %s (%s), phase %s; want %q, %s, %s", i, got, d.Status, d.Message, kvs.Status.Phase, step.joining, step.degraded, step.phase)
+		}
 	}
 }

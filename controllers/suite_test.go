@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -25,8 +26,10 @@ import (
 // (envtest), built by `make envtest-assets`; `make test` points
 // KUBEBUILDER_ASSETS at them.
 var (
-	k8s   client.Client
-	clock = &testClock{t: time.Now()}
+	k8s client.Client
+	// restConfig reaches the test API server, for clients other than k8s.
+	restConfig *rest.Config
+	clock      = &testClock{t: time.Now()}
 	// scheduleClock drives spec.backup.schedule alone: the other clock
 	// jumps months ahead for certificate renewal.
 	scheduleClock = &testClock{t: time.Now()}
@@ -52,6 +55,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
 		os.Exit(1)
 	}
+	restConfig = cfg
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(kvv1.AddToScheme(scheme))

@@ -6,13 +6,20 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
+	"github.com/kvstore-operator/kvstore-operator/test/testutil"
 )
 
 // The CRD's rules on spec.storage, checked by the API server as kubectl
@@ -175,4 +182,134 @@ func TestCRDReplicasDescription(t *testing.T) {
 	if replicas["minimum"] != int64(1) || replicas["maximum"] != int64(9) {
 		t.Fatalf("spec.replicas bounds %v..%v, want 1..9", replicas["minimum"], replicas["maximum"])
 	}
+}
+
+// rawSpecKVS is a paused KeyValueStore whose spec is exactly spec (with
+// paused added).
+func rawSpecKVS(ns, name string, spec map[string]any) *unstructured.Unstructured {
+	spec["paused"] = true
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": kvv1.GroupVersion.String(),
+		"kind":       "KeyValueStore",
+		"metadata":   map[string]any{"namespace": ns, "name": name},
+		"spec":       spec,
+	}}
+}
+
+// spec.pod may add to the pod template, but not set what the operator
+// sets: its variables and its volumes' names are refused at apply time,
+// naming the field, rather than overridden, so that no manifest holds a
+// value without effect. (Mounts over the operator's are refused when the
+// store is reconciled: TestPodMountOverTheOperatorsIsRefused.)
+func TestCRDPodOverrides(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	volume := func(name string) map[string]any {
+		return map[string]any{"name": name, "emptyDir": map[string]any{}}
+	}
+	mount := func(path string) map[string]any {
+		return map[string]any{"name": "extra", "mountPath": path}
+	}
+	type refusal struct {
+		name  string
+		pod   map[string]any
+		field string
+		want  string // "" when accepted
+	}
+	cases := []refusal{
+		{"extra settings", map[string]any{
+			"priorityClassName": "storage-critical", "serviceAccountName": "kvnode",
+			"imagePullSecrets": []any{map[string]any{"name": "registry"}},
+			"env":              []any{map[string]any{"name": "KV_LOG_LEVEL", "value": "debug"}, map[string]any{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}},
+			"volumes":          []any{volume("extra")},
+			"volumeMounts":     []any{mount("/etc/ssl/extra"), mount("/var/lib/kvnode-cache"), mount("/tmpfiles")},
+		}, "", ""},
+		{"volume named data", map[string]any{"volumes": []any{volume("data")}}, "spec.pod.volumes", "may not be named data, tls or tmp"},
+		{"volume named tls", map[string]any{"volumes": []any{volume("extra"), volume("tls")}}, "spec.pod.volumes", "may not be named data, tls or tmp"},
+		{"volume named tmp", map[string]any{"volumes": []any{volume("tmp")}}, "spec.pod.volumes", "may not be named data, tls or tmp"},
+	}
+	// Every variable the operator sets, as the builder sets it.
+	for _, e := range statefulset.Build(testutil.StoredKVS("demo"), ptr.To[int32](3)).Spec.Template.Spec.Containers[0].Env {
+		cases = append(cases, refusal{"env " + e.Name, map[string]any{"env": []any{map[string]any{"name": e.Name, "value": "x"}}}, "spec.pod.env", "may not set a variable the operator sets: "})
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := k8s.Create(ctx, rawSpecKVS(ns, fmt.Sprintf("pod-%d", i), map[string]any{"pod": tc.pod}))
+			if tc.want != "" {
+				rejected(t, err, tc.field, tc.want)
+				return
+			}
+			if err != nil {
+				t.Fatalf("rejected: %v", err)
+			}
+		})
+	}
+	// The operator's volumes: the rule's names are the builder's.
+	for _, v := range statefulset.Build(testutil.StoredKVS("demo"), ptr.To[int32](3)).Spec.Template.Spec.Volumes {
+		if err := k8s.Create(ctx, rawSpecKVS(ns, "vol-"+v.Name, map[string]any{"pod": map[string]any{"volumes": []any{volume(v.Name)}}})); err == nil {
+			t.Fatalf("a volume named %s, as the operator's, was accepted", v.Name)
+		}
+	}
+}
+
+func TestCRDAntiAffinity(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	for _, mode := range []string{"Preferred", "Required", "None"} {
+		if err := k8s.Create(ctx, rawSpecKVS(ns, strings.ToLower(mode), map[string]any{"antiAffinity": mode})); err != nil {
+			t.Fatalf("antiAffinity %s: %v", mode, err)
+		}
+	}
+	rejected(t, k8s.Create(ctx, rawSpecKVS(ns, "soft", map[string]any{"antiAffinity": "required"})), "spec.antiAffinity", `"Preferred"`, `"Required"`, `"None"`)
+}
+
+// A mount at, inside or above one of the operator's mounts makes the store
+// Degraded, naming the field, and leaves the StatefulSet as it is; changed,
+// the StatefulSet follows.
+func TestPodMountOverTheOperatorsIsRefused(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	extra := func(path string) *kvv1.PodOverrides {
+		return &kvv1.PodOverrides{
+			Volumes:      []corev1.Volume{{Name: "extra", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			VolumeMounts: []corev1.VolumeMount{{Name: "extra", MountPath: path}},
+		}
+	}
+	if err := k8s.Create(ctx, testutil.NewKVS("m", testutil.InNamespace(ns))); err != nil {
+		t.Fatal(err)
+	}
+	sts := &appsv1.StatefulSet{}
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet", func() error { return get(t, ns, "m", sts) })
+	for _, path := range []string{"/var/lib/kvnode", "/var/lib/kvnode/snapshots", "/var/lib/", "var/lib/kvnode", "/etc/kvnode", "/etc/kvnode/tls/", "/tmp", "/"} {
+		if err := update(t, ns, "m", func(k *kvv1.KeyValueStore) { k.Spec.Pod = extra(path) }); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, ns, "m", func(st kvv1.KeyValueStoreStatus) error {
+			d := meta.FindStatusCondition(st.Conditions, kvv1.ConditionDegraded)
+			if d == nil || d.Reason != kvv1.ReasonInvalidSpec || !strings.Contains(d.Message, fmt.Sprintf("spec.pod.volumeMounts[0].mountPath %q", path)) || st.Phase != kvv1.PhaseDegraded {
+				return fmt.Errorf("mount at %s: phase %s, Degraded %+v", path, st.Phase, d)
+			}
+			return nil
+		})
+		mustGet(t, ns, "m", sts)
+		if n := len(sts.Spec.Template.Spec.Volumes); n != 2 {
+			t.Fatalf("mount at %s: the StatefulSet was updated, %d volumes", path, n)
+		}
+	}
+	if err := update(t, ns, "m", func(k *kvv1.KeyValueStore) { k.Spec.Pod = extra("/var/lib/kvnode-cache") }); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the extra mount applied", func() error {
+		mustGet(t, ns, "m", sts)
+		if m := sts.Spec.Template.Spec.Containers[0].VolumeMounts; len(m) != 4 || m[3].MountPath != "/var/lib/kvnode-cache" {
+			return fmt.Errorf("mounts %+v", m)
+		}
+		return nil
+	})
+	waitStatus(t, ns, "m", func(st kvv1.KeyValueStoreStatus) error {
+		if d := meta.FindStatusCondition(st.Conditions, kvv1.ConditionDegraded); d == nil || d.Reason == kvv1.ReasonInvalidSpec {
+			return fmt.Errorf("Degraded %+v", d)
+		}
+		return nil
+	})
 }

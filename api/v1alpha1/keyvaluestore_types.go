@@ -76,6 +76,21 @@ type KeyValueStoreSpec struct {
 	// PodLabels are added to the kvnode pods (the operator's own labels win).
 	// +optional
 	PodLabels map[string]string `json:"podLabels,omitempty"`
+	// AntiAffinity keeps the kvnode pods of the store on different nodes
+	// (kubernetes.io/hostname): Preferred (the scheduler tries), Required
+	// (a pod stays Pending rather than share a node: the store needs as
+	// many schedulable nodes as pods, autoscaled read replicas included)
+	// or None. Set, it is added to spec.affinity. Unset: Preferred when
+	// spec.affinity is unset, and spec.affinity alone when it is set, as
+	// before this field existed.
+	// +kubebuilder:validation:Enum=Preferred;Required;None
+	// +optional
+	AntiAffinity AntiAffinity `json:"antiAffinity,omitempty"`
+	// Pod adds to the kvnode pods what a cluster may require of every pod:
+	// a priority class, image pull secrets, a service account, environment
+	// variables and volumes.
+	// +optional
+	Pod *PodOverrides `json:"pod,omitempty"`
 
 	// Paused stops every change to the cluster; status stays fresh.
 	// +optional
@@ -124,6 +139,62 @@ type KeyValueStoreSpec struct {
 	// NetworkPolicy restricts who reaches the pods at all.
 	// +optional
 	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
+}
+
+// AntiAffinity says how strictly the kvnode pods of a store keep to
+// different nodes.
+type AntiAffinity string
+
+const (
+	// AntiAffinityPreferred asks the scheduler to put the pods on
+	// different nodes when it can.
+	AntiAffinityPreferred AntiAffinity = "Preferred"
+	// AntiAffinityRequired never puts two pods of the store on one node.
+	AntiAffinityRequired AntiAffinity = "Required"
+	// AntiAffinityNone leaves placement to spec.affinity and the scheduler.
+	AntiAffinityNone AntiAffinity = "None"
+)
+
+// PodOverrides are additions to the kvnode pods' template. What the
+// operator sets itself is refused rather than overridden, so that a
+// manifest never holds a value that has no effect: the environment
+// variables it sets and its volumes' names at apply time, mounts over its
+// mount paths when the store is reconciled (a CEL rule on paths of
+// unbounded length exceeds the API server's cost budget).
+type PodOverrides struct {
+	// PriorityClassName of the kvnode pods.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// ImagePullSecrets to pull spec.image with.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	// ServiceAccountName the kvnode pods run as. Unset: the namespace's
+	// default service account, as before this field existed.
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+	// Env adds environment variables to the kvnode container, such as
+	// KV_LOG_LEVEL or the KV_SNAPSHOT_ settings. The variables the operator
+	// sets (the node's identity, addresses, data and TLS paths, bootstrap
+	// mode, spec.limits, drain and shutdown times) are refused.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['KV_NODE_ID', 'KV_LISTEN', 'KV_API_ADVERTISE', 'KV_PEER_LISTEN', 'KV_PEER_ADVERTISE', 'KV_BOOTSTRAP', 'KV_DATA_DIR', 'KV_TLS_CERT', 'KV_TLS_KEY', 'KV_TLS_CA', 'KV_PEER_TLS_CERT', 'KV_PEER_TLS_KEY', 'KV_PEER_TLS_CA', 'KV_MAX_KEY_BYTES', 'KV_MAX_VALUE_BYTES', 'KV_MAX_IN_FLIGHT', 'KV_DRAIN_DELAY', 'KV_SHUTDOWN_TIMEOUT']))",message="may not set a variable the operator sets: KV_NODE_ID, KV_LISTEN, KV_API_ADVERTISE, KV_PEER_LISTEN, KV_PEER_ADVERTISE, KV_BOOTSTRAP, KV_DATA_DIR, KV_TLS_CERT, KV_TLS_KEY, KV_TLS_CA, KV_PEER_TLS_CERT, KV_PEER_TLS_KEY, KV_PEER_TLS_CA, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_IN_FLIGHT, KV_DRAIN_DELAY, KV_SHUTDOWN_TIMEOUT (spec.limits sets the limits)"
+	// +optional
+	Env []corev1.EnvVar `json:"env,omitempty"`
+	// Volumes adds volumes to the kvnode pods, to mount with VolumeMounts.
+	// The names data, tls and tmp are the operator's.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(v, !(v.name in ['data', 'tls', 'tmp']))",message="may not be named data, tls or tmp: the operator's volumes have these names"
+	// +optional
+	Volumes []corev1.Volume `json:"volumes,omitempty"`
+	// VolumeMounts adds mounts to the kvnode container, of Volumes (or of
+	// the operator's volumes elsewhere). A mount at, inside or above the
+	// operator's own (/var/lib/kvnode for the data, /etc/kvnode/tls,
+	// /tmp) is refused: the store is Degraded, reason InvalidSpec, and
+	// the StatefulSet is left as it is until the mount is changed.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
 }
 
 // StorageSpec is the persistent volume of each member.
@@ -308,6 +379,11 @@ type MemberStatus struct {
 	Role string `json:"role"`
 	// Healthy: the member answered and is ready.
 	Healthy bool `json:"healthy"`
+	// Joining: the member was added, or its role changed, and it has not
+	// been healthy in that role since: on its way in, not down. Status
+	// counts it as a planned change (Progressing), not a fault (Degraded).
+	// +optional
+	Joining bool `json:"joining,omitempty"`
 }
 
 // MembershipStep is the membership change in progress. It is written to

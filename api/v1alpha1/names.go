@@ -70,6 +70,14 @@ const (
 	ReasonVolumeExpansionRefused = "VolumeExpansionRefused"
 	// ReasonResizingVolumes: volume claims are growing (Progressing).
 	ReasonResizingVolumes = "ResizingVolumes"
+	// ReasonMembershipStepFailed: the kvnodes refused or did not answer the
+	// membership step the operator made; it is tried again, and the message
+	// gives the step and the error (Progressing, Degraded, a Warning event).
+	ReasonMembershipStepFailed = "MembershipStepFailed"
+	// ReasonInvalidSpec: the spec asks for something the operator refuses
+	// that the CRD's rules cannot check; the message names the field. The
+	// children are left as they are until the spec is changed.
+	ReasonInvalidSpec = "InvalidSpec"
 )
 
 // Phases of a KeyValueStoreBackup.
@@ -262,6 +270,13 @@ func SelectorLabels(kvs *KeyValueStore) map[string]string {
 		"app.kubernetes.io/name":     "kvnode",
 		"app.kubernetes.io/instance": kvs.Name,
 	}
+}
+
+// StoreOfPod returns the name of the store whose pod carries labels
+// (SelectorLabels), and false for any other pod.
+func StoreOfPod(labels map[string]string) (string, bool) {
+	name := labels["app.kubernetes.io/instance"]
+	return name, name != "" && labels["app.kubernetes.io/name"] == "kvnode"
 }
 
 // Labels are put on every object of a KeyValueStore.

@@ -5,7 +5,9 @@ package statefulset
 
 import (
 	"fmt"
+	"path"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,10 +21,14 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 )
 
+// Refuse refuses mounts over these paths; the CRD's rules on spec.pod.env
+// and spec.pod.volumes refuse the names Build gives its own variables and
+// volumes: keep them in step (validation_test.go checks).
 const (
 	dataDir   = "/var/lib/kvnode"
 	tlsDir    = "/etc/kvnode/tls"
 	accessDir = "/etc/kvnode/access"
+	tmpDir    = "/tmp"
 	uid       = 65532
 )
 
@@ -93,7 +99,7 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 	mounts := []corev1.VolumeMount{
 		{Name: "data", MountPath: dataDir},
 		{Name: "tls", MountPath: tlsDir, ReadOnly: true},
-		{Name: "tmp", MountPath: "/tmp"},
+		{Name: "tmp", MountPath: tmpDir},
 	}
 	volumes := []corev1.Volume{
 		{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: kvv1.TLSSecretName(kvs), DefaultMode: ptr.To[int32](0o440)}}},
@@ -118,19 +124,12 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 			TimeoutSeconds:   2,
 		}
 	}
-	affinity := kvs.Spec.Affinity
-	if affinity == nil {
-		// Spread members over nodes when the cluster has several.
-		affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
-			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
-				Weight: 100,
-				PodAffinityTerm: corev1.PodAffinityTerm{
-					LabelSelector: &metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},
-					TopologyKey:   "kubernetes.io/hostname",
-				},
-			}},
-		}}
+	over := kvs.Spec.Pod
+	if over == nil {
+		over = &kvv1.PodOverrides{}
 	}
+	// The CRD refuses the names env sets: the extra variables add to it.
+	env = append(env, over.Env...)
 	size := resource.MustParse("1Gi") // the schema's default: the API server sets it on every object it stores
 	if kvs.Spec.Storage.Size != nil {
 		size = kvs.Spec.Storage.Size.DeepCopy()
@@ -162,7 +161,10 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](uid), RunAsGroup: ptr.To[int64](uid), FSGroup: ptr.To[int64](uid),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
-					Affinity:                  affinity,
+					Affinity:                  affinity(kvs),
+					PriorityClassName:         over.PriorityClassName,
+					ImagePullSecrets:          over.ImagePullSecrets,
+					ServiceAccountName:        over.ServiceAccountName,
 					Tolerations:               kvs.Spec.Tolerations,
 					NodeSelector:              kvs.Spec.NodeSelector,
 					TopologySpreadConstraints: kvs.Spec.TopologySpreadConstraints,
@@ -184,9 +186,9 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 							ReadOnlyRootFilesystem:   ptr.To(true),
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 						},
-						VolumeMounts: mounts,
+						VolumeMounts: append(mounts, over.VolumeMounts...),
 					}},
-					Volumes: volumes,
+					Volumes: append(volumes, over.Volumes...),
 				},
 			},
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
@@ -210,6 +212,61 @@ func ClaimSize(s *appsv1.StatefulSet) *resource.Quantity {
 		}
 	}
 	return &resource.Quantity{}
+}
+
+// Refuse says why the pod template that spec.pod asks for is not built,
+// naming the field; "" when it can be. The CRD refuses the rest: a rule on
+// mount paths, strings of unbounded length, exceeds its cost budget.
+func Refuse(kvs *kvv1.KeyValueStore) string {
+	if kvs.Spec.Pod == nil {
+		return ""
+	}
+	own := []struct{ dir, what string }{{dataDir, "the data volume"}, {tlsDir, "the TLS Secret"}, {accessDir, "the access rules"}, {tmpDir, "a scratch volume"}}
+	for i, m := range kvs.Spec.Pod.VolumeMounts {
+		// As the container runtime resolves it: relative to the root.
+		p := path.Clean("/" + m.MountPath)
+		for _, o := range own {
+			if p == o.dir || strings.HasPrefix(p, o.dir+"/") || strings.HasPrefix(o.dir, strings.TrimSuffix(p, "/")+"/") {
+				return fmt.Sprintf("spec.pod.volumeMounts[%d].mountPath %q is at, inside or above %s, where the operator mounts %s: the StatefulSet is not updated until it is changed", i, m.MountPath, o.dir, o.what)
+			}
+		}
+	}
+	return ""
+}
+
+// affinity is spec.affinity with the pod anti-affinity spec.antiAffinity
+// asks for. Unset, it is what it was before the field existed: preferred
+// when spec.affinity is unset, and spec.affinity alone when it is set.
+func affinity(kvs *kvv1.KeyValueStore) *corev1.Affinity {
+	mode := kvs.Spec.AntiAffinity
+	if mode == "" {
+		if kvs.Spec.Affinity != nil {
+			return kvs.Spec.Affinity
+		}
+		mode = kvv1.AntiAffinityPreferred
+	}
+	a := kvs.Spec.Affinity.DeepCopy()
+	if mode == kvv1.AntiAffinityNone {
+		return a
+	}
+	if a == nil {
+		a = &corev1.Affinity{}
+	}
+	if a.PodAntiAffinity == nil {
+		a.PodAntiAffinity = &corev1.PodAntiAffinity{}
+	}
+	// One member per node: a node lost takes one vote with it, not a quorum.
+	term := corev1.PodAffinityTerm{
+		LabelSelector: &metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},
+		TopologyKey:   corev1.LabelHostname,
+	}
+	if mode == kvv1.AntiAffinityRequired {
+		a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution = append(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution, term)
+	} else {
+		a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution = append(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution,
+			corev1.WeightedPodAffinityTerm{Weight: 100, PodAffinityTerm: term})
+	}
+	return a
 }
 
 // KeepClaimTemplates carries live's volume claim templates over into

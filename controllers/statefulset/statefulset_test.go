@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
@@ -22,6 +23,94 @@ func TestBuild(t *testing.T) {
 		k.Spec.PodLabels = map[string]string{"team": "storage", "app.kubernetes.io/name": "ignored"}
 		k.Spec.PodAnnotations = map[string]string{"prometheus.io/scrape": "true"}
 	}), nil))
+}
+
+// What spec.pod adds comes after what the operator sets, and required
+// anti-affinity joins spec.affinity.
+func TestBuildPodOverrides(t *testing.T) {
+	testutil.Golden(t, "pod-overrides", Build(testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) {
+		k.Spec.AntiAffinity = kvv1.AntiAffinityRequired
+		k.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "disk", Operator: corev1.NodeSelectorOpIn, Values: []string{"ssd"}}}}},
+		}}}
+		k.Spec.Pod = &kvv1.PodOverrides{
+			PriorityClassName:  "storage-critical",
+			ImagePullSecrets:   []corev1.LocalObjectReference{{Name: "registry"}},
+			ServiceAccountName: "kvnode",
+			Env:                []corev1.EnvVar{{Name: "KV_LOG_LEVEL", Value: "debug"}},
+			Volumes:            []corev1.Volume{{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "ca-bundle"}}}}},
+			VolumeMounts:       []corev1.VolumeMount{{Name: "ca-bundle", MountPath: "/etc/ssl/extra", ReadOnly: true}},
+		}
+	}), ptr.To[int32](3)))
+}
+
+func TestBuildAntiAffinity(t *testing.T) {
+	hostname := func(a *corev1.Affinity) (preferred, required int) {
+		if a == nil || a.PodAntiAffinity == nil {
+			return 0, 0
+		}
+		for _, w := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+			if w.PodAffinityTerm.TopologyKey == corev1.LabelHostname && w.PodAffinityTerm.LabelSelector.MatchLabels["app.kubernetes.io/instance"] == "demo" {
+				preferred++
+			}
+		}
+		for _, r := range a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+			if r.TopologyKey == corev1.LabelHostname && r.LabelSelector.MatchLabels["app.kubernetes.io/instance"] == "demo" {
+				required++
+			}
+		}
+		return preferred, required
+	}
+	zone := &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+		Weight: 10, PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: corev1.LabelTopologyZone, LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "other"}}},
+	}}}}
+	for _, tc := range []struct {
+		name                string
+		mode                kvv1.AntiAffinity
+		affinity            *corev1.Affinity
+		preferred, required int
+		userTerms           int // spec.affinity's own anti-affinity terms kept
+	}{
+		{"unset: preferred, as before", "", nil, 1, 0, 0},
+		{"unset with spec.affinity: spec.affinity alone, as before", "", zone, 0, 0, 1},
+		{"preferred", kvv1.AntiAffinityPreferred, nil, 1, 0, 0},
+		{"required", kvv1.AntiAffinityRequired, nil, 0, 1, 0},
+		{"required with spec.affinity: both", kvv1.AntiAffinityRequired, zone, 0, 1, 1},
+		{"none", kvv1.AntiAffinityNone, nil, 0, 0, 0},
+		{"none with spec.affinity", kvv1.AntiAffinityNone, zone, 0, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kvs := testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) { k.Spec.AntiAffinity, k.Spec.Affinity = tc.mode, tc.affinity.DeepCopy() })
+			a := Build(kvs, ptr.To[int32](3)).Spec.Template.Spec.Affinity
+			p, r := hostname(a)
+			user := 0
+			if a != nil && a.PodAntiAffinity != nil {
+				for _, w := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+					if w.PodAffinityTerm.TopologyKey == corev1.LabelTopologyZone {
+						user++
+					}
+				}
+			}
+			if p != tc.preferred || r != tc.required || user != tc.userTerms {
+				t.Fatalf("preferred %d, required %d, spec.affinity's terms %d; want %d, %d, %d", p, r, user, tc.preferred, tc.required, tc.userTerms)
+			}
+			if tc.affinity != nil && len(tc.affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
+				t.Fatal("Build changed spec.affinity")
+			}
+		})
+	}
+}
+
+// Without spec.pod the pods run as before: the namespace's default service
+// account, no priority class, no pull secrets.
+func TestBuildWithoutPodOverrides(t *testing.T) {
+	pod := Build(testutil.StoredKVS("demo"), ptr.To[int32](3)).Spec.Template.Spec
+	if pod.ServiceAccountName != "" || pod.AutomountServiceAccountToken != nil || pod.PriorityClassName != "" || pod.ImagePullSecrets != nil {
+		t.Fatalf("service account %q (automount %v), priority class %q, pull secrets %v", pod.ServiceAccountName, pod.AutomountServiceAccountToken, pod.PriorityClassName, pod.ImagePullSecrets)
+	}
+	if len(pod.Volumes) != 2 || len(pod.Containers[0].VolumeMounts) != 3 {
+		t.Fatalf("volumes %v, mounts %v", pod.Volumes, pod.Containers[0].VolumeMounts)
+	}
 }
 
 func TestBuildSecurity(t *testing.T) {
