@@ -25,22 +25,26 @@ import (
 func (r *KeyValueStoreReconciler) syncAccess(ctx context.Context, st *state) result {
 	kvs := st.kvs
 	if len(st.certs.CACert) > 0 {
-		if err := apply(ctx, r.Client, clientaccess.CAConfigMap(kvs, st.certs.CACert)); err != nil {
+		if err := r.applyOwned(ctx, kvs, clientaccess.CAConfigMap(kvs, st.certs.CACert), &corev1.ConfigMap{}); err != nil {
 			return fail(err)
 		}
 	}
-	rules, err := clientaccess.RulesConfigMap(kvs, st.certs.Clients)
+	rules, err := clientaccess.RulesConfigMap(kvs, kvs.Status.ClientAuth, st.certs.Clients)
 	if err != nil {
 		return fail(err)
 	}
-	if err := apply(ctx, r.Client, rules); err != nil {
+	if err := r.applyOwned(ctx, kvs, rules, &corev1.ConfigMap{}); err != nil {
 		return fail(err)
+	}
+	if kvs.Status.ClientAuth != kvv1.ClientAuthMTLS && len(kvs.Spec.Clients) > 0 && kvs.Status.ObservedGeneration != kvs.Generation {
+		r.event(kvs, corev1.EventTypeWarning, "ClientsNotEnforced", "CheckClientAuth",
+			"spec.clients lists clients, but this store does not require client certificates (it ran without them before spec.clientAuth existed): set spec.clientAuth: mtls to enforce them")
 	}
 	if err := r.pruneClientSecrets(ctx, kvs); err != nil {
 		return fail(err)
 	}
 	if np := kvs.Spec.NetworkPolicy; np != nil && np.Enabled {
-		if err := apply(ctx, r.Client, clientaccess.NetworkPolicy(kvs, r.Operator)); err != nil {
+		if err := r.applyOwned(ctx, kvs, clientaccess.NetworkPolicy(kvs, r.Operator), &networkingv1.NetworkPolicy{}); err != nil {
 			return fail(err)
 		}
 		return done()
@@ -56,6 +60,22 @@ func (r *KeyValueStoreReconciler) syncAccess(ctx context.Context, st *state) res
 		return fail(client.IgnoreNotFound(r.Delete(ctx, live)))
 	}
 	return done()
+}
+
+// applyOwned applies obj unless an object of its name exists that this
+// store does not control (a user's, another store's): apply takes fields
+// over by force, and would rewrite it and make it the store's, to be
+// deleted with it. live is an empty object of obj's type.
+func (r *KeyValueStoreReconciler) applyOwned(ctx context.Context, kvs *kvv1.KeyValueStore, obj, live client.Object) error {
+	err := r.Get(ctx, client.ObjectKeyFromObject(obj), live)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return err
+	case !metav1.IsControlledBy(live, kvs):
+		return fmt.Errorf("%s %s exists and is not this store's: rename or delete it", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
+	}
+	return apply(ctx, r.Client, obj)
 }
 
 // pruneClientSecrets deletes this store's client certificates whose client

@@ -53,6 +53,10 @@ func clientCert(t *testing.T, s *corev1.Secret) *x509.Certificate {
 	return c
 }
 
+func runsMTLS(sts *appsv1.StatefulSet) bool {
+	return slices.Contains(sts.Spec.Template.Spec.Containers[0].Args, "--client-auth=mtls")
+}
+
 func envOf(sts *appsv1.StatefulSet, name string) string {
 	for _, e := range sts.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == name {
@@ -119,8 +123,8 @@ func TestClientsGetCertificatesAndRules(t *testing.T) {
 	}
 	sts := &appsv1.StatefulSet{}
 	testutil.Eventually(t, 20*time.Second, "the StatefulSet", func() error { return get(t, ns, "shop", sts) })
-	if envOf(sts, "KV_CLIENT_AUTH") != "mtls" || envOf(sts, "KV_PEER_DOMAIN") != "shop-peers."+ns+".svc" {
-		t.Errorf("pods: KV_CLIENT_AUTH=%q KV_PEER_DOMAIN=%q", envOf(sts, "KV_CLIENT_AUTH"), envOf(sts, "KV_PEER_DOMAIN"))
+	if !runsMTLS(sts) || envOf(sts, "KV_PEER_DOMAIN") != "shop-peers."+ns+".svc" {
+		t.Errorf("pods: args %v, KV_PEER_DOMAIN=%q", sts.Spec.Template.Spec.Containers[0].Args, envOf(sts, "KV_PEER_DOMAIN"))
 	}
 	waitStatus(t, ns, "shop", func(st kvv1.KeyValueStoreStatus) error {
 		if st.ClientAuth != "mtls" {
@@ -167,8 +171,8 @@ func TestUnsetClientAuthKeepsWhatTheStoreRuns(t *testing.T) {
 	}
 	sts := &appsv1.StatefulSet{}
 	testutil.Eventually(t, 20*time.Second, "the StatefulSet", func() error { return get(t, ns, "old", sts) })
-	if v := envOf(sts, "KV_CLIENT_AUTH"); v != "" {
-		t.Fatalf("clientAuth none: KV_CLIENT_AUTH=%q", v)
+	if runsMTLS(sts) {
+		t.Fatal("clientAuth none: the pods run mtls")
 	}
 	if err := update(t, ns, "old", func(k *kvv1.KeyValueStore) { k.Spec.ClientAuth = "" }); err != nil {
 		t.Fatal(err)
@@ -181,15 +185,43 @@ func TestUnsetClientAuthKeepsWhatTheStoreRuns(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 	mustGet(t, ns, "old", sts)
-	if v := envOf(sts, "KV_CLIENT_AUTH"); v != "" {
-		t.Fatalf("unset clientAuth turned a running store to %q", v)
+	if runsMTLS(sts) {
+		t.Fatal("unset clientAuth turned a running store to mtls")
+	}
+	// Its StatefulSet made again (a volume growth, or a person): still
+	// none, from the mode recorded with the rules. The store is paused
+	// meanwhile, so that the StatefulSet is gone when it next looks.
+	if err := update(t, ns, "old", func(k *kvv1.KeyValueStore) { k.Spec.Paused = true }); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ns, "old", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Phase != kvv1.PhasePaused {
+			return fmt.Errorf("phase %s", st.Phase)
+		}
+		return nil
+	})
+	if err := k8s.Delete(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet gone", func() error {
+		if err := get(t, ns, "old", &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("StatefulSet: %v", err)
+		}
+		return nil
+	})
+	if err := update(t, ns, "old", func(k *kvv1.KeyValueStore) { k.Spec.Paused = false }); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet made again", func() error { return get(t, ns, "old", sts) })
+	if runsMTLS(sts) {
+		t.Fatal("a store that ran without client authentication got it when its StatefulSet was made again: every client locked out")
 	}
 	if err := update(t, ns, "old", func(k *kvv1.KeyValueStore) { k.Spec.ClientAuth = kvv1.ClientAuthMTLS }); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 20*time.Second, "mtls", func() error {
 		mustGet(t, ns, "old", sts)
-		if envOf(sts, "KV_CLIENT_AUTH") != "mtls" || !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		if !runsMTLS(sts) || !slices.ContainsFunc(sts.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
 			return v.ConfigMap != nil && v.ConfigMap.Name == "old-clients"
 		}) {
 			return fmt.Errorf("pods not set up for mtls")
@@ -220,6 +252,32 @@ func TestClientSecretOfSomebodyElseIsNotTakenOver(t *testing.T) {
 	mustGet(t, ns, "s-client-app", theirs)
 	if string(theirs.Data["password"]) != "x" || len(theirs.OwnerReferences) != 0 {
 		t.Fatalf("somebody else's Secret was changed: %v %v", theirs.Data, theirs.OwnerReferences)
+	}
+}
+
+// ConfigMaps and NetworkPolicies of the operator's names that the store
+// does not own are not taken over (apply would force its fields into
+// them and make them the store's, deleted with it).
+func TestObjectsOfSomebodyElseAreNotTakenOver(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "o-ca"}, Data: map[string]string{"ca.crt": "mine"}}
+	if err := k8s.Create(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, testutil.NewKVS("o", testutil.InNamespace(ns))); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ns, "o", func(st kvv1.KeyValueStoreStatus) error {
+		c := meta.FindStatusCondition(st.Conditions, kvv1.ConditionDegraded)
+		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "ConfigMap o-ca exists and is not this store's") {
+			return fmt.Errorf("Degraded %+v", c)
+		}
+		return nil
+	})
+	mustGet(t, ns, "o-ca", theirs)
+	if theirs.Data["ca.crt"] != "mine" || len(theirs.OwnerReferences) != 0 {
+		t.Fatalf("somebody else's ConfigMap was changed: %v %v", theirs.Data, theirs.OwnerReferences)
 	}
 }
 

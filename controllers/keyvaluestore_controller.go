@@ -328,7 +328,15 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		live = nil
 	}
 	st.live = live
-	kvs.Status.ClientAuth = statefulset.ClientAuth(kvs, live)
+	recorded := ""
+	rules := &corev1.ConfigMap{}
+	switch err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.AccessConfigMapName(kvs)}, rules); {
+	case err == nil && metav1.IsControlledBy(rules, kvs):
+		recorded = rules.Data[clientaccess.ModeKey]
+	case err != nil && !apierrors.IsNotFound(err):
+		return st, fail(err)
+	}
+	kvs.Status.ClientAuth = statefulset.ClientAuth(kvs, live, recorded)
 	// The ID recorded on the StatefulSet outlives status (a store
 	// re-applied from a manifest); status still holds it for a store made
 	// before the annotation existed.

@@ -71,6 +71,10 @@ func TestUnschedulableMemberIsReplaced(t *testing.T) {
 	// Pods 1 and 2 cannot be scheduled: without them one of three voters
 	// is healthy, so neither is replaced.
 	fakeKV.setRunning(ns+"/rep", 0)
+	// The fake members answer no event: a change makes the store look now.
+	if err := update(t, ns, "rep", func(k *kvv1.KeyValueStore) { k.Annotations = map[string]string{"test/poke": "members down"} }); err != nil {
+		t.Fatal(err)
+	}
 	// As in a cluster, the members are seen down before their pods have
 	// been unschedulable for long: otherwise a reconcile that observed
 	// them healthy just before could find a pod stuck for an hour.

@@ -224,9 +224,10 @@ func TestCRDPodOverrides(t *testing.T) {
 			"volumes":          []any{volume("extra")},
 			"volumeMounts":     []any{mount("/etc/ssl/extra"), mount("/var/lib/kvnode-cache"), mount("/tmpfiles")},
 		}, "", ""},
-		{"volume named data", map[string]any{"volumes": []any{volume("data")}}, "spec.pod.volumes", "may not be named data, tls or tmp"},
-		{"volume named tls", map[string]any{"volumes": []any{volume("extra"), volume("tls")}}, "spec.pod.volumes", "may not be named data, tls or tmp"},
-		{"volume named tmp", map[string]any{"volumes": []any{volume("tmp")}}, "spec.pod.volumes", "may not be named data, tls or tmp"},
+		{"volume named data", map[string]any{"volumes": []any{volume("data")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
+		{"volume named tls", map[string]any{"volumes": []any{volume("extra"), volume("tls")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
+		{"volume named tmp", map[string]any{"volumes": []any{volume("tmp")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
+		{"volume named access", map[string]any{"volumes": []any{volume("access")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
 	}
 	// Every variable the operator sets, as the builder sets it.
 	for _, e := range statefulset.Build(testutil.StoredKVS("demo"), ptr.To[int32](3)).Spec.Template.Spec.Containers[0].Env {
@@ -280,7 +281,7 @@ func TestPodMountOverTheOperatorsIsRefused(t *testing.T) {
 	}
 	sts := &appsv1.StatefulSet{}
 	testutil.Eventually(t, 20*time.Second, "the StatefulSet", func() error { return get(t, ns, "m", sts) })
-	for _, path := range []string{"/var/lib/kvnode", "/var/lib/kvnode/snapshots", "/var/lib/", "var/lib/kvnode", "/etc/kvnode", "/etc/kvnode/tls/", "/tmp", "/"} {
+	for _, path := range []string{"/var/lib/kvnode", "/var/lib/kvnode/snapshots", "/var/lib/", "var/lib/kvnode", "/etc/kvnode", "/etc/kvnode/tls/", "/etc/kvnode/access", "/tmp", "/"} {
 		if err := update(t, ns, "m", func(k *kvv1.KeyValueStore) { k.Spec.Pod = extra(path) }); err != nil {
 			t.Fatal(err)
 		}
@@ -292,7 +293,7 @@ func TestPodMountOverTheOperatorsIsRefused(t *testing.T) {
 			return nil
 		})
 		mustGet(t, ns, "m", sts)
-		if n := len(sts.Spec.Template.Spec.Volumes); n != 2 {
+		if n := len(sts.Spec.Template.Spec.Volumes); n != 3 { // tls, tmp, access
 			t.Fatalf("mount at %s: the StatefulSet was updated, %d volumes", path, n)
 		}
 	}
@@ -301,7 +302,7 @@ func TestPodMountOverTheOperatorsIsRefused(t *testing.T) {
 	}
 	testutil.Eventually(t, 20*time.Second, "the extra mount applied", func() error {
 		mustGet(t, ns, "m", sts)
-		if m := sts.Spec.Template.Spec.Containers[0].VolumeMounts; len(m) != 4 || m[3].MountPath != "/var/lib/kvnode-cache" {
+		if m := sts.Spec.Template.Spec.Containers[0].VolumeMounts; len(m) != 5 || m[4].MountPath != "/var/lib/kvnode-cache" { // after data, tls, tmp, access
 			return fmt.Errorf("mounts %+v", m)
 		}
 		return nil

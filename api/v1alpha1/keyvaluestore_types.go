@@ -178,13 +178,13 @@ type PodOverrides struct {
 	// sets (the node's identity, addresses, data and TLS paths, bootstrap
 	// mode, spec.limits, drain and shutdown times) are refused.
 	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['KV_NODE_ID', 'KV_LISTEN', 'KV_API_ADVERTISE', 'KV_PEER_LISTEN', 'KV_PEER_ADVERTISE', 'KV_BOOTSTRAP', 'KV_DATA_DIR', 'KV_TLS_CERT', 'KV_TLS_KEY', 'KV_TLS_CA', 'KV_PEER_TLS_CERT', 'KV_PEER_TLS_KEY', 'KV_PEER_TLS_CA', 'KV_MAX_KEY_BYTES', 'KV_MAX_VALUE_BYTES', 'KV_MAX_IN_FLIGHT', 'KV_DRAIN_DELAY', 'KV_SHUTDOWN_TIMEOUT']))",message="may not set a variable the operator sets: KV_NODE_ID, KV_LISTEN, KV_API_ADVERTISE, KV_PEER_LISTEN, KV_PEER_ADVERTISE, KV_BOOTSTRAP, KV_DATA_DIR, KV_TLS_CERT, KV_TLS_KEY, KV_TLS_CA, KV_PEER_TLS_CERT, KV_PEER_TLS_KEY, KV_PEER_TLS_CA, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_IN_FLIGHT, KV_DRAIN_DELAY, KV_SHUTDOWN_TIMEOUT (spec.limits sets the limits)"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['KV_NODE_ID', 'KV_LISTEN', 'KV_API_ADVERTISE', 'KV_PEER_LISTEN', 'KV_PEER_ADVERTISE', 'KV_BOOTSTRAP', 'KV_DATA_DIR', 'KV_TLS_CERT', 'KV_TLS_KEY', 'KV_TLS_CA', 'KV_PEER_TLS_CERT', 'KV_PEER_TLS_KEY', 'KV_PEER_TLS_CA', 'KV_MAX_KEY_BYTES', 'KV_MAX_VALUE_BYTES', 'KV_MAX_IN_FLIGHT', 'KV_DRAIN_DELAY', 'KV_SHUTDOWN_TIMEOUT', 'KV_PEER_DOMAIN']))",message="may not set a variable the operator sets: KV_NODE_ID, KV_LISTEN, KV_API_ADVERTISE, KV_PEER_LISTEN, KV_PEER_ADVERTISE, KV_BOOTSTRAP, KV_DATA_DIR, KV_TLS_CERT, KV_TLS_KEY, KV_TLS_CA, KV_PEER_TLS_CERT, KV_PEER_TLS_KEY, KV_PEER_TLS_CA, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_IN_FLIGHT, KV_DRAIN_DELAY, KV_SHUTDOWN_TIMEOUT, KV_PEER_DOMAIN (spec.limits sets the limits)"
 	// +optional
 	Env []corev1.EnvVar `json:"env,omitempty"`
 	// Volumes adds volumes to the kvnode pods, to mount with VolumeMounts.
 	// The names data, tls and tmp are the operator's.
 	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:validation:XValidation:rule="self.all(v, !(v.name in ['data', 'tls', 'tmp']))",message="may not be named data, tls or tmp: the operator's volumes have these names"
+	// +kubebuilder:validation:XValidation:rule="self.all(v, !(v.name in ['data', 'tls', 'tmp', 'access']))",message="may not be named data, tls, tmp or access: the operator's volumes have these names"
 	// +optional
 	Volumes []corev1.Volume `json:"volumes,omitempty"`
 	// VolumeMounts adds mounts to the kvnode container, of Volumes (or of

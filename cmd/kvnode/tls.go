@@ -190,9 +190,10 @@ func (s *tlsSetup) peerIdentity(leaf *x509.Certificate) error {
 }
 
 // namesHostIn reports whether c names a host of domain (a member of the
-// headless Service: "*.<domain>" or "<pod>.<domain>"), with or without
-// the cluster domain after it. Several stores may share one CA (a user's
-// issuer); their members' certificates differ in these names.
+// headless Service: "*.<domain>" or "<pod>.<domain>"). Several stores may
+// share one CA (a user's issuer); their members' certificates differ in
+// these names. Exactly the domain: a name under a longer one
+// ("<pod>.<domain>.example.com") is somebody else's.
 func namesHostIn(c *x509.Certificate, domain string) bool {
 	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
 	for _, n := range c.DNSNames {
@@ -201,7 +202,7 @@ func namesHostIn(c *x509.Certificate, domain string) bool {
 		if !ok || host == "" || strings.Contains(host, "*") && host != "*" {
 			continue
 		}
-		if rest == domain || strings.HasPrefix(rest, domain+".") {
+		if rest == domain {
 			return true
 		}
 	}

@@ -127,8 +127,10 @@ func TestPeerDomainPinsPeerCertificates(t *testing.T) {
 		ok    bool
 	}{
 		{[]string{"*.demo-peers.shop.svc"}, true},
-		{[]string{"demo-0.demo-peers.shop.svc.cluster.local"}, true},
-		{[]string{"demo", "*.demo-peers.shop.svc.cluster.local"}, true},
+		{[]string{"demo-0.demo-peers.shop.svc"}, true},
+		{[]string{"demo", "*.demo-peers.shop.svc.cluster.local", "*.demo-peers.shop.svc"}, true},
+		{[]string{"*.demo-peers.shop.svc.cluster.local"}, false}, // the operator's certificates name the short form too
+		{[]string{"x.demo-peers.shop.svc.attacker.example"}, false},
 		{[]string{"DEMO-1.Demo-Peers.shop.svc."}, true},
 		{[]string{"*.other-peers.shop.svc", "other.shop.svc"}, false},
 		{[]string{"*.demo-peers.bank.svc"}, false},

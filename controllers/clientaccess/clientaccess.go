@@ -32,10 +32,15 @@ func CAConfigMap(kvs *kvv1.KeyValueStore, caPEM []byte) *corev1.ConfigMap {
 	}
 }
 
+// ModeKey records, next to the rules, the client authentication the
+// store's pods enforce: what an unset spec.clientAuth means for this store
+// when its StatefulSet is gone (statefulset.ClientAuth).
+const ModeKey = "clientAuth"
+
 // RulesConfigMap is the ConfigMap the pods mount their access rules from:
 // the clients of spec.clients, each with the time its certificates must
-// be issued after (issuedAfter, from its Secret).
-func RulesConfigMap(kvs *kvv1.KeyValueStore, issuedAfter map[string]time.Time) (*corev1.ConfigMap, error) {
+// be issued after (issuedAfter, from its Secret), and the mode.
+func RulesConfigMap(kvs *kvv1.KeyValueStore, mode string, issuedAfter map[string]time.Time) (*corev1.ConfigMap, error) {
 	rules := access.Rules{Clients: []access.Client{}}
 	for _, c := range kvs.Spec.Clients {
 		rules.Clients = append(rules.Clients, access.Client{
@@ -52,7 +57,7 @@ func RulesConfigMap(kvs *kvv1.KeyValueStore, issuedAfter map[string]time.Time) (
 	return &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: kvv1.ChildMeta(kvs, kvv1.AccessConfigMapName(kvs)),
-		Data:       map[string]string{access.RulesFile: string(b) + "\n"},
+		Data:       map[string]string{access.RulesFile: string(b) + "\n", ModeKey: mode},
 	}, nil
 }
 

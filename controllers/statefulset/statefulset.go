@@ -4,6 +4,7 @@
 package statefulset
 
 import (
+	"slices"
 	"fmt"
 	"path"
 	"strconv"
@@ -32,27 +33,32 @@ const (
 	uid       = 65532
 )
 
-// EnvClientAuth is kvnode's --client-auth in the pod template.
-const EnvClientAuth = "KV_CLIENT_AUTH"
+// ClientAuthArg is kvnode's --client-auth=mtls in the pod template. A
+// flag, not a KV_* variable: a kvnode too old to know it refuses to start
+// rather than ignoring it and serving every client.
+const ClientAuthArg = "--client-auth=" + kvv1.ClientAuthMTLS
 
-// ClientAuth is the client authentication the pods of live enforce: a
-// store that runs without it keeps running without it until
-// spec.clientAuth says otherwise, and a new store (live nil) gets mtls.
-// It is read from the StatefulSet, not from status, so that a store
-// whose status was lost (re-applied from a backup of its manifest) does
-// not lose its client authentication.
-func ClientAuth(kvs *kvv1.KeyValueStore, live *appsv1.StatefulSet) string {
+// ClientAuth is the client authentication a store's pods are to enforce.
+// spec.clientAuth decides when set. Unset, a store keeps what it runs: a
+// store made before the field existed runs without it, and turning it on
+// would lock out every client it has. What it runs is read from the
+// StatefulSet's template and, when there is none (deleted to be made
+// again with other volume claims, or by a person), from the mode recorded
+// with the access rules (recorded, see clientaccess.RulesConfigMap);
+// with neither, the store is new, and gets mtls.
+func ClientAuth(kvs *kvv1.KeyValueStore, live *appsv1.StatefulSet, recorded string) string {
 	if kvs.Spec.ClientAuth != "" {
 		return kvs.Spec.ClientAuth
 	}
 	if live == nil {
+		if recorded == kvv1.ClientAuthMTLS || recorded == kvv1.ClientAuthNone {
+			return recorded
+		}
 		return kvv1.ClientAuthMTLS
 	}
 	for _, c := range live.Spec.Template.Spec.Containers {
-		for _, e := range c.Env {
-			if e.Name == EnvClientAuth && e.Value == kvv1.ClientAuthMTLS {
-				return kvv1.ClientAuthMTLS
-			}
+		if slices.Contains(c.Args, ClientAuthArg) {
+			return kvv1.ClientAuthMTLS
 		}
 	}
 	return kvv1.ClientAuthNone
@@ -88,14 +94,20 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 		{Name: "KV_PEER_TLS_CERT", Value: tlsDir + "/peer.crt"},
 		{Name: "KV_PEER_TLS_KEY", Value: tlsDir + "/peer.key"},
 		{Name: "KV_PEER_TLS_CA", Value: tlsDir + "/ca.crt"},
-		// Another store's certificate from a shared issuer is no peer.
-		{Name: "KV_PEER_DOMAIN", Value: kvv1.PeerDomain(kvs)},
 		{Name: "KV_MAX_KEY_BYTES", Value: strconv.Itoa(int(l.MaxKeyBytes))},
 		{Name: "KV_MAX_VALUE_BYTES", Value: strconv.Itoa(int(l.MaxValueBytes))},
 		{Name: "KV_MAX_IN_FLIGHT", Value: strconv.Itoa(int(l.MaxInFlight))},
 		{Name: "KV_DRAIN_DELAY", Value: "3s"},
 		{Name: "KV_SHUTDOWN_TIMEOUT", Value: "20s"},
 	}
+	if kvs.Spec.TLS.SecretName == nil || *kvs.Spec.TLS.SecretName == "" {
+		// Another store's certificate from a shared issuer is no peer. Only
+		// with the operator's certificates, which are known to name the
+		// members: a user's peer certificate was never required to, and
+		// pinning it would cut the members off from each other.
+		env = append(env, corev1.EnvVar{Name: "KV_PEER_DOMAIN", Value: kvv1.PeerDomain(kvs)})
+	}
+	var args []string
 	mounts := []corev1.VolumeMount{
 		{Name: "data", MountPath: dataDir},
 		{Name: "tls", MountPath: tlsDir, ReadOnly: true},
@@ -109,9 +121,7 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 		// The rules come from a ConfigMap volume, not from the pod
 		// template: a change of spec.clients reaches the pods within the
 		// kubelet's sync period, without restarting a member.
-		env = append(env,
-			corev1.EnvVar{Name: EnvClientAuth, Value: kvv1.ClientAuthMTLS},
-			corev1.EnvVar{Name: "KV_CLIENTS", Value: accessDir + "/" + access.RulesFile})
+		args = append(args, ClientAuthArg, "--clients="+accessDir+"/"+access.RulesFile)
 		mounts = append(mounts, corev1.VolumeMount{Name: "access", MountPath: accessDir, ReadOnly: true})
 		volumes = append(volumes, corev1.Volume{Name: "access", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: kvv1.AccessConfigMapName(kvs)}, DefaultMode: ptr.To[int32](0o444)}}})
@@ -172,6 +182,7 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 						Name:            "kvnode",
 						Image:           kvs.Spec.Image,
 						ImagePullPolicy: kvs.Spec.ImagePullPolicy,
+						Args:            args,
 						Env:             env,
 						Ports: []corev1.ContainerPort{
 							{Name: "api", ContainerPort: kvv1.APIPort, Protocol: corev1.ProtocolTCP},

@@ -2,6 +2,7 @@ package statefulset
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -135,28 +136,56 @@ func TestBuildClientAuth(t *testing.T) {
 }
 
 // What an unset spec.clientAuth means: mtls for a new store, and for a
-// running one what its pods run.
+// running one what its pods run, from the StatefulSet or, while it is
+// being made again, from the mode recorded with the rules.
 func TestClientAuthOfAStore(t *testing.T) {
 	mtls := testutil.StoredKVS("demo")
 	mtls.Status.ClientAuth = kvv1.ClientAuthMTLS
 	runningMTLS, runningNone := Build(mtls, ptr.To[int32](3)), Build(testutil.StoredKVS("demo"), ptr.To[int32](3))
 	for _, c := range []struct {
-		name string
-		spec string
-		live *appsv1.StatefulSet
-		want string
+		name     string
+		spec     string
+		live     *appsv1.StatefulSet
+		recorded string
+		want     string
 	}{
-		{"a new store", "", nil, kvv1.ClientAuthMTLS},
-		{"a store that runs mtls", "", runningMTLS, kvv1.ClientAuthMTLS},
-		{"a store that runs without", "", runningNone, kvv1.ClientAuthNone},
-		{"spec none wins", kvv1.ClientAuthNone, runningMTLS, kvv1.ClientAuthNone},
-		{"spec mtls wins", kvv1.ClientAuthMTLS, runningNone, kvv1.ClientAuthMTLS},
-		{"spec none, new", kvv1.ClientAuthNone, nil, kvv1.ClientAuthNone},
+		{"a new store", "", nil, "", kvv1.ClientAuthMTLS},
+		{"a store that runs mtls", "", runningMTLS, "", kvv1.ClientAuthMTLS},
+		{"a store that runs without", "", runningNone, "", kvv1.ClientAuthNone},
+		{"the StatefulSet wins over the record", "", runningNone, kvv1.ClientAuthMTLS, kvv1.ClientAuthNone},
+		{"a store without, its StatefulSet being made again", "", nil, kvv1.ClientAuthNone, kvv1.ClientAuthNone},
+		{"a store with, its StatefulSet being made again", "", nil, kvv1.ClientAuthMTLS, kvv1.ClientAuthMTLS},
+		{"a record that means nothing", "", nil, "sometimes", kvv1.ClientAuthMTLS},
+		{"spec none wins", kvv1.ClientAuthNone, runningMTLS, kvv1.ClientAuthMTLS, kvv1.ClientAuthNone},
+		{"spec mtls wins", kvv1.ClientAuthMTLS, runningNone, kvv1.ClientAuthNone, kvv1.ClientAuthMTLS},
+		{"spec none, new", kvv1.ClientAuthNone, nil, "", kvv1.ClientAuthNone},
 	} {
 		k := testutil.StoredKVS("demo")
 		k.Spec.ClientAuth = c.spec
-		if got := ClientAuth(k, c.live); got != c.want {
+		if got := ClientAuth(k, c.live, c.recorded); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
+	}
+	if args := runningMTLS.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--client-auth=mtls") {
+		t.Errorf("mtls is not a flag: an old kvnode would ignore a variable and serve everyone (args %v)", args)
+	}
+}
+
+// Peer pinning only with the operator's certificates: a user's peer
+// certificate was never required to name the members.
+func TestPeerDomainOnlyWithTheOperatorsCertificates(t *testing.T) {
+	env := func(k *kvv1.KeyValueStore) string {
+		for _, e := range Build(k, ptr.To[int32](3)).Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "KV_PEER_DOMAIN" {
+				return e.Value
+			}
+		}
+		return ""
+	}
+	if got := env(testutil.StoredKVS("demo")); got != "demo-peers.default.svc" {
+		t.Errorf("issued certificates: KV_PEER_DOMAIN=%q", got)
+	}
+	if got := env(testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) { k.Spec.TLS.SecretName = ptr.To("mine") })); got != "" {
+		t.Errorf("a user's Secret: KV_PEER_DOMAIN=%q, want none", got)
 	}
 }
