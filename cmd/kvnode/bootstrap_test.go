@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
 
 // withoutKV is the test's environment minus every KV_* variable, so that a
@@ -55,6 +56,12 @@ func TestBareNodeIsASingleNodeStore(t *testing.T) {
 	p.waitReady(http.DefaultClient)
 	if code, body := request(t, http.DefaultClient, "GET", p.url("/v1/key-a"), ""); code != 200 || body != "Hello, key-value store!" {
 		t.Fatalf("after restart GET /v1/key-a = %d %q", code, body)
+	}
+	// It says what it is, for rollouts: its build and its log format.
+	var info clusterapi.Cluster
+	getJSON(t, p.url(clusterapi.PathCluster), &info)
+	if !strings.HasPrefix(info.Version, "devel") || info.LogFormat != txlog.FormatVersion || len(info.Members) != 1 || info.Members[0].Status == nil || info.Members[0].Status.Version != info.Version {
+		t.Fatalf("GET /v1/cluster: version %q, log format %d, members %+v", info.Version, info.LogFormat, info.Members)
 	}
 }
 

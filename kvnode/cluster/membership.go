@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
 )
 
@@ -114,6 +115,7 @@ func (n *Node) LocalStatus() clusterapi.NodeStatus {
 		ID: n.cfg.NodeID, State: s.State, Term: s.Term, LeaderID: s.LeaderID,
 		AppliedIndex: n.store.AppliedIndex(), CommitIndex: s.CommitIndex, LastIndex: s.LastIndex,
 		Ready: n.Ready() == nil, ClusterID: n.clusterID(), Storage: s.Storage,
+		Version: Version(), LogFormat: txlog.FormatVersion,
 	}
 	inc := n.vol.get()
 	self.Incarnation, self.Admitted = inc.ID, inc.Admitted
@@ -154,6 +156,7 @@ func (n *Node) Info(ctx context.Context) (clusterapi.Cluster, error) {
 	info := clusterapi.Cluster{
 		ClusterID: n.clusterID(), HasState: has, Leader: string(leader), CommitIndex: n.raft.CommitIndex(),
 		ConfigurationIndex: f.Index(), LeaderVerified: verified,
+		Version: Version(), LogFormat: txlog.FormatVersion,
 	}
 	inc := n.vol.get()
 	info.Incarnation, info.Admitted = inc.ID, inc.Admitted

@@ -108,6 +108,9 @@ type Cluster struct {
 	LastIndex uint64   `json:"lastIndex"`
 	Term      uint64   `json:"term"`
 	Members   []Member `json:"members"` // sorted by ID
+	// Version and LogFormat are the answering node's, as in NodeStatus.
+	Version   string `json:"version"`
+	LogFormat int    `json:"logFormat"`
 }
 
 // Authoritative reports whether c is a configuration the operator may act
@@ -145,7 +148,13 @@ type Member struct {
 
 // NodeStatus is what a node says about itself (GET PathStatus).
 type NodeStatus struct {
-	ID           string    `json:"id"`
+	ID string `json:"id"`
+	// Version is the kvnode build (its module version, or the commit it
+	// was built from); "" from a kvnode that predates it.
+	Version string `json:"version,omitempty"`
+	// LogFormat is the newest transaction-log format this kvnode reads
+	// and writes; 0 from a kvnode that predates it.
+	LogFormat int `json:"logFormat,omitempty"`
 	State        string    `json:"state"`
 	Term         uint64    `json:"term"`
 	LeaderID     string    `json:"leaderID"`

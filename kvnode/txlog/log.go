@@ -298,6 +298,10 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		if seg.mark > int64(len(data)) {
 			return nil, fmt.Errorf("txlog: %s: durable mark at offset %d says records up to offset %d are on disk, but the file has %d bytes", path, markOffset(seg.markSeq), seg.mark, len(data))
 		}
+	case newerFormat(data) != 0:
+		// Not corruption: a newer kvnode wrote it (a downgrade). Refused
+		// whole, before anything is read or repaired.
+		return nil, fmt.Errorf("txlog: %s: written in transaction-log format version %d; this kvnode reads versions up to %d: run a kvnode that reads it (a downgrade across a data-format version is not possible)", path, newerFormat(data), FormatVersion)
 	default:
 		if last && interruptedCreation(data) {
 			// Created, but its header never reached the disk; nothing
@@ -343,6 +347,23 @@ func (l *Log) loadSegment(base uint64, last bool) (*segment, error) {
 		return nil, fmt.Errorf("txlog: %w", err)
 	}
 	return seg, nil
+}
+
+// FormatVersion is the transaction-log format this package writes, and
+// the newest it reads.
+const FormatVersion = 2
+
+// newerFormat is the format version of a segment header written by a
+// newer kvnode, 0 for any other header.
+func newerFormat(data []byte) int {
+	if len(data) < len(segmentMagicPrefix)+1 || string(data[:len(segmentMagicPrefix)]) != segmentMagicPrefix {
+		return 0
+	}
+	v := int(data[len(segmentMagicPrefix)] - '0')
+	if v > FormatVersion && v <= 9 {
+		return v
+	}
+	return 0
 }
 
 func hasHeader(data []byte, magic string, base uint64) bool {

@@ -11,7 +11,9 @@ import (
 )
 
 const (
-	segmentMagicV1 = "KVTXLOG1"
+	// segmentMagicPrefix and a digit, the format version, start a segment.
+	segmentMagicPrefix = "KVTXLOG"
+	segmentMagicV1     = "KVTXLOG1"
 	segmentMagicV2 = "KVTXLOG2"
 	segmentHeader  = 16
 	recordHeader   = 8

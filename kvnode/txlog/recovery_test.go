@@ -248,3 +248,30 @@ func TestOversizedRecordIsRefusedBeforeWriting(t *testing.T) {
 	}
 	assertRange(t, openFile(t, dir, Options{}), 1, 5)
 }
+
+// A log written by a newer format (a downgrade) is refused whole, naming
+// the file and both versions, and nothing in it is changed: neither taken
+// for corruption nor cut as a torn tail.
+func TestNewerFormatIsRefusedNotRepaired(t *testing.T) {
+	dir := t.TempDir()
+	l := openFile(t, dir, Options{})
+	appendRange(t, l, 1, 20)
+	l.Close()
+	seg := segmentFiles(t, dir)[0]
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(data, "KVTXLOG3")
+	if err := os.WriteFile(seg, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), seg) || !strings.Contains(err.Error(), "format version 3") || !strings.Contains(err.Error(), "up to 2") {
+		t.Fatalf("Open = %v, want a refusal naming %s and the versions", err, seg)
+	}
+	after, err := os.ReadFile(seg)
+	if err != nil || !bytes.Equal(after, data) {
+		t.Fatalf("the newer segment was changed (%v)", err)
+	}
+}
