@@ -186,7 +186,7 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		// The next membership step is usually possible at once (a member
 		// added can be promoted as soon as it has caught up).
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
-	case obs.step != "" || obs.waiting != "" || obs.blocked != "" || obs.mismatch != "" || !meta.IsStatusConditionTrue(kvs.Status.Conditions, kvv1.ConditionReady):
+	case obs.step != "" || obs.waiting != "" || obs.blocked != "" || obs.mismatch != "" || obs.upgrade != "" || !meta.IsStatusConditionTrue(kvs.Status.Conditions, kvv1.ConditionReady):
 		// Not Ready: members catch up and elect leaders with no event in
 		// Kubernetes to say so, so Ready must be looked for soon, not at
 		// the 30 s resync.
@@ -277,6 +277,7 @@ func (r *KeyValueStoreReconciler) steps() []step {
 		{"statefulset", true, r.syncStatefulSet},
 		{"membership", true, r.stepMembership},
 		{"replace", true, r.replaceUnschedulable},
+		{"rollout", true, r.rollout},
 		{"pdb", true, r.syncPDB},
 		{"hpa", true, r.syncHPA},
 		{"settled", false, r.settled},

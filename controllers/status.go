@@ -28,6 +28,9 @@ type observation struct {
 	volumesRefused  string   // the volumes cannot grow to the size asked
 	resizing        string   // volume claims growing, "" when none
 	invalid         string   // a spec the operator refuses (statefulset.Refuse)
+	upgrade         string   // a rollout in progress ("updated 1/3: image a → b"), "" when none
+	restarting      string   // the member the rollout restarted, expected down until it is back
+	upgradeStopped  string   // the restarted member did not come back in time
 	restoreFailed   string   // spec.restore cannot be done
 	storageFull     []string // members whose volume is full, with their numbers
 	err             error    // the first real error of the reconcile
@@ -67,7 +70,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	for _, m := range st.Members {
 		switch {
 		case m.Healthy:
-		case m.Joining:
+		case m.Joining, m.Name == obs.restarting && obs.upgradeStopped == "":
+			// Restarted by the rollout: down as planned, until it is late.
 			arriving = append(arriving, m.Name)
 		default:
 			unhealthy = append(unhealthy, m.Name)
@@ -99,7 +103,7 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	default:
 		cond(kvv1.ConditionReady, false, kvv1.ReasonMembersUnhealthy, members(obs, want, unhealthy, arriving))
 	}
-	progressing := obs.step != "" || obs.waiting != "" || catchingUp || obs.resizing != ""
+	progressing := obs.step != "" || obs.waiting != "" || catchingUp || obs.resizing != "" || obs.upgrade != ""
 	switch {
 	case kvs.Spec.Paused:
 		cond(kvv1.ConditionProgressing, false, kvv1.ReasonPaused, "spec.paused is true: no changes are made")
@@ -111,6 +115,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionProgressing, true, kvv1.ReasonWaitingForPods, obs.waiting)
 	case catchingUp:
 		cond(kvv1.ConditionProgressing, true, kvv1.ReasonScaling, "waiting for the members to catch up: "+members(obs, want, nil, arriving))
+	case obs.upgrade != "":
+		cond(kvv1.ConditionProgressing, true, kvv1.ReasonUpgrading, obs.upgrade)
 	case obs.resizing != "":
 		cond(kvv1.ConditionProgressing, true, kvv1.ReasonResizingVolumes, obs.resizing)
 	default:
@@ -129,6 +135,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonInvalidSpec, obs.invalid)
 	case obs.volumesRefused != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonVolumeExpansionRefused, obs.volumesRefused)
+	case obs.upgradeStopped != "":
+		cond(kvv1.ConditionDegraded, true, kvv1.ReasonUpgradeStopped, obs.upgradeStopped)
 	case obs.blocked != "":
 		cond(kvv1.ConditionDegraded, true, kvv1.ReasonUnsafeMembershipChange, obs.blocked)
 	case obs.stepFailed != "":
@@ -156,6 +164,8 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		st.Phase = kvv1.PhaseCreating
 	case obs.err != nil || meta.IsStatusConditionTrue(st.Conditions, kvv1.ConditionDegraded):
 		st.Phase = kvv1.PhaseDegraded
+	case obs.upgrade != "":
+		st.Phase = kvv1.PhaseUpgrading
 	case progressing:
 		st.Phase = kvv1.PhaseScaling
 	default:

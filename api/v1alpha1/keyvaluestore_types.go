@@ -255,6 +255,25 @@ type AutoExpandSpec struct {
 	MaxSize resource.Quantity `json:"maxSize"`
 }
 
+// UpgradeStatus is a rollout of a new pod template (a new image, or any
+// other change to the pods) that the operator drives one member at a time.
+type UpgradeStatus struct {
+	// Updated is "x/y": pods on the new template of all pods.
+	Updated string `json:"updated"`
+	// CurrentImage is the image the pods not yet updated run.
+	// +optional
+	CurrentImage string `json:"currentImage,omitempty"`
+	// TargetImage is spec.image.
+	TargetImage string `json:"targetImage"`
+	// Restarting is the pod the operator restarted last, until its member
+	// is healthy again.
+	// +optional
+	Restarting string `json:"restarting,omitempty"`
+	// RestartedAt is when it was restarted.
+	// +optional
+	RestartedAt *metav1.Time `json:"restartedAt,omitempty"`
+}
+
 // VolumesStatus is the members' volumes as the operator last saw them.
 type VolumesStatus struct {
 	// Requested is the size every volume is asked to have: spec.storage.size,
@@ -458,6 +477,9 @@ type KeyValueStoreStatus struct {
 	// CertificateNotAfter is when the current server certificate expires.
 	// +optional
 	CertificateNotAfter *metav1.Time `json:"certificateNotAfter,omitempty"`
+	// Upgrade is the rollout in progress, if any.
+	// +optional
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
 	// Volumes is the members' volumes: their size and any resize in progress.
 	// +optional
 	Volumes *VolumesStatus `json:"volumes,omitempty"`
@@ -488,6 +510,7 @@ type KeyValueStoreStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Leader",type=string,JSONPath=`.status.leader`
+// +kubebuilder:printcolumn:name="Updated",type=string,JSONPath=`.status.upgrade.updated`,priority=1
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`,priority=0
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.backup) || self.metadata.name.size() <= 41",message="a store with spec.backup may have a name of at most 41 characters: its scheduled backups are named <name>-<14 digits>, and their Jobs <that>-backup"

@@ -68,6 +68,13 @@ const (
 	// asked (the storage class does not allow expansion); the message
 	// says which claim and why.
 	ReasonVolumeExpansionRefused = "VolumeExpansionRefused"
+	// ReasonUpgrading: members are restarted on a new pod template, one at
+	// a time (Progressing).
+	ReasonUpgrading = "Upgrading"
+	// ReasonUpgradeStopped: a member restarted on the new template did
+	// not come back healthy in time; no other member is restarted until it
+	// does (Degraded).
+	ReasonUpgradeStopped = "UpgradeStopped"
 	// ReasonResizingVolumes: volume claims are growing (Progressing).
 	ReasonResizingVolumes = "ResizingVolumes"
 	// ReasonMembershipStepFailed: the kvnodes refused or did not answer the
@@ -121,6 +128,9 @@ const (
 	PhaseScaling  = "Scaling"
 	PhaseDegraded = "Degraded"
 	PhasePaused   = "Paused"
+	// PhaseUpgrading: the operator restarts the members on a new pod
+	// template, one at a time (status.upgrade).
+	PhaseUpgrading = "Upgrading"
 )
 
 // Membership actions.

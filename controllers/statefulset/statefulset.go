@@ -4,9 +4,9 @@
 package statefulset
 
 import (
-	"slices"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -158,7 +158,10 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 			ServiceName:         headless,
 			PodManagementPolicy: appsv1.ParallelPodManagement,
 			Selector:            &metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},
-			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			// The operator restarts the pods on a new template itself
+			// (controllers/rollout.go): the leader last, after handing
+			// leadership over, and each once the cluster is healthy.
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType},
 			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
 				WhenScaled:  retention(kvs.Spec.Storage.RetentionPolicy.WhenScaled),
 				WhenDeleted: retention(kvs.Spec.Storage.RetentionPolicy.WhenDeleted),
