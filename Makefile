@@ -124,6 +124,8 @@ cluster-status: ## Show the node, the pods and the KeyValueStores.
 
 cluster-load-images: image ## Import the kvnode and operator images into the cluster's containerd.
 	for i in kvnode operator; do $(K8S_BIN)/ctr --address $(CLUSTER_DIR)/containerd/containerd.sock -n k8s.io images import $(DIST)/$$i.tar; done
+	# The same kvnode under a second tag: what the upgrade test rolls out.
+	$(K8S_BIN)/ctr --address $(CLUSTER_DIR)/containerd/containerd.sock -n k8s.io images tag --force $(KVNODE_IMAGE) $(KVNODE_IMAGE)-next
 
 # The image tag stays :dev, so a Deployment that already existed must be
 # restarted to run the image just imported; a new one starts with it anyway.
