@@ -50,7 +50,11 @@ type MembershipClient interface {
 // KeyValueStoreReconciler reconciles KeyValueStores.
 type KeyValueStoreReconciler struct {
 	client.Client
-	Recorder EventRecorder
+	// APIReader reads around the cache, which holds only what the operator
+	// made (CacheOptions): a user's TLS Secrets, Nodes, PersistentVolumes.
+	// SetupWithManager sets it.
+	APIReader client.Reader
+	Recorder  EventRecorder
 	// Now is the clock (certificate renewal); tests replace it.
 	Now func() time.Time
 	// NewMembershipClient connects to a cluster's kvnodes with the admin
@@ -62,6 +66,9 @@ type KeyValueStoreReconciler struct {
 func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
 	}
 	if r.NewMembershipClient == nil {
 		r.NewMembershipClient = func(kvs *kvv1.KeyValueStore, ca, cert, key []byte) (MembershipClient, error) {
@@ -77,6 +84,7 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Owns(&batchv1.Job{}).
 		Named("keyvaluestore").
+		WithOptions(controllerOptions(mgr, "keyvaluestore", "keyvaluestore")).
 		Complete(r)
 }
 
@@ -104,7 +112,6 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // With spec.paused the steps that change something are skipped (in one
 // place, run); status is still refreshed.
 func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
 	kvs := &kvv1.KeyValueStore{}
 	if err := r.Get(ctx, req.NamespacedName, kvs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -128,7 +135,11 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}
 	if res.err != nil {
-		logger.Error(res.err, "reconcile failed", "keyvaluestore", req.NamespacedName)
+		// Not logged here: controller-runtime logs the error it is given,
+		// once, with the store's name, and requeues the store with a
+		// backoff that doubles with each failure in a row (RateLimiter
+		// below). Logging it here as well would say everything twice; and
+		// returning nil with a requeue instead would reset that backoff.
 		return ctrl.Result{}, res.err
 	}
 	switch {
@@ -251,7 +262,7 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 	st := &state{kvs: kvs, plan: membership.Observed{Voters: int(kvs.Voters()), Bootstrapped: kvs.Status.Bootstrapped, Leader: -1}}
 	kvs.Status.Selector = labelSelector(kvv1.SelectorLabels(kvs))
 
-	certs, err := tlssecrets.For(kvs).Read(ctx, r.Client, kvs, r.Now())
+	certs, err := tlssecrets.For(kvs).Read(ctx, r.secretReader(kvs), kvs, r.Now())
 	if err != nil {
 		return st, fail(err)
 	}
@@ -396,7 +407,7 @@ func (r *KeyValueStoreReconciler) setCerts(st *state, certs tlssecrets.State) {
 
 // syncTLS issues and renews the certificates (tlssecrets decides what is due).
 func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, st *state) result {
-	certs, err := tlssecrets.For(st.kvs).Sync(ctx, r.Client, func(ctx context.Context, o client.Object) error { return apply(ctx, r.Client, o) }, st.kvs, r.Now())
+	certs, err := tlssecrets.For(st.kvs).Sync(ctx, r.secretReader(st.kvs), func(ctx context.Context, o client.Object) error { return apply(ctx, r.Client, o) }, st.kvs, r.Now())
 	if err != nil {
 		return fail(err)
 	}
@@ -411,6 +422,16 @@ func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, st *state) result
 		return waitFor("%s", certs.Waiting)
 	}
 	return done()
+}
+
+// secretReader is where the store's TLS Secrets are read: the operator's
+// own are labelled and cached; a user's (spec.tls.secretName) carry no
+// label of ours, so the cache never holds them.
+func (r *KeyValueStoreReconciler) secretReader(kvs *kvv1.KeyValueStore) client.Reader {
+	if kvs.Spec.TLS.SecretName != nil && *kvs.Spec.TLS.SecretName != "" && r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
 }
 
 func (r *KeyValueStoreReconciler) syncServices(ctx context.Context, st *state) result {
@@ -478,9 +499,15 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 		}
 	}
 	if err := st.mc.Execute(ctx, s, via); err != nil {
-		// The next reconcile plans again from what it observes.
+		// The next reconcile plans again from what it observes; status
+		// says what failed. Not an error: a member still starting
+		// refuses, and is asked again in two seconds.
+		log.FromContext(ctx).V(1).Info("membership step failed", "action", s.Action, "member", member, "error", err.Error())
 		return waitFor("%s %s: %v", s.Action, member, err)
 	}
+	// One line per change of the Raft configuration: what a person
+	// reading the log after an incident wants, in order.
+	log.FromContext(ctx).Info("membership step done", "action", s.Action, "member", member, "via", kvv1.PodName(kvs, via))
 	if s.Action == kvv1.ActionBootstrap {
 		kvs.Status.Bootstrapped = true
 	}

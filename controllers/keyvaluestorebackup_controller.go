@@ -44,6 +44,7 @@ func (r *KeyValueStoreBackupReconciler) SetupWithManager(mgr ctrl.Manager) error
 		For(&kvv1.KeyValueStoreBackup{}).
 		Owns(&batchv1.Job{}).
 		Named("keyvaluestorebackup").
+		WithOptions(controllerOptions(mgr, "keyvaluestorebackup", "keyvaluestorebackup")).
 		Complete(r)
 }
 
@@ -64,7 +65,11 @@ func (r *KeyValueStoreBackupReconciler) Reconcile(ctx context.Context, req ctrl.
 			err = perr
 		}
 	}
-	return ctrl.Result{RequeueAfter: after}, err
+	if err != nil {
+		// A requeue with an error is ignored anyway (the backoff decides).
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyValueStoreBackup) (time.Duration, error) {
