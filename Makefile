@@ -144,7 +144,7 @@ test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first
 image: build ## Pack bin/kvnode and bin/manager into dist/*.tar without Docker (the Dockerfile's images).
 	hack/build-helpers.sh image-packer
 	$(BIN)/image-packer -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
-	$(BIN)/image-packer -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8080/tcp,8081/tcp
+	$(BIN)/image-packer -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8443/tcp,8081/tcp
 
 docker-build: ## Build the images with Docker, for users who have it.
 	docker build --target kvnode -t $(KVNODE_IMAGE) .
