@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -38,11 +40,14 @@ import (
 )
 
 // The manager as main makes it (newManager, zapOptions), against a real
-// kube-apiserver (envtest): one manager for the package, watching
-// watchedNS only, with secure metrics.
+// kube-apiserver (envtest): one manager for the package, installed as
+// config/namespaced installs it (watching its own namespace, with the
+// RBAC of that overlay and nothing more), with secure metrics.
 const (
-	watchedNS   = "watched"
+	watchedNS   = "kvstore-system" // config/default's namespace
 	unwatchedNS = "unwatched"
+	// operatorSA is the operator's ServiceAccount in config/default.
+	operatorSA = "kvstore-controller-manager"
 )
 
 var (
@@ -83,14 +88,16 @@ func run(m *testing.M) int {
 	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		panic(err)
 	}
-	for _, ns := range []string{watchedNS, unwatchedNS} {
-		if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			panic(err)
-		}
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unwatchedNS}}); err != nil {
+		panic(err)
+	}
+	operator, err := installNamespaced(context.Background())
+	if err != nil {
+		panic(err)
 	}
 	addr := freePort()
 	metricsURL = "https://" + addr + "/metrics"
-	mgr, err = newManager(cfg, settings{
+	mgr, err = newManager(operator, settings{
 		metricsAddr: addr, metricsSecure: true, probeAddr: "0",
 		namespaces: []string{watchedNS},
 	})
@@ -105,6 +112,47 @@ func run(m *testing.M) int {
 		}
 	}()
 	return m.Run()
+}
+
+// installNamespaced creates what config/namespaced installs, but for the
+// CRDs (envtest has them) and the Deployment (the test runs the manager),
+// and returns a client configuration with the operator's ServiceAccount's
+// token. Without kubectl (which builds the overlay) the manager runs as
+// the envtest admin, and the RBAC is not checked.
+func installNamespaced(ctx context.Context) (*rest.Config, error) {
+	kubectl := os.Getenv("KUBECTL")
+	if kubectl == "" {
+		kubectl = filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
+	}
+	if _, err := os.Stat(kubectl); err != nil {
+		fmt.Fprintf(os.Stderr, "no kubectl at %s (set KUBECTL): the manager runs as the admin, the RBAC of config/namespaced is not checked\n", kubectl)
+		return cfg, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: watchedNS}})
+	}
+	out, err := exec.Command(kubectl, "kustomize", filepath.Join("..", "..", "config", "namespaced")).Output()
+	if err != nil {
+		return nil, fmt.Errorf("kubectl kustomize config/namespaced: %w", err)
+	}
+	for doc := range strings.SplitSeq(string(out), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			return nil, err
+		}
+		switch u.GetKind() {
+		case "Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+			if err := k8s.Create(ctx, u); err != nil {
+				return nil, fmt.Errorf("%s %s: %w", u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
+	tr, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().ServiceAccounts(watchedNS).CreateToken(ctx, operatorSA, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	operator := rest.AnonymousClientConfig(cfg)
+	operator.BearerToken = tr.Status.Token
+	return operator, nil
 }
 
 func freePort() string {
@@ -190,6 +238,13 @@ func TestOtherNamespacesAreNotReconciled(t *testing.T) {
 	}
 	if len(secrets.Items) > 0 {
 		t.Errorf("Secrets were made in %s: %d", unwatchedNS, len(secrets.Items))
+	}
+	// The Role was enough: nothing was refused (a cache of another
+	// namespace, or of the whole cluster, would be).
+	for line := range strings.SplitSeq(string(logs.Bytes()), "\n") {
+		if strings.Contains(line, "is forbidden") {
+			t.Errorf("refused: %.400s", line)
+		}
 	}
 }
 

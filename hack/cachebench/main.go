@@ -53,8 +53,8 @@ type sample struct {
 }
 
 func main() {
-	child := flag.String("child", "", "internal: measure this cache configuration (all, operator) with -kubeconfig")
-	kubeconfig := flag.String("kubeconfig", "", "internal: the API server of the parent")
+	child := flag.String("child", "", "internal: measure this cache configuration (all, operator) with -child-kubeconfig")
+	kubeconfig := flag.String("child-kubeconfig", "", "internal: the API server of the parent")
 	n := flag.Int("secrets", 300, "unrelated Secrets to create")
 	size := flag.Int("size", 256<<10, "bytes of data in each")
 	flag.Parse()
@@ -86,7 +86,7 @@ func main() {
 	}
 	var got []sample
 	for _, config := range []string{"all", "operator"} {
-		out, err := exec.Command(os.Args[0], "-child", config, "-kubeconfig", path).Output()
+		out, err := exec.Command(os.Args[0], "-child", config, "-child-kubeconfig", path).Output()
 		if err != nil {
 			log.Fatalf("%s: %v", config, err)
 		}
