@@ -57,6 +57,7 @@ func main() {
 	kubeconfig := flag.String("child-kubeconfig", "", "internal: the API server of the parent")
 	n := flag.Int("secrets", 300, "unrelated Secrets to create")
 	size := flag.Int("size", 256<<10, "bytes of data in each")
+	crds := flag.String("crds", "config/crd/bases", "the CRDs to install")
 	flag.Parse()
 	if *child != "" {
 		measure(*child, *kubeconfig)
@@ -66,7 +67,10 @@ func main() {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		log.Fatal("KUBEBUILDER_ASSETS is not set: KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1) go run ./hack/cachebench")
 	}
-	env := &envtest.Environment{}
+	env := &envtest.Environment{
+		CRDDirectoryPaths: []string{*crds}, ErrorIfCRDPathMissing: true,
+		CRDInstallOptions: envtest.CRDInstallOptions{MaxTime: time.Minute},
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		log.Fatalf("start envtest: %v", err)
@@ -86,7 +90,9 @@ func main() {
 	}
 	var got []sample
 	for _, config := range []string{"all", "operator"} {
-		out, err := exec.Command(os.Args[0], "-child", config, "-child-kubeconfig", path).Output()
+		cmd := exec.Command(os.Args[0], "-child", config, "-child-kubeconfig", path)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
 		if err != nil {
 			log.Fatalf("%s: %v", config, err)
 		}
