@@ -20,15 +20,17 @@ import (
 // docs/benchmarks.md). namespaces, when not empty, are the only ones
 // watched (a namespace-scoped install).
 //
-// What is read that the operator did not make goes around the cache
-// (KeyValueStoreReconciler.APIReader): a user's TLS Secrets, Nodes and
-// PersistentVolumes.
+// What is read that the operator did not make, or did not always label,
+// goes around the cache (the reconcilers' APIReader): a user's TLS
+// Secrets, Nodes and PersistentVolumes, the pods of a backup or restore
+// Job.
 func CacheOptions(namespaces []string) cache.Options {
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
 		// The TLS Secrets (kvv1.ChildMeta).
 		&corev1.Secret{}: {Label: managedBySelector()},
 		// The kvnode pods (the StatefulSet's template carries
-		// kvv1.Labels) and the backup and restore Jobs' pods.
+		// kvv1.Labels). A Job's pods are listed around the cache
+		// (jobPods).
 		&corev1.Pod{}: {Label: managedBySelector()},
 		// The backup and restore Jobs. Selected by the store label they
 		// have always carried, so that Jobs made by an earlier version are

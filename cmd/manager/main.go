@@ -101,7 +101,7 @@ func newManager(cfg *rest.Config, s settings) (ctrl.Manager, error) {
 	if err := (&controllers.KeyValueStoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the controller: %w", err)
 	}
-	if err := (&controllers.KeyValueStoreBackupReconciler{Client: mgr.GetClient(), Recorder: recorder}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.KeyValueStoreBackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up the backup controller: %w", err)
 	}
 	if err := (&controllers.BackupScheduleReconciler{Client: mgr.GetClient(), Recorder: recorder}).SetupWithManager(mgr); err != nil {

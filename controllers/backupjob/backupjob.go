@@ -165,9 +165,9 @@ func destination(dest kvv1.BackupDestination, store string, args []string, vols 
 	return args, env, vols, mounts
 }
 
-// jobLabels are on a Job and its pods: the store, and the managed-by
-// label without which the operator's cache does not hold the pods (and
-// so never sees the result they report).
+// jobLabels are on a Job and its pods: the store (the operator's cache
+// holds the Jobs that carry it), and the label of everything the operator
+// manages.
 func jobLabels(kvs *kvv1.KeyValueStore) map[string]string {
 	return map[string]string{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelManagedBy: kvv1.ManagedBy}
 }
