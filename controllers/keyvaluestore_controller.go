@@ -137,9 +137,10 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if res.err != nil {
 		// Not logged here: controller-runtime logs the error it is given,
 		// once, with the store's name, and requeues the store with a
-		// backoff that doubles with each failure in a row (RateLimiter
-		// below). Logging it here as well would say everything twice; and
-		// returning nil with a requeue instead would reset that backoff.
+		// backoff that doubles with each failure in a row
+		// (controllerOptions). Logging it here as well would say
+		// everything twice; returning nil with a requeue instead would
+		// reset that backoff at every attempt.
 		return ctrl.Result{}, res.err
 	}
 	switch {

@@ -59,48 +59,19 @@ func main() {
 	size := flag.Int("size", 256<<10, "bytes of data in each")
 	crds := flag.String("crds", "config/crd/bases", "the CRDs to install")
 	flag.Parse()
+	log.SetFlags(0)
 	if *child != "" {
-		measure(*child, *kubeconfig)
+		if err := measure(*child, *kubeconfig); err != nil {
+			log.Fatal(err)
+		}
 		return
 	}
-	log.SetFlags(0)
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		log.Fatal("KUBEBUILDER_ASSETS is not set: KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1) go run ./hack/cachebench")
 	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths: []string{*crds}, ErrorIfCRDPathMissing: true,
-		CRDInstallOptions: envtest.CRDInstallOptions{MaxTime: time.Minute},
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		log.Fatalf("start envtest: %v", err)
-	}
-	defer func() { _ = env.Stop() }()
-	dir, err := os.MkdirTemp("", "cachebench")
+	got, err := compare(*crds, *n, *size)
 	if err != nil {
 		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "kubeconfig")
-	if err := writeKubeconfig(cfg, path); err != nil {
-		log.Fatal(err)
-	}
-	if err := fill(cfg, *n, *size); err != nil {
-		log.Fatal(err)
-	}
-	var got []sample
-	for _, config := range []string{"all", "operator"} {
-		cmd := exec.Command(os.Args[0], "-child", config, "-child-kubeconfig", path)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			log.Fatalf("%s: %v", config, err)
-		}
-		var s sample
-		if err := json.Unmarshal(out, &s); err != nil {
-			log.Fatalf("%s: %v: %s", config, err, out)
-		}
-		got = append(got, s)
 	}
 	fmt.Printf("%d unrelated Secrets of %d KiB in another namespace\n\n", *n, *size>>10)
 	fmt.Println("| cache | Secrets cached | heap before | heap after sync | RSS before | RSS after sync |")
@@ -110,6 +81,47 @@ func main() {
 	}
 	all, op := got[0], got[1]
 	fmt.Printf("\nall / operator after sync: heap %.1f×, RSS %.1f×\n", float64(all.Heap)/float64(op.Heap), float64(all.RSS)/float64(op.RSS))
+}
+
+// compare starts the API server, fills it and measures each cache
+// configuration in a child process.
+func compare(crds string, n, size int) ([]sample, error) {
+	env := &envtest.Environment{
+		CRDDirectoryPaths: []string{crds}, ErrorIfCRDPathMissing: true,
+		CRDInstallOptions: envtest.CRDInstallOptions{MaxTime: time.Minute},
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("start envtest: %w", err)
+	}
+	defer func() { _ = env.Stop() }()
+	dir, err := os.MkdirTemp("", "cachebench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(cfg, path); err != nil {
+		return nil, err
+	}
+	if err := fill(cfg, n, size); err != nil {
+		return nil, err
+	}
+	var got []sample
+	for _, config := range []string{"all", "operator"} {
+		cmd := exec.Command(os.Args[0], "-child", config, "-child-kubeconfig", path)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config, err)
+		}
+		var s sample
+		if err := json.Unmarshal(out, &s); err != nil {
+			return nil, fmt.Errorf("%s: %w: %s", config, err, out)
+		}
+		got = append(got, s)
+	}
+	return got, nil
 }
 
 func describe(config string) string {
@@ -156,10 +168,10 @@ func fill(cfg *rest.Config, n, size int) error {
 // measure starts one cache with the informers the operator's controllers
 // start (the kinds they own or list), waits for it to sync and prints a
 // sample.
-func measure(config, kubeconfig string) {
+func measure(config, kubeconfig string) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	opts := cache.Options{}
 	if config == "operator" {
@@ -170,30 +182,28 @@ func measure(config, kubeconfig string) {
 	s.HeapBefore, s.RSSBefore = memory()
 	c, err := cache.New(cfg, opts)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, obj := range []client.Object{&corev1.Secret{}, &corev1.Pod{}, &batchv1.Job{}, &corev1.PersistentVolumeClaim{}, &kvv1.KeyValueStore{}} {
 		if _, err := c.GetInformer(ctx, obj); err != nil {
-			log.Fatal(err)
+			return err
 		}
 	}
 	start := time.Now()
 	go func() { _ = c.Start(ctx) }()
 	if !c.WaitForCacheSync(ctx) {
-		log.Fatal("the cache did not sync")
+		return fmt.Errorf("the cache did not sync")
 	}
 	s.SyncSeconds = time.Since(start).Seconds()
 	var list corev1.SecretList
 	if err := c.List(ctx, &list); err != nil {
-		log.Fatal(err)
+		return err
 	}
 	s.Secrets = len(list.Items)
 	s.Heap, s.RSS = memory()
-	if err := json.NewEncoder(os.Stdout).Encode(s); err != nil {
-		log.Fatal(err)
-	}
+	return json.NewEncoder(os.Stdout).Encode(s)
 }
 
 // memory is the live heap after a collection, and the resident set.
