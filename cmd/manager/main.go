@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
@@ -28,7 +29,9 @@ type settings struct {
 	// metricsSecure serves metrics over HTTPS to clients that the API
 	// server authenticates and authorizes for GET /metrics.
 	metricsSecure bool
-	leaderElect   bool
+	// enableHTTP2 lets the metrics server speak HTTP/2.
+	enableHTTP2 bool
+	leaderElect bool
 	// namespaces are the only ones watched (WATCH_NAMESPACE); none: all.
 	namespaces []string
 }
@@ -37,6 +40,7 @@ func main() {
 	var s settings
 	flag.StringVar(&s.metricsAddr, "metrics-bind-address", ":8443", "address of the metrics endpoint (0 turns it off)")
 	flag.BoolVar(&s.metricsSecure, "metrics-secure", true, "serve metrics over HTTPS, only to clients allowed to GET /metrics (a token the API server checks); false: plain HTTP to anyone")
+	flag.BoolVar(&s.enableHTTP2, "enable-http2", false, "let the metrics server speak HTTP/2 (off: a flood of HTTP/2 streams, CVE-2023-44487 and CVE-2023-39325, costs the server more than the client)")
 	flag.StringVar(&s.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&s.leaderElect, "leader-elect", false, "elect a leader, so that only one replica of the operator acts")
 	opts := zapOptions()
@@ -81,6 +85,9 @@ func newManager(cfg *rest.Config, s settings) (ctrl.Manager, error) {
 		// scaffold does the same).
 		metrics.SecureServing = true
 		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+		if !s.enableHTTP2 {
+			metrics.TLSOpts = append(metrics.TLSOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+		}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
