@@ -53,11 +53,12 @@ fuzz: ## Fuzz the decoders for FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzTornTail -fuzztime $${FUZZTIME:-30s} ./kvnode/txlog
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $${FUZZTIME:-30s} ./kvnode/backup
 
-bench: build ## Benchmarks: the log store against raft-wal and raft-boltdb, HTTP against a bare net/http ceiling, writes as the data grows to SCALE_MB (2000; BASELINE=another kvnode binary compares in the same run).
+bench: build ## Benchmarks: the log store against raft-wal and raft-boltdb, HTTP against a bare net/http ceiling, writes as the data grows to SCALE_MB (2000; BASELINE=another kvnode binary compares in the same run), the operator's cache against unrelated Secrets.
 	cd hack/bench && $(GO) run ./logstore -dir $${BENCH_DIR:-/var/tmp} -entries 4000 -rounds 3
 	$(GO) run ./hack/httpbench -kvnode $(BIN)/kvnode -clients 32 -value 128 -duration 5s
 	$(GO) run ./hack/clusterbench -kvnode $(BIN)/kvnode -etcd "$$(hack/k8s-binaries.sh etcd | tail -1)/etcd" -clients 32 -value 128 -duration 5s
 	$(GO) run ./hack/scalebench -kvnode $(BIN)/kvnode $${BASELINE:+-baseline "$$BASELINE"} -dir $${BENCH_DIR:-/var/tmp} -clients 16 -value 1024 -to $${SCALE_MB:-2000}
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) run ./hack/cachebench
 
 ##@ Code generation
 $(CONTROLLER_GEN):
@@ -146,7 +147,7 @@ test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first
 image: build ## Pack bin/kvnode and bin/manager into dist/*.tar without Docker (the Dockerfile's images).
 	hack/build-helpers.sh image-packer
 	$(BIN)/image-packer -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
-	$(BIN)/image-packer -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8080/tcp,8081/tcp
+	$(BIN)/image-packer -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8443/tcp,8081/tcp
 
 docker-build: ## Build the images with Docker, for users who have it.
 	docker build --target kvnode -t $(KVNODE_IMAGE) .

@@ -67,7 +67,7 @@ func (r *KeyValueStoreReconciler) syncAccess(ctx context.Context, st *state) res
 // over by force, and would rewrite it and make it the store's, to be
 // deleted with it. live is an empty object of obj's type.
 func (r *KeyValueStoreReconciler) applyOwned(ctx context.Context, kvs *kvv1.KeyValueStore, obj, live client.Object) error {
-	err := r.Get(ctx, client.ObjectKeyFromObject(obj), live)
+	err := cacheThenAPI{cached: r.Client, api: r.APIReader}.Get(ctx, client.ObjectKeyFromObject(obj), live)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:

@@ -30,8 +30,13 @@ func finishJob(t *testing.T, ns, name string, ok bool, msg string) {
 	ctx := context.Background()
 	job := &batchv1.Job{}
 	testutil.Eventually(t, 20*time.Second, "the Job", func() error { return get(t, ns, name, job) })
+	// The Job controller's pods carry the template's labels and the Job's name.
+	labels := map[string]string{batchv1.JobNameLabel: name}
+	for k, v := range job.Spec.Template.Labels {
+		labels[k] = v
+	}
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-x1", Labels: map[string]string{batchv1.JobNameLabel: name}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-x1", Labels: labels},
 		Spec:       corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "kvnode", Image: "kvstore.dev/kvnode:dev"}}},
 	}
 	if err := k8s.Create(ctx, p); err != nil {

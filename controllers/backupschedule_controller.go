@@ -36,6 +36,7 @@ func (r *BackupScheduleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kvv1.KeyValueStore{}).
 		Named("backupschedule").
+		WithOptions(controllerOptions(mgr, "backupschedule", "keyvaluestore")).
 		Complete(r)
 }
 

@@ -59,7 +59,11 @@ type MembershipClient interface {
 // KeyValueStoreReconciler reconciles KeyValueStores.
 type KeyValueStoreReconciler struct {
 	client.Client
-	Recorder EventRecorder
+	// APIReader reads around the cache, which holds only what the operator
+	// made (CacheOptions): a user's TLS Secrets, Nodes, PersistentVolumes.
+	// SetupWithManager sets it.
+	APIReader client.Reader
+	Recorder  EventRecorder
 	// Now is the clock (certificate renewal); tests replace it.
 	Now func() time.Time
 	// Operator says which pods are the operator, for the NetworkPolicies.
@@ -73,6 +77,9 @@ type KeyValueStoreReconciler struct {
 func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
 	}
 	if r.NewMembershipClient == nil {
 		r.NewMembershipClient = func(kvs *kvv1.KeyValueStore, ca, cert, key []byte) (MembershipClient, error) {
@@ -94,6 +101,7 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// which a pod deleted or turning ready changes at once.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podStore), builder.WithPredicates(podChanged)).
 		Named("keyvaluestore").
+		WithOptions(controllerOptions(mgr, "keyvaluestore", "keyvaluestore")).
 		Complete(r)
 }
 
@@ -154,7 +162,6 @@ func podReady(p *corev1.Pod) bool {
 // With spec.paused the steps that change something are skipped (in one
 // place, run); status is still refreshed.
 func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
 	kvs := &kvv1.KeyValueStore{}
 	if err := r.Get(ctx, req.NamespacedName, kvs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -178,7 +185,12 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}
 	if res.err != nil {
-		logger.Error(res.err, "reconcile failed", "keyvaluestore", req.NamespacedName)
+		// Not logged here: controller-runtime logs the error it is given,
+		// once, with the store's name, and requeues the store with a
+		// backoff that doubles with each failure in a row
+		// (controllerOptions). Logging it here as well would say
+		// everything twice; returning nil with a requeue instead would
+		// reset that backoff at every attempt.
 		return ctrl.Result{}, res.err
 	}
 	switch {
@@ -312,7 +324,7 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 	st := &state{kvs: kvs, storage: map[string]clusterapi.StorageStatus{}, plan: membership.Observed{Voters: int(kvs.Voters()), Bootstrapped: kvs.Status.Bootstrapped, Leader: -1}}
 	kvs.Status.Selector = labelSelector(kvv1.SelectorLabels(kvs))
 
-	certs, err := tlssecrets.For(kvs).Read(ctx, r.Client, kvs, r.Now())
+	certs, err := tlssecrets.For(kvs).Read(ctx, r.secretReader(kvs), kvs, r.Now())
 	if err != nil {
 		return st, fail(err)
 	}
@@ -474,7 +486,7 @@ func (r *KeyValueStoreReconciler) setCerts(st *state, certs tlssecrets.State) {
 
 // syncTLS issues and renews the certificates (tlssecrets decides what is due).
 func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, st *state) result {
-	certs, err := tlssecrets.For(st.kvs).Sync(ctx, r.Client, func(ctx context.Context, o client.Object) error { return apply(ctx, r.Client, o) }, st.kvs, r.Now())
+	certs, err := tlssecrets.For(st.kvs).Sync(ctx, r.secretReader(st.kvs), func(ctx context.Context, o client.Object) error { return apply(ctx, r.Client, o) }, st.kvs, r.Now())
 	if err != nil {
 		return fail(err)
 	}
@@ -489,6 +501,18 @@ func (r *KeyValueStoreReconciler) syncTLS(ctx context.Context, st *state) result
 		return waitFor("%s", certs.Waiting)
 	}
 	return done()
+}
+
+// secretReader is where the store's TLS Secrets are read: the operator's
+// own are labelled and cached; a user's (spec.tls.secretName) carry no
+// label of ours, so the cache never holds them.
+func (r *KeyValueStoreReconciler) secretReader(kvs *kvv1.KeyValueStore) client.Reader {
+	if kvs.Spec.TLS.SecretName != nil && *kvs.Spec.TLS.SecretName != "" && r.APIReader != nil {
+		return r.APIReader
+	}
+	// A client's Secret name may be taken by a Secret the operator did
+	// not make, which the cache does not hold (tlssecrets refuses it).
+	return cacheThenAPI{cached: r.Client, api: r.APIReader}
 }
 
 func (r *KeyValueStoreReconciler) syncServices(ctx context.Context, st *state) result {
@@ -582,9 +606,14 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 			r.eventAbout(kvs, pod, corev1.EventTypeWarning, kvv1.ReasonMembershipStepFailed, s.Action, st.obs.stepFailed)
 		}
 		// Not a reconcile error: the next reconcile plans again from what
-		// it observes, which may be another step.
+		// it observes, which may be another step. Debug only: a member
+		// still starting refuses, and is asked again in two seconds.
+		log.FromContext(ctx).V(1).Info("membership step failed", "action", s.Action, "member", member, "error", err.Error())
 		return waitFor("%s", st.obs.stepFailed)
 	}
+	// One line per change of the Raft configuration: what a person
+	// reading the log after an incident wants, in order.
+	log.FromContext(ctx).Info("membership step done", "action", s.Action, "member", member, "via", kvv1.PodName(kvs, via))
 	if s.Action == kvv1.ActionBootstrap {
 		kvs.Status.Bootstrapped = true
 	}

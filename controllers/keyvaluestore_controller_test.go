@@ -198,7 +198,8 @@ func startPods(t *testing.T, ns, name string, n int) {
 	ctx := context.Background()
 	for i := 0; i < n; i++ {
 		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, i), Labels: map[string]string{"app.kubernetes.io/name": "kvnode", "app.kubernetes.io/instance": name}},
+			// The labels of the StatefulSet's pod template.
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, i), Labels: kvv1.Labels(&kvv1.KeyValueStore{ObjectMeta: metav1.ObjectMeta{Name: name}})},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "kvnode", Image: "kvstore.dev/kvnode:dev"}}},
 		}
 		if err := k8s.Create(ctx, p); err != nil && !strings.Contains(err.Error(), "already exists") {

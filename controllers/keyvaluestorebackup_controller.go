@@ -25,7 +25,10 @@ import (
 // Job (package backupjob), and records what the Job reported.
 type KeyValueStoreBackupReconciler struct {
 	client.Client
-	Recorder EventRecorder
+	// APIReader reads the Job's pods around the cache (jobPods).
+	// SetupWithManager sets it.
+	APIReader client.Reader
+	Recorder  EventRecorder
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
@@ -40,10 +43,14 @@ func (r *KeyValueStoreBackupReconciler) SetupWithManager(mgr ctrl.Manager) error
 	if r.Now == nil {
 		r.Now = time.Now
 	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kvv1.KeyValueStoreBackup{}).
 		Owns(&batchv1.Job{}).
 		Named("keyvaluestorebackup").
+		WithOptions(controllerOptions(mgr, "keyvaluestorebackup", "keyvaluestorebackup")).
 		Complete(r)
 }
 
@@ -64,7 +71,11 @@ func (r *KeyValueStoreBackupReconciler) Reconcile(ctx context.Context, req ctrl.
 			err = perr
 		}
 	}
-	return ctrl.Result{RequeueAfter: after}, err
+	if err != nil {
+		// A requeue with an error is ignored anyway (the backoff decides).
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyValueStoreBackup) (time.Duration, error) {
@@ -106,11 +117,11 @@ func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyVal
 	case err != nil:
 		return 0, err
 	}
-	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(b.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	pods, err := jobPods(ctx, r.APIReader, r.Client, job)
+	if err != nil {
 		return 0, err
 	}
-	o := backupjob.Observe(job, pods.Items)
+	o := backupjob.Observe(job, pods)
 	b.Status.Job = job.Name
 	if b.Status.StartTime == nil {
 		b.Status.StartTime = job.Status.StartTime
@@ -197,4 +208,20 @@ func ensureBackupClaim(ctx context.Context, c client.Client, ns, store string, d
 		return fmt.Errorf("create the backup claim %s: %w", pvc.Name, err)
 	}
 	return nil
+}
+
+// jobPods lists the pods of a backup or restore Job from the API server,
+// not the cache: the cache holds only pods labelled as the operator's
+// (CacheOptions), and the pods of a Job made by a version before that
+// label lack it. It is one small, label-selected list per look at a
+// running Job.
+func jobPods(ctx context.Context, uncached, cached client.Reader, job *batchv1.Job) ([]corev1.Pod, error) {
+	if uncached == nil {
+		uncached = cached
+	}
+	pods := &corev1.PodList{}
+	if err := uncached.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return nil, err
+	}
+	return pods.Items, nil
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/controllers/membership"
 )
 
-// +kubebuilder:rbac:groups="",resources=persistentvolumes;nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumes;nodes,verbs=get
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;delete
 
 // replaceUnschedulable gives a member whose pod could not be scheduled
@@ -79,7 +79,12 @@ func (r *KeyValueStoreReconciler) replaceUnschedulable(ctx context.Context, st *
 		}
 		// Only a volume tied to a node that is gone: a pod unschedulable
 		// for want of CPU, or on a cordoned node, keeps its data.
-		if gone, err := r.volumeNodeGone(ctx, claim); err != nil {
+		if gone, err := r.volumeNodeGone(ctx, claim); apierrors.IsForbidden(err) {
+			// A namespace-scoped install may not read Nodes and
+			// PersistentVolumes: say so rather than fail every reconcile.
+			st.obs.blocked = fmt.Sprintf("pod %s has not been schedulable for %s, but the operator may not read its volume or node to tell whether the node is gone (%v)", p.Name, now.Sub(since).Round(time.Second), err)
+			return done()
+		} else if err != nil {
 			return fail(err)
 		} else if !gone {
 			continue
@@ -112,13 +117,19 @@ func (r *KeyValueStoreReconciler) replaceUnschedulable(ctx context.Context, st *
 
 // volumeNodeGone says whether claim is bound to a volume that only one
 // set of nodes can reach (a local volume's node affinity) and none of
-// them exists any more.
+// them exists any more. Volumes and Nodes are read around the cache: they
+// are needed only for a pod stuck for spec.replaceAfter, and a cache of
+// every Node and volume would cost memory (and cluster-wide RBAC) always.
 func (r *KeyValueStoreReconciler) volumeNodeGone(ctx context.Context, claim *corev1.PersistentVolumeClaim) (bool, error) {
 	if claim.Spec.VolumeName == "" {
 		return false, nil
 	}
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
 	pv := &corev1.PersistentVolume{}
-	if err := r.Get(ctx, types.NamespacedName{Name: claim.Spec.VolumeName}, pv); err != nil {
+	if err := reader.Get(ctx, types.NamespacedName{Name: claim.Spec.VolumeName}, pv); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
 	na := pv.Spec.NodeAffinity
@@ -142,7 +153,7 @@ func (r *KeyValueStoreReconciler) volumeNodeGone(ctx context.Context, claim *cor
 		return false, nil // tied to a zone or a label, not one node
 	}
 	for _, n := range nodes {
-		err := r.Get(ctx, types.NamespacedName{Name: n}, &corev1.Node{})
+		err := reader.Get(ctx, types.NamespacedName{Name: n}, &corev1.Node{})
 		if err == nil {
 			return false, nil
 		}

@@ -36,7 +36,8 @@ func unschedulable(t *testing.T, ns, name, node string, since time.Time) {
 		t.Fatal(err)
 	}
 	claim := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data-" + name},
+		// Labelled as the StatefulSet's claim template labels its claims.
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data-" + name, Labels: map[string]string{kvv1.LabelName: kvv1.LabelNameKVNode}},
 		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources: corev1.VolumeResourceRequirements{Requests: size}, VolumeName: pv.Name},
 	}

@@ -77,12 +77,12 @@ func (r *KeyValueStoreReconciler) syncRestore(ctx context.Context, st *state) re
 	if err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.DataClaimName(kvs, 0)}, claim); err != nil {
 		return fail(fmt.Errorf("restore: claim %s: %w", kvv1.DataClaimName(kvs, 0), err))
 	}
-	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(kvs.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	pods, err := jobPods(ctx, r.APIReader, r.Client, job)
+	if err != nil {
 		return fail(err)
 	}
 	from := job.Annotations[annotationRestoreSource]
-	o := backupjob.Observe(job, pods.Items)
+	o := backupjob.Observe(job, pods)
 	res := o.Result
 	if !o.Done {
 		return waitFor("restoring pod 0's volume from %s", from)

@@ -25,7 +25,7 @@ func revisionPod(t *testing.T, ns, store string, i int, rev, image string) {
 	name := fmt.Sprintf("%s-%d", store, i)
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{
-			"app.kubernetes.io/name": "kvnode", "app.kubernetes.io/instance": store, appsv1.ControllerRevisionHashLabelKey: rev}},
+			"app.kubernetes.io/name": "kvnode", "app.kubernetes.io/instance": store, kvv1.LabelManagedBy: kvv1.ManagedBy, appsv1.ControllerRevisionHashLabelKey: rev}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "kvnode", Image: image}}},
 	}
 	err := k8s.Create(ctx, p)

@@ -274,11 +274,22 @@ func Endpoint(kvs *KeyValueStore) string {
 	return fmt.Sprintf("https://%s.%s.svc:%d", ClientServiceName(kvs), kvs.Namespace, APIPort)
 }
 
+// The common labels. The operator's cache holds only the Secrets and pods
+// labelled LabelManagedBy=ManagedBy, and only the claims labelled
+// LabelName=LabelNameKVNode (controllers.CacheOptions).
+const (
+	LabelName       = "app.kubernetes.io/name"
+	LabelNameKVNode = "kvnode"
+	LabelInstance   = "app.kubernetes.io/instance"
+	LabelManagedBy  = "app.kubernetes.io/managed-by"
+	ManagedBy       = "kvstore-operator"
+)
+
 // SelectorLabels select the pods of a KeyValueStore.
 func SelectorLabels(kvs *KeyValueStore) map[string]string {
 	return map[string]string{
-		"app.kubernetes.io/name":     "kvnode",
-		"app.kubernetes.io/instance": kvs.Name,
+		LabelName:     LabelNameKVNode,
+		LabelInstance: kvs.Name,
 	}
 }
 
@@ -292,7 +303,7 @@ func StoreOfPod(labels map[string]string) (string, bool) {
 // Labels are put on every object of a KeyValueStore.
 func Labels(kvs *KeyValueStore) map[string]string {
 	l := SelectorLabels(kvs)
-	l["app.kubernetes.io/managed-by"] = "kvstore-operator"
+	l[LabelManagedBy] = ManagedBy
 	l["app.kubernetes.io/part-of"] = "kvstore"
 	return l
 }

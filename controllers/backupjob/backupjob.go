@@ -95,8 +95,7 @@ func Backup(kvs *kvv1.KeyValueStore, b *kvv1.KeyValueStoreBackup, keep int32) *b
 	}
 	mounts := []corev1.VolumeMount{{Name: "admin", MountPath: adminDir, ReadOnly: true}}
 	args, env, vols, mounts := destination(b.Spec.Destination, kvs.Name, args, vols, mounts, false)
-	return job(b.Namespace, kvv1.BackupJobName(b), kvs.Spec.Image, kvs.Spec.ImagePullPolicy, args, env, vols, mounts,
-		map[string]string{kvv1.LabelBackupStore: kvs.Name})
+	return job(b.Namespace, kvv1.BackupJobName(b), kvs.Spec.Image, kvs.Spec.ImagePullPolicy, args, env, vols, mounts, jobLabels(kvs))
 }
 
 // Restore is the Job that restores pod 0's volume of kvs from the backup
@@ -122,8 +121,7 @@ func Restore(kvs *kvv1.KeyValueStore, dest kvv1.BackupDestination, loc, sha256 s
 	args, env, vols, mounts := destination(dest, kvs.Name, args, vols, mounts, true)
 	// Not the pods' selector labels: the PodDisruptionBudget and the
 	// Services select those, and a Job's pod is no member.
-	j := job(kvs.Namespace, kvv1.RestoreJobName(kvs), kvs.Spec.Image, kvs.Spec.ImagePullPolicy, args, env, vols, mounts,
-		map[string]string{kvv1.LabelBackupStore: kvs.Name})
+	j := job(kvs.Namespace, kvv1.RestoreJobName(kvs), kvs.Spec.Image, kvs.Spec.ImagePullPolicy, args, env, vols, mounts, jobLabels(kvs))
 	// Where pod 0 may run: with local volumes, the claim is bound where
 	// the Job runs, and pod 0 must be able to follow it.
 	ps := &j.Spec.Template.Spec
@@ -165,6 +163,13 @@ func destination(dest kvv1.BackupDestination, store string, args []string, vols 
 	}}})
 	mounts = append(mounts, corev1.VolumeMount{Name: "backups", MountPath: backupsDir, ReadOnly: readOnly})
 	return args, env, vols, mounts
+}
+
+// jobLabels are on a Job and its pods: the store (the operator's cache
+// holds the Jobs that carry it), and the label of everything the operator
+// manages.
+func jobLabels(kvs *kvv1.KeyValueStore) map[string]string {
+	return map[string]string{kvv1.LabelBackupStore: kvs.Name, kvv1.LabelManagedBy: kvv1.ManagedBy}
 }
 
 func job(ns, name, image string, pull corev1.PullPolicy, args []string, env []corev1.EnvVar, vols []corev1.Volume, mounts []corev1.VolumeMount, labels map[string]string) *batchv1.Job {
