@@ -15,8 +15,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
-	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
 
 // Membership errors, mapped to HTTP statuses by the admin API.

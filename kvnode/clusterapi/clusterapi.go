@@ -154,7 +154,7 @@ type NodeStatus struct {
 	Version string `json:"version,omitempty"`
 	// LogFormat is the newest transaction-log format this kvnode reads
 	// and writes; 0 from a kvnode that predates it.
-	LogFormat int `json:"logFormat,omitempty"`
+	LogFormat    int       `json:"logFormat,omitempty"`
 	State        string    `json:"state"`
 	Term         uint64    `json:"term"`
 	LeaderID     string    `json:"leaderID"`

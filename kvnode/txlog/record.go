@@ -14,10 +14,10 @@ const (
 	// segmentMagicPrefix and a digit, the format version, start a segment.
 	segmentMagicPrefix = "KVTXLOG"
 	segmentMagicV1     = "KVTXLOG1"
-	segmentMagicV2 = "KVTXLOG2"
-	segmentHeader  = 16
-	recordHeader   = 8
-	bodyFixed      = 8 + 8 + 1 + 8
+	segmentMagicV2     = "KVTXLOG2"
+	segmentHeader      = 16
+	recordHeader       = 8
+	bodyFixed          = 8 + 8 + 1 + 8
 
 	// pageBytes is the unit a power cut is assumed to tear writes at. The
 	// header and each durable mark of a version 2 segment have a page of
