@@ -98,7 +98,8 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 //     from these the next membership step (membership.Plan);
 //  2. run the steps in order, stopping at the first that must wait or
 //     fails: TLS Secrets → Services → StatefulSet → one membership step →
-//     PodDisruptionBudget → HorizontalPodAutoscaler → settled;
+//     PodDisruptionBudget → HorizontalPodAutoscaler → PodMonitor →
+//     settled;
 //  3. compute status from what was observed and patch it once.
 //
 // With spec.paused the steps that change something are skipped (in one
@@ -219,6 +220,7 @@ func (r *KeyValueStoreReconciler) steps() []step {
 		{"replace", true, r.replaceUnschedulable},
 		{"pdb", true, r.syncPDB},
 		{"hpa", true, r.syncHPA},
+		{"podmonitor", true, r.syncPodMonitor},
 		{"settled", false, r.settled},
 	}
 }

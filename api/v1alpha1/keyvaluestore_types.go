@@ -101,6 +101,21 @@ type KeyValueStoreSpec struct {
 	// hold a healthy quorum. Unset: never.
 	// +optional
 	ReplaceAfter *metav1.Duration `json:"replaceAfter,omitempty"`
+
+	// Monitoring configures the PodMonitor the operator creates for the
+	// kvnode metrics when the Prometheus Operator's CRDs are installed.
+	// +optional
+	Monitoring *MonitoringSpec `json:"monitoring,omitempty"`
+}
+
+// MonitoringSpec configures how Prometheus scrapes the store.
+type MonitoringSpec struct {
+	// Enabled creates a PodMonitor (monitoring.coreos.com/v1) for the
+	// store's pods when that API is installed; false deletes it.
+	// Default true.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
 }
 
 // StorageSpec is the persistent volume of each member.

@@ -165,6 +165,13 @@ func TLSSecretName(kvs *KeyValueStore) string {
 	return kvs.Name + "-tls"
 }
 
+// CAConfigMapName holds only the CA's certificate (ca.crt), for clients
+// such as Prometheus that must trust the pods without reading a Secret.
+func CAConfigMapName(kvs *KeyValueStore) string { return kvs.Name + "-ca" }
+
+// PodMonitorName is the Prometheus Operator's PodMonitor of the store.
+func PodMonitorName(kvs *KeyValueStore) string { return kvs.Name }
+
 // AdminSecretName holds the operator's admin client certificate.
 func AdminSecretName(kvs *KeyValueStore) string { return kvs.Name + "-admin" }
 
@@ -241,6 +248,13 @@ func (kvs *KeyValueStore) Voters() int32 {
 		return 3
 	}
 	return *kvs.Spec.Replicas
+}
+
+// MonitoringEnabled reports whether the operator keeps a PodMonitor for
+// the store (when the Prometheus Operator's API is installed).
+func (kvs *KeyValueStore) MonitoringEnabled() bool {
+	m := kvs.Spec.Monitoring
+	return m == nil || m.Enabled == nil || *m.Enabled
 }
 
 // AutoscalingEnabled reports whether the HPA owns the pod count.

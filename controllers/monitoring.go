@@ -1,0 +1,48 @@
+package controllers
+
+import (
+	"context"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/podmonitor"
+)
+
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;list;watch;create;update;patch;delete
+
+// syncPodMonitor applies the store's PodMonitor, or deletes it with
+// spec.monitoring.enabled=false. Without the Prometheus Operator's API it
+// does nothing; the mapper is asked on every reconcile (it caches what it
+// found), so CRDs installed after the operator started are picked up.
+func (r *KeyValueStoreReconciler) syncPodMonitor(ctx context.Context, st *state) result {
+	if _, err := r.RESTMapper().RESTMapping(podmonitor.GVK.GroupKind(), podmonitor.GVK.Version); err != nil {
+		if meta.IsNoMatchError(err) {
+			return done()
+		}
+		return fail(err)
+	}
+	if !st.kvs.MonitoringEnabled() {
+		pm := &unstructured.Unstructured{}
+		pm.SetGroupVersionKind(podmonitor.GVK)
+		pm.SetNamespace(st.kvs.Namespace)
+		pm.SetName(kvv1.PodMonitorName(st.kvs))
+		return fail(ignoreAbsent(r.Delete(ctx, pm)))
+	}
+	pm, err := podmonitor.Build(st.kvs)
+	if err != nil {
+		return fail(err)
+	}
+	return fail(ignoreAbsent(applyUnstructured(ctx, r.Client, pm, FieldOwner)))
+}
+
+// ignoreAbsent drops the errors of a PodMonitor whose CRD went away after
+// the mapper cached it: nothing to scrape for then, not a failed reconcile.
+func ignoreAbsent(err error) error {
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return nil
+	}
+	return err
+}
