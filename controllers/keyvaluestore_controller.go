@@ -28,6 +28,7 @@ import (
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers/hpa"
 	"github.com/kvstore-operator/kvstore-operator/controllers/membership"
+	"github.com/kvstore-operator/kvstore-operator/controllers/opmetrics"
 	"github.com/kvstore-operator/kvstore-operator/controllers/pdb"
 	"github.com/kvstore-operator/kvstore-operator/controllers/services"
 	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
@@ -108,6 +109,9 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	logger := log.FromContext(ctx)
 	kvs := &kvv1.KeyValueStore{}
 	if err := r.Get(ctx, req.NamespacedName, kvs); err != nil {
+		if apierrors.IsNotFound(err) {
+			opmetrics.ForgetStore(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !kvs.DeletionTimestamp.IsZero() {
@@ -123,6 +127,7 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		obs.err = res.err
 	}
 	setStatus(kvs, obs)
+	opmetrics.ObserveStore(kvs)
 	if !equality.Semantic.DeepEqual(before.Status, kvs.Status) {
 		if perr := r.Status().Patch(ctx, kvs, client.MergeFrom(before)); perr != nil {
 			return ctrl.Result{}, errors.Join(res.err, perr)
@@ -232,6 +237,9 @@ func (r *KeyValueStoreReconciler) run(ctx context.Context, kvs *kvv1.KeyValueSto
 		defer st.mc.Close()
 	}
 	if res.outcome != proceed {
+		if res.err != nil {
+			opmetrics.ReconcileError("observe")
+		}
 		return st, res
 	}
 	for _, s := range r.steps() {
@@ -240,6 +248,7 @@ func (r *KeyValueStoreReconciler) run(ctx context.Context, kvs *kvv1.KeyValueSto
 		}
 		if res := s.run(ctx, st); res.outcome != proceed {
 			if res.err != nil {
+				opmetrics.ReconcileError(s.name)
 				res.err = fmt.Errorf("%s: %w", s.name, res.err)
 			}
 			return st, res
@@ -479,7 +488,9 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 			via = st.plan.Running[0]
 		}
 	}
-	if err := st.mc.Execute(ctx, s, via); err != nil {
+	err := st.mc.Execute(ctx, s, via)
+	opmetrics.MembershipStep(s.Action, err)
+	if err != nil {
 		// The next reconcile plans again from what it observes.
 		return waitFor("%s %s: %v", s.Action, member, err)
 	}

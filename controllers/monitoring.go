@@ -2,12 +2,17 @@ package controllers
 
 import (
 	"context"
+	"time"
+
+	"github.com/robfig/cron/v3"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
+	"github.com/kvstore-operator/kvstore-operator/controllers/opmetrics"
 	"github.com/kvstore-operator/kvstore-operator/controllers/podmonitor"
 )
 
@@ -45,4 +50,36 @@ func ignoreAbsent(err error) error {
 		return nil
 	}
 	return err
+}
+
+// exportBackupMetrics exports when the store's newest backup succeeded
+// and how often its schedule fires, read from the API on every reconcile
+// so that an operator restart does not lose them (the backup-overdue
+// alert compares the two).
+func (r *BackupScheduleReconciler) exportBackupMetrics(ctx context.Context, kvs *kvv1.KeyValueStore) error {
+	if !kvs.DeletionTimestamp.IsZero() {
+		opmetrics.ForgetStore(kvs.Namespace, kvs.Name)
+		return nil
+	}
+	list := &kvv1.KeyValueStoreBackupList{}
+	if err := r.List(ctx, list, client.InNamespace(kvs.Namespace)); err != nil {
+		return err
+	}
+	last := kvs.CreationTimestamp.Time
+	for _, b := range list.Items {
+		if b.Spec.Store == kvs.Name && b.Status.Phase == kvv1.BackupSucceeded && b.Status.CompletionTime != nil && b.Status.CompletionTime.After(last) {
+			last = b.Status.CompletionTime.Time
+		}
+	}
+	var interval time.Duration
+	if bs := kvs.Spec.Backup; bs != nil && !bs.Suspend {
+		// An invalid schedule is reported by an event; it owes no backup.
+		if sched, err := cron.ParseStandard(bs.Schedule); err == nil {
+			if first := sched.Next(r.Now()); !first.IsZero() {
+				interval = sched.Next(first).Sub(first)
+			}
+		}
+	}
+	opmetrics.BackupSchedule(kvs.Namespace, kvs.Name, last, interval)
+	return nil
 }
