@@ -111,6 +111,9 @@ func BackupFailed(namespace, store string) { backupFailed.WithLabelValues(namesp
 // fires; interval 0 means no schedule is in force.
 func BackupSchedule(namespace, store string, lastSuccess time.Time, interval time.Duration) {
 	l := prometheus.Labels{"namespace": namespace, "store": store}
+	// At 0 before the first failure: increase() misses the first
+	// increment of a series that appears with it.
+	backupFailed.With(l)
 	backupLastSuccess.With(l).Set(float64(lastSuccess.Unix()))
 	if interval <= 0 {
 		backupInterval.Delete(l)
