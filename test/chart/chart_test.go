@@ -89,9 +89,9 @@ func helmTemplate(t *testing.T, set ...string) map[string]*unstructured.Unstruct
 	return render(t, tool(t, "KV_HELM"), args...)
 }
 
-// comparable drops what only says who installed an object: the chart adds
+// withoutHelmLabels drops what only says who installed an object: the chart adds
 // helm's labels.
-func comparable(u *unstructured.Unstructured) map[string]any {
+func withoutHelmLabels(u *unstructured.Unstructured) map[string]any {
 	c := u.DeepCopy()
 	c.SetLabels(nil)
 	c.SetAnnotations(nil)
@@ -115,7 +115,7 @@ func compare(t *testing.T, want, got map[string]*unstructured.Unstructured) {
 			t.Errorf("config/default has %s, the chart does not", k)
 			continue
 		}
-		if w, g := comparable(want[k]), comparable(g); !reflect.DeepEqual(w, g) {
+		if w, g := withoutHelmLabels(want[k]), withoutHelmLabels(g); !reflect.DeepEqual(w, g) {
 			wy, _ := yaml.Marshal(w)
 			gy, _ := yaml.Marshal(g)
 			t.Errorf("%s differs:\n--- config/default\n%s\n--- chart\n%s", k, wy, gy)
