@@ -44,9 +44,10 @@ func (r *KeyValueStoreReconciler) syncPodMonitor(ctx context.Context, st *state)
 }
 
 // ignoreAbsent drops the errors of a PodMonitor whose CRD went away after
-// the mapper cached it: nothing to scrape for then, not a failed reconcile.
+// the mapper cached it, or is being deleted (creates are refused with 405
+// then): nothing to scrape for, not a failed reconcile.
 func ignoreAbsent(err error) error {
-	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) || apierrors.IsMethodNotSupported(err) {
 		return nil
 	}
 	return err

@@ -98,6 +98,13 @@ func installPodMonitorCRD(t *testing.T) {
 		if err := k8s.Delete(ctx, crd); err != nil && !apierrors.IsNotFound(err) {
 			t.Error(err)
 		}
+		// The tests after this one start without the API, as they would.
+		testutil.Eventually(t, 60*time.Second, "the CRD deleted", func() error {
+			if err := get(t, "", crd.GetName(), crd.DeepCopy()); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("CRD still there: %v", err)
+			}
+			return nil
+		})
 	})
 	testutil.Eventually(t, 30*time.Second, "the CRD established", func() error {
 		if err := get(t, "", crd.GetName(), crd); err != nil {
