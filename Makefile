@@ -14,6 +14,13 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 ENVTEST_ASSETS = $$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1)
 # SeaweedFS's S3 server for the backup tests, built the same way (hack/seaweedfs.sh).
 WEED = $$(hack/seaweedfs.sh | tail -1)/weed
+# promtool for the alerting rules (config/monitoring) and helm for the
+# chart (charts/), built the same way (hack/promtool.sh, hack/helm.sh).
+PROMTOOL = $$(hack/promtool.sh | tail -1)/promtool
+HELM = $$(hack/helm.sh | tail -1)/helm
+# kubectl renders config/default (kubectl kustomize) for the chart's
+# equivalence test.
+KUBECTL = $$(hack/k8s-binaries.sh kubectl | tail -1)/kubectl
 # Modules besides the main one: each keeps its own dependencies out of the product.
 SUBMODULES := hack/image hack/bench
 # Modules that only pin the tools hack/ builds (Kubernetes, containerd,
@@ -37,9 +44,19 @@ run: build ## Start a single kvnode on localhost:8080 with its data in ./data (C
 
 test: ## Run all tests: unit, real processes, real clusters under faults, controllers on a real API server.
 	$(GO) vet ./...
-	KV_WEED="$(WEED)" KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test -count=1 -timeout 20m ./...
+	KV_WEED="$(WEED)" KV_HELM="$(HELM)" KV_KUBECTL="$(KUBECTL)" KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) test -count=1 -timeout 20m ./...
 	KV_WEED="$(WEED)" $(GO) test -count=1 -race ./kvnode/...
 	for m in $(SUBMODULES); do (cd $$m && $(GO) vet ./... && $(GO) test -count=1 ./...); done
+	$(MAKE) test-monitoring lint-chart
+
+test-monitoring: ## Check the alerting rules (config/monitoring) and run their unit tests with promtool.
+	promtool="$(PROMTOOL)"; $$promtool check rules config/monitoring/rules.yaml && $$promtool test rules config/monitoring/tests/*.yaml
+
+lint-chart: ## Lint the Helm chart (charts/kvstore-operator), cluster-wide and namespace-scoped.
+	helm="$(HELM)"; for v in "" "--set watchNamespace=apps"; do $$helm lint --strict charts/kvstore-operator $$v; done
+
+test-chart: lint-chart ## Render the Helm chart and compare it with config/default (also part of make test).
+	KV_HELM="$(HELM)" KV_KUBECTL="$(KUBECTL)" $(GO) test -count=1 ./test/chart
 
 soak: ## The linearizability test under faults for SOAK (default 10m).
 	KV_LIN_SEEDS=1 KV_LIN_DURATION=$${SOAK:-10m} $(GO) test -count=1 -v -timeout 2h -run TestLinearizableUnderFaults ./test/cluster
@@ -67,9 +84,11 @@ $(CONTROLLER_GEN):
 generate: $(CONTROLLER_GEN) ## Generate the API's DeepCopy methods.
 	$(CONTROLLER_GEN) object paths=./api/...
 
-manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd) and the RBAC role (config/rbac) from markers.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd) and the RBAC role (config/rbac) from markers, and copy them into the Helm chart; wrap the alerting rules into a PrometheusRule.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	hack/chart-sync.sh
+	hack/prometheusrule.sh
 
 $(GOLANGCI_LINT): hack/tools/lint/go.mod
 	cd hack/tools/lint && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
@@ -153,4 +172,4 @@ docker-build: ## Build the images with Docker, for users who have it.
 	docker build --target kvnode -t $(KVNODE_IMAGE) .
 	docker build --target manager -t $(OPERATOR_IMAGE) .
 
-.PHONY: demo test-cluster-guards cluster-up cluster-down cluster-status cluster-load-images deploy test-e2e help build run test soak cluster-local fuzz bench generate manifests envtest-assets verify image docker-build
+.PHONY: test-monitoring lint-chart test-chart demo test-cluster-guards cluster-up cluster-down cluster-status cluster-load-images deploy test-e2e help build run test soak cluster-local fuzz bench generate manifests envtest-assets verify image docker-build

@@ -55,6 +55,9 @@ func (r *BackupScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.Get(ctx, req.NamespacedName, kvs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if err := r.exportBackupMetrics(ctx, kvs); err != nil {
+		return ctrl.Result{}, err
+	}
 	bs := kvs.Spec.Backup
 	if !kvs.DeletionTimestamp.IsZero() || bs == nil {
 		return ctrl.Result{}, nil

@@ -37,6 +37,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/controllers/clientaccess"
 	"github.com/kvstore-operator/kvstore-operator/controllers/hpa"
 	"github.com/kvstore-operator/kvstore-operator/controllers/membership"
+	"github.com/kvstore-operator/kvstore-operator/controllers/opmetrics"
 	"github.com/kvstore-operator/kvstore-operator/controllers/pdb"
 	"github.com/kvstore-operator/kvstore-operator/controllers/services"
 	"github.com/kvstore-operator/kvstore-operator/controllers/statefulset"
@@ -155,8 +156,10 @@ func podReady(p *corev1.Pod) bool {
 //     pods that run, the Raft configuration read from the members, and
 //     from these the next membership step (membership.Plan);
 //  2. run the steps in order, stopping at the first that must wait or
-//     fails: TLS Secrets → client access → Services → StatefulSet → one membership step →
-//     PodDisruptionBudget → HorizontalPodAutoscaler → settled;
+//     fails: TLS Secrets → client access → Services → restore →
+//     volumes → StatefulSet → one membership step → replace → rollout →
+//     PodDisruptionBudget → HorizontalPodAutoscaler → PodMonitor →
+//     settled;
 //  3. compute status from what was observed and patch it once.
 //
 // With spec.paused the steps that change something are skipped (in one
@@ -164,6 +167,9 @@ func podReady(p *corev1.Pod) bool {
 func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	kvs := &kvv1.KeyValueStore{}
 	if err := r.Get(ctx, req.NamespacedName, kvs); err != nil {
+		if apierrors.IsNotFound(err) {
+			opmetrics.ForgetStore(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !kvs.DeletionTimestamp.IsZero() {
@@ -179,6 +185,7 @@ func (r *KeyValueStoreReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		obs.err = res.err
 	}
 	setStatus(kvs, obs)
+	opmetrics.ObserveStore(kvs)
 	if !equality.Semantic.DeepEqual(before.Status, kvs.Status) {
 		if perr := r.Status().Patch(ctx, kvs, client.MergeFrom(before)); perr != nil {
 			return ctrl.Result{}, errors.Join(res.err, perr)
@@ -292,6 +299,7 @@ func (r *KeyValueStoreReconciler) steps() []step {
 		{"rollout", true, r.rollout},
 		{"pdb", true, r.syncPDB},
 		{"hpa", true, r.syncHPA},
+		{"podmonitor", true, r.syncPodMonitor},
 		{"settled", false, r.settled},
 	}
 }
@@ -303,6 +311,9 @@ func (r *KeyValueStoreReconciler) run(ctx context.Context, kvs *kvv1.KeyValueSto
 		defer st.mc.Close()
 	}
 	if res.outcome != proceed {
+		if res.err != nil {
+			opmetrics.ReconcileError("observe")
+		}
 		return st, res
 	}
 	for _, s := range r.steps() {
@@ -311,6 +322,7 @@ func (r *KeyValueStoreReconciler) run(ctx context.Context, kvs *kvv1.KeyValueSto
 		}
 		if res := s.run(ctx, st); res.outcome != proceed {
 			if res.err != nil {
+				opmetrics.ReconcileError(s.name)
 				res.err = fmt.Errorf("%s: %w", s.name, res.err)
 			}
 			return st, res
@@ -599,7 +611,9 @@ func (r *KeyValueStoreReconciler) stepMembership(ctx context.Context, st *state)
 	// events API folds events that differ only in their note into one
 	// series, which showed the second AddNonVoter as the first again.
 	pod := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Namespace: kvs.Namespace, Name: member}}
-	if err := st.mc.Execute(ctx, s, via); err != nil {
+	err := st.mc.Execute(ctx, s, via)
+	opmetrics.MembershipStep(s.Action, err)
+	if err != nil {
 		st.obs.stepFailed = fmt.Sprintf("%s %s failed: %v", s.Action, member, err)
 		// One event per failure that changes, not one per retry.
 		if c := meta.FindStatusCondition(kvs.Status.Conditions, kvv1.ConditionDegraded); c == nil || c.Reason != kvv1.ReasonMembershipStepFailed || c.Message != st.obs.stepFailed {

@@ -19,6 +19,7 @@ import (
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/controllers/backupjob"
+	"github.com/kvstore-operator/kvstore-operator/controllers/opmetrics"
 )
 
 // KeyValueStoreBackupReconciler runs each KeyValueStoreBackup once, as a
@@ -151,6 +152,7 @@ func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyVal
 		b.Status.Message = orDefault(o.Message, "the backup Job finished without reporting a result")
 		cond(kvv1.BackupConditionFailed, "JobFailed", b.Status.Message)
 		r.event(b, corev1.EventTypeWarning, "BackupFailed", b.Status.Message)
+		opmetrics.BackupFailed(b.Namespace, b.Spec.Store)
 		return 0, nil
 	}
 	b.Status.Phase, b.Status.Message = kvv1.BackupSucceeded, ""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Part of `make verify`: hack/versions.sh is the one place for the
-# Kubernetes and etcd versions. Fails when the tools module that builds
+# Kubernetes and etcd versions (and the tools built like them). Fails when the tools module that builds
 # them (hack/tools/k8s) pins other versions, or when a file other than
 # versions.sh, a go.mod/go.sum or the documentation spells the version out.
 set -euo pipefail
@@ -24,5 +24,11 @@ fi
 smod=hack/tools/seaweedfs/go.mod
 grep -qE "^[[:space:]]*github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION( |$)" "$smod" ||
   { echo "$smod does not require github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION (hack/versions.sh)" >&2; bad=1; }
+pmod=hack/tools/promtool/go.mod
+grep -qE "^[[:space:]]*github.com/prometheus/prometheus $PROMETHEUS_VERSION( |$)" "$pmod" ||
+  { echo "$pmod does not require github.com/prometheus/prometheus $PROMETHEUS_VERSION (hack/versions.sh)" >&2; bad=1; }
+hmod=hack/tools/helm/go.mod
+grep -qE "^[[:space:]]*helm.sh/helm/v3 $HELM_VERSION( |$)" "$hmod" ||
+  { echo "$hmod does not require helm.sh/helm/v3 $HELM_VERSION (hack/versions.sh)" >&2; bad=1; }
 [ "$bad" = 0 ] || exit 1
-echo "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION and SeaweedFS $SEAWEEDFS_VERSION: one place (hack/versions.sh), matching $mod and $smod"
+echo "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, SeaweedFS $SEAWEEDFS_VERSION, Prometheus $PROMETHEUS_VERSION and Helm $HELM_VERSION: one place (hack/versions.sh), matching $mod, $smod, $pmod and $hmod"

@@ -117,6 +117,11 @@ type KeyValueStoreSpec struct {
 	// +optional
 	ReplaceAfter *metav1.Duration `json:"replaceAfter,omitempty"`
 
+	// Monitoring configures the PodMonitor the operator creates for the
+	// kvnode metrics when the Prometheus Operator's CRDs are installed.
+	// +optional
+	Monitoring *MonitoringSpec `json:"monitoring,omitempty"`
+
 	// ClientAuth is mtls or none. With mtls every request to the client
 	// API needs the certificate of a client in Clients (401 without one,
 	// 403 outside the client's rights); probes and metrics stay open.
@@ -195,6 +200,16 @@ type PodOverrides struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+}
+
+// MonitoringSpec configures how Prometheus scrapes the store.
+type MonitoringSpec struct {
+	// Enabled creates a PodMonitor (monitoring.coreos.com/v1) for the
+	// store's pods when that API is installed; false deletes it.
+	// Default true.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
 }
 
 // StorageSpec is the persistent volume of each member.

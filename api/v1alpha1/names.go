@@ -199,11 +199,15 @@ func TLSSecretName(kvs *KeyValueStore) string {
 	return kvs.Name + "-tls"
 }
 
+// PodMonitorName is the Prometheus Operator's PodMonitor of the store.
+func PodMonitorName(kvs *KeyValueStore) string { return kvs.Name }
+
 // AdminSecretName holds the operator's admin client certificate.
 func AdminSecretName(kvs *KeyValueStore) string { return kvs.Name + "-admin" }
 
-// CAConfigMapName holds the CA bundle alone (ca.crt), for clients: they
-// never need a Secret that holds private keys to trust the store.
+// CAConfigMapName holds the CA bundle alone (ca.crt), for clients and
+// for Prometheus: they never need a Secret that holds private keys to
+// trust the store.
 func CAConfigMapName(kvs *KeyValueStore) string { return kvs.Name + "-ca" }
 
 // AccessConfigMapName holds the access rules the pods enforce
@@ -314,6 +318,13 @@ func (kvs *KeyValueStore) Voters() int32 {
 		return 3
 	}
 	return *kvs.Spec.Replicas
+}
+
+// MonitoringEnabled reports whether the operator keeps a PodMonitor for
+// the store (when the Prometheus Operator's API is installed).
+func (kvs *KeyValueStore) MonitoringEnabled() bool {
+	m := kvs.Spec.Monitoring
+	return m == nil || m.Enabled == nil || *m.Enabled
 }
 
 // AutoscalingEnabled reports whether the HPA owns the pod count.

@@ -74,6 +74,12 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		return err
 	}
 	defer tlsSetup.close()
+	if c := tlsSetup.apiCerts; c != nil {
+		m.WatchCertificate("api", c.NotAfter)
+	}
+	if c := tlsSetup.peerCerts; c != nil {
+		m.WatchCertificate("peer", c.NotAfter)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err

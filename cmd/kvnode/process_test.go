@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -469,6 +470,13 @@ func TestTLSReload(t *testing.T) {
 			t.Fatalf("still serving %s after the files changed", s)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The expiry exported is that of the certificate now served: the
+	// expiring-certificate alert relies on it.
+	_, metrics := request(t, newClient(), "GET", p.url("/metrics"), "")
+	want := `kvnode_tls_certificate_not_after_timestamp_seconds{cert="api"} ` + strconv.FormatFloat(float64(second.NotAfter.Unix()), 'g', -1, 64)
+	if !strings.Contains(metrics, want+"\n") {
+		t.Errorf("/metrics lacks %s", want)
 	}
 	// Plain HTTP is refused on a TLS node.
 	if resp, err := http.Get("http://" + p.addr + "/livez"); err == nil {

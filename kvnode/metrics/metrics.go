@@ -1,6 +1,6 @@
 // Package metrics owns the node's Prometheus metrics: HTTP requests by
 // method and code with latency histograms, transaction-log append and
-// fsync latency, log size, the disk budget (full or not, free, capacity
+// fsync latency, log size, the expiry of the TLS certificates, the disk budget (full or not, free, capacity
 // and reserved bytes), and the Raft state and indexes. Nothing here
 // carries a key or a value as a label.
 package metrics
@@ -97,6 +97,18 @@ func (m *Metrics) WatchNode(status func() cluster.Status, keys func() int) {
 	)
 	states := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kvnode_raft_state", Help: "1 for the node's current Raft state."}, []string{"state"})
 	m.reg.MustRegister(stateCollector{states: states, status: status})
+}
+
+// WatchCertificate exports the expiry of a TLS certificate the node
+// serves with (cert names which: api or peer), read at scrape time from
+// the reloader, so that it shows the certificate actually in use: one the
+// operator renewed but the node failed to load still counts down.
+func (m *Metrics) WatchCertificate(cert string, notAfter func() time.Time) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "kvnode_tls_certificate_not_after_timestamp_seconds",
+		Help:        "Expiry (Unix time) of the TLS certificate the node serves with.",
+		ConstLabels: prometheus.Labels{"cert": cert},
+	}, func() float64 { return float64(notAfter().Unix()) }))
 }
 
 type stateCollector struct {

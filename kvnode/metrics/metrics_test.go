@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
 )
@@ -13,6 +14,8 @@ import (
 func TestInstrumentAndExport(t *testing.T) {
 	m := New()
 	m.WatchNode(func() cluster.Status { return cluster.Status{State: "Leader", AppliedIndex: 7, LogBytes: 99} }, func() int { return 3 })
+	m.WatchCertificate("api", func() time.Time { return time.Unix(1700000000, 0) })
+	m.WatchCertificate("peer", func() time.Time { return time.Unix(1700000001, 0) })
 	h := m.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut {
 			w.WriteHeader(http.StatusCreated)
@@ -35,6 +38,8 @@ func TestInstrumentAndExport(t *testing.T) {
 		`kvnode_raft_state{state="Leader"} 1`,
 		`kvnode_txlog_bytes 99`,
 		`kvnode_keys 3`,
+		`kvnode_tls_certificate_not_after_timestamp_seconds{cert="api"} 1.7e+09`,
+		`kvnode_tls_certificate_not_after_timestamp_seconds{cert="peer"} 1.700000001e+09`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %s", want)
