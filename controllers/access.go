@@ -95,7 +95,7 @@ func (r *KeyValueStoreReconciler) pruneClientSecrets(ctx context.Context, kvs *k
 		if listed[s.Name] || !metav1.IsControlledBy(s, kvs) {
 			continue
 		}
-		if err := r.Delete(ctx, s, client.Preconditions{UID: &s.UID}); client.IgnoreNotFound(err) != nil {
+		if err := client.IgnoreNotFound(r.Delete(ctx, s, client.Preconditions{UID: &s.UID})); err != nil {
 			return fmt.Errorf("delete the certificate of removed client %s: %w", s.Labels[kvv1.LabelClient], err)
 		}
 		r.event(kvs, corev1.EventTypeNormal, "ClientRemoved", "DeleteSecret", fmt.Sprintf("client %q is no longer in spec.clients: deleted its certificate Secret %s", s.Labels[kvv1.LabelClient], s.Name))

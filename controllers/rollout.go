@@ -181,7 +181,7 @@ func (r *KeyValueStoreReconciler) rollout(ctx context.Context, st *state) result
 	}
 	p := pods[next]
 	uid := p.UID
-	if err := r.Delete(ctx, p, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+	if err := client.IgnoreNotFound(r.Delete(ctx, p, client.Preconditions{UID: &uid})); err != nil {
 		return fail(fmt.Errorf("restart %s on the new template: %w", p.Name, err))
 	}
 	up.Restarting, up.RestartedAt = p.Name, ptr.To(metav1.NewTime(r.Now()))

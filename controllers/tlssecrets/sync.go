@@ -218,7 +218,7 @@ func syncClients(ctx context.Context, c client.Reader, apply ApplyFunc, kvs *kvv
 			// Not this store's client Secret (a user's object of the same
 			// name, or a deleted store's): its time says nothing of this
 			// client, and applying over it would take it over.
-			return nil, fmt.Errorf("Secret %s exists and is not this store's certificate of client %q: rename the client or delete the Secret", cur.Name, cl.Name)
+			return nil, fmt.Errorf("the Secret %s exists and is not this store's certificate of client %q: rename the client or delete the Secret", cur.Name, cl.Name)
 		}
 		after := IssuedAfter(cur)
 		if need, _ := NeedsRenewal(data(cur, TLSCert), renew, now); need || force || after.IsZero() || string(data(cur, CACert)) != string(ca.CertPEM) {

@@ -53,7 +53,7 @@ func (p *Policy) reload() error {
 	if err != nil {
 		return fmt.Errorf("access rules: %w", err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read only: nothing to flush
 	b, err := io.ReadAll(io.LimitReader(f, maxRulesBytes+1))
 	if err != nil {
 		return fmt.Errorf("access rules %s: %w", p.path, err)
