@@ -12,12 +12,12 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 # etcd and kube-apiserver for the controller tests, built from the Go module
 # proxy into a cache keyed on the Kubernetes version (hack/k8s-binaries.sh).
 ENVTEST_ASSETS = $$(hack/k8s-binaries.sh etcd kube-apiserver | tail -1)
-# SeaweedFS's S3 server for the backup tests, built the same way (hack/seaweedfs.sh).
-WEED = $$(hack/seaweedfs.sh | tail -1)/weed
+# SeaweedFS's S3 server for the backup tests, built the same way (hack/tool.sh).
+WEED = $$(hack/tool.sh weed | tail -1)/weed
 # promtool for the alerting rules (config/monitoring) and helm for the
-# chart (charts/), built the same way (hack/promtool.sh, hack/helm.sh).
-PROMTOOL = $$(hack/promtool.sh | tail -1)/promtool
-HELM = $$(hack/helm.sh | tail -1)/helm
+# chart (charts/), built the same way (hack/tool.sh).
+PROMTOOL = $$(hack/tool.sh promtool | tail -1)/promtool
+HELM = $$(hack/tool.sh helm | tail -1)/helm
 # kubectl renders config/default (kubectl kustomize) for the chart's
 # equivalence test.
 KUBECTL = $$(hack/k8s-binaries.sh kubectl | tail -1)/kubectl
