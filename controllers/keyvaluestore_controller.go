@@ -392,6 +392,19 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 	if err != nil {
 		return st, fail(err)
 	}
+	if live == nil && len(running) > 0 {
+		// The StatefulSet is gone while its pods run (made again with
+		// larger claim templates, or deleted by a person): the one made
+		// next must not start below the pods there are, which it would
+		// delete at once, members or not, and without the leader's view
+		// the plan may not shrink below them either.
+		highest := running[len(running)-1] + 1
+		st.plan.Current = highest
+		if kvs.AutoscalingEnabled() {
+			st.pods = max(st.pods, highest)
+			st.plan.Pods = st.pods
+		}
+	}
 	recoverFrom, annotated := kvs.Annotations[kvv1.AnnotationRecoverFrom]
 	if !annotated {
 		kvs.Status.RecoveredFrom = ""

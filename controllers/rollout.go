@@ -58,6 +58,12 @@ func (r *KeyValueStoreReconciler) rollout(ctx context.Context, st *state) result
 			continue
 		}
 		pods[o] = p
+		// Only pods the StatefulSet keeps: one above st.keep is going (a
+		// scale-down, the autoscaler), and restarting it would wait for a
+		// member that never comes back.
+		if o >= st.keep {
+			continue
+		}
 		if p.Labels[appsv1.ControllerRevisionHashLabelKey] != live.Status.UpdateRevision && p.DeletionTimestamp == nil {
 			outdated = append(outdated, o)
 			if len(p.Spec.Containers) > 0 {
@@ -73,11 +79,14 @@ func (r *KeyValueStoreReconciler) rollout(ctx context.Context, st *state) result
 	// status read from the cache does not show the record yet, a member
 	// whose pod is gone, going, or on the new revision and not ready.
 	restarting := -1
-	if o, ok := kvv1.PodOrdinal(kvs, up.Restarting); ok {
+	if o, ok := kvv1.PodOrdinal(kvs, up.Restarting); ok && o < st.keep {
 		restarting = o
 	} else if len(outdated) > 0 {
 		for _, m := range st.plan.Members {
 			p := pods[m.Ordinal]
+			if m.Ordinal >= st.keep {
+				continue
+			}
 			if p == nil || p.DeletionTimestamp != nil || p.Labels[appsv1.ControllerRevisionHashLabelKey] == live.Status.UpdateRevision && !podReady(p) {
 				restarting = m.Ordinal
 				break
@@ -168,7 +177,13 @@ func (r *KeyValueStoreReconciler) rollout(ctx context.Context, st *state) result
 		return a > b // the highest ordinal first, as a StatefulSet rolls
 	})
 	next := outdated[0]
-	if next == st.plan.Leader {
+	voters := 0
+	for _, m := range st.plan.Members {
+		if m.Voter {
+			voters++
+		}
+	}
+	if next == st.plan.Leader && voters > 1 {
 		// Hand leadership to another voter first: a leader restarted
 		// would make the cluster wait an election timeout for the next.
 		if err := st.mc.Execute(ctx, membership.Step{Action: kvv1.ActionTransfer, Ordinal: next}, next); err != nil {
@@ -186,7 +201,13 @@ func (r *KeyValueStoreReconciler) rollout(ctx context.Context, st *state) result
 	}
 	up.Restarting, up.RestartedAt = p.Name, ptr.To(metav1.NewTime(r.Now()))
 	st.obs.restarting = p.Name
-	r.event(kvs, corev1.EventTypeNormal, "RestartMember", "Rollout", fmt.Sprintf("restarting %s on the new template (updated %s)", p.Name, up.Updated))
+	note := fmt.Sprintf("restarting %s on the new template (updated %s)", p.Name, up.Updated)
+	if next == st.plan.Leader {
+		// One voter: there is nobody to hand leadership to, and the store
+		// is unavailable until it is back, as with any restart of it.
+		note += "; it is the only voter: the store is unavailable until it is back"
+	}
+	r.event(kvs, corev1.EventTypeNormal, "RestartMember", "Rollout", note)
 	return done()
 }
 

@@ -198,3 +198,78 @@ func TestRolloutRestartsTheLeaderLast(t *testing.T) {
 	fakeKV.setRunning(ns+"/up", 0, 1, 2)
 	waitDeleted(t, ns, fmt.Sprintf("up-%d", second))
 }
+
+// A store of one voter: nobody to hand leadership to, so its pod is
+// restarted as it is, rather than the rollout waiting for ever on a
+// transfer that cannot happen.
+func TestRolloutOfASingleVoter(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, testutil.NewKVS("one", testutil.InNamespace(ns), testutil.WithReplicas(1))); err != nil {
+		t.Fatal(err)
+	}
+	runPods(t, ns, "one", 1)
+	waitStatus(t, ns, "one", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Phase != kvv1.PhaseRunning || st.Leader != "one-0" {
+			return fmt.Errorf("phase %s leader %s", st.Phase, st.Leader)
+		}
+		return nil
+	})
+	revisionPod(t, ns, "one", 0, "r1", "kvstore.dev/kvnode:old")
+	setRevisions(t, ns, "one", "r1", "r2")
+	waitDeleted(t, ns, "one-0")
+	if calls := strings.Join(fakeKV.calls(ns+"/one"), ","); strings.Contains(calls, "TransferLeadership") {
+		t.Fatalf("a transfer was tried with no other voter: %s", calls)
+	}
+}
+
+// The StatefulSet made again (here deleted by a person) while its pods
+// run: it starts with as many pods as run, not fewer, which it would
+// delete at once, members or not.
+func TestStatefulSetMadeAgainKeepsThePodsThatRun(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	if err := k8s.Create(ctx, testutil.NewKVS("as", testutil.InNamespace(ns), testutil.WithReplicas(3), testutil.WithAutoscaling(3, 5))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet", func() error { return get(t, ns, "as", &appsv1.StatefulSet{}) })
+	scaleStatefulSet := func(n int32) {
+		testutil.Eventually(t, 10*time.Second, "scaled", func() error {
+			sts := &appsv1.StatefulSet{}
+			if err := get(t, ns, "as", sts); err != nil {
+				return err
+			}
+			sts.Spec.Replicas = &n
+			return k8s.Update(ctx, sts)
+		})
+	}
+	scaleStatefulSet(5) // as the autoscaler would
+	runPods(t, ns, "as", 5)
+	if err := update(t, ns, "as", func(k *kvv1.KeyValueStore) { k.Spec.Paused = true }); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ns, "as", func(st kvv1.KeyValueStoreStatus) error {
+		if st.Phase != kvv1.PhasePaused {
+			return fmt.Errorf("phase %s", st.Phase)
+		}
+		return nil
+	})
+	sts := &appsv1.StatefulSet{}
+	mustGet(t, ns, "as", sts)
+	if err := k8s.Delete(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet gone", func() error {
+		if err := get(t, ns, "as", &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("StatefulSet: %v", err)
+		}
+		return nil
+	})
+	if err := update(t, ns, "as", func(k *kvv1.KeyValueStore) { k.Spec.Paused = false }); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet made again", func() error { return get(t, ns, "as", sts) })
+	if *sts.Spec.Replicas != 5 {
+		t.Fatalf("made again with %d replicas while 5 pods run: the StatefulSet controller would delete the others", *sts.Spec.Replicas)
+	}
+}

@@ -42,12 +42,20 @@ func (r *KeyValueStoreReconciler) syncVolumes(ctx context.Context, st *state) re
 	if err := r.List(ctx, &list, client.InNamespace(kvs.Namespace), client.MatchingLabels(kvv1.SelectorLabels(kvs))); err != nil {
 		return fail(err)
 	}
+	// Only the claims of the pods the StatefulSet has or keeps: a claim
+	// kept from an earlier scale-down (retained) is mounted by no pod, so
+	// a driver that grows file systems on the node would leave it pending
+	// for good, and autoExpand would wait on it for ever.
+	pods := max(st.keep, st.pods)
+	if st.live != nil && st.live.Spec.Replicas != nil {
+		pods = max(pods, int(*st.live.Spec.Replicas))
+	}
 	var claims []*corev1.PersistentVolumeClaim
 	for i := range list.Items {
 		c := &list.Items[i]
 		// Only the members' data claims: <template>-<pod>.
 		if pod, ok := strings.CutPrefix(c.Name, "data-"); ok {
-			if _, member := kvv1.PodOrdinal(kvs, pod); member && c.DeletionTimestamp == nil {
+			if o, member := kvv1.PodOrdinal(kvs, pod); member && o < pods && c.DeletionTimestamp == nil {
 				claims = append(claims, c)
 			}
 		}
