@@ -582,13 +582,18 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 		desired.Annotations[kvv1.AnnotationClusterID] = st.clusterID
 	}
 	statefulset.KeepClaimTemplates(desired, st.live)
-	if err := apply(ctx, r.Client, desired); err != nil {
-		return fail(err)
-	}
 	if st.live == nil && replicas == nil {
-		// Autoscaled: start with the HPA's minimum under a field owner of
-		// its own, so that the operator's owner never claims replicas and
-		// the HPA can take the field over.
+		// Autoscaled: the HPA owns the count. The StatefulSet is created
+		// with it (st.pods, at least the pods that run) rather than with
+		// the default of 1, which the StatefulSet controller could act on
+		// before the count is set, deleting running pods. The count is
+		// then held by a field owner of its own, and released by the
+		// operator's, so that the HPA can take it over.
+		first := desired.DeepCopy()
+		first.Spec.Replicas = ptr.To(int32(st.pods))
+		if err := apply(ctx, r.Client, first); err != nil {
+			return fail(err)
+		}
 		initial := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "apps/v1", "kind": "StatefulSet",
 			"metadata": map[string]any{"name": desired.Name, "namespace": desired.Namespace},
@@ -597,6 +602,9 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 		if err := applyUnstructured(ctx, r.Client, initial, FieldOwner+"-initial-replicas"); err != nil {
 			return fail(err)
 		}
+	}
+	if err := apply(ctx, r.Client, desired); err != nil {
+		return fail(err)
 	}
 	return done()
 }

@@ -109,8 +109,8 @@ type Cluster struct {
 	Term      uint64   `json:"term"`
 	Members   []Member `json:"members"` // sorted by ID
 	// Version and LogFormat are the answering node's, as in NodeStatus.
-	Version   string `json:"version"`
-	LogFormat int    `json:"logFormat"`
+	Version   string `json:"version,omitempty"`
+	LogFormat int    `json:"logFormat,omitempty"`
 }
 
 // Authoritative reports whether c is a configuration the operator may act
