@@ -72,22 +72,45 @@ func (r *KeyValueStoreReconciler) rollout(ctx context.Context, st *state) result
 		}
 	}
 	up := kvs.Status.Upgrade
+	if (up == nil || up.Restarting == "") && len(outdated) > 0 && r.APIReader != nil {
+		// The store read from the cache may not show the restart the last
+		// reconcile recorded, and the pod it deleted may still look as it
+		// was: its member down would then count as a fault. Status is read
+		// from the API server while a rollout goes on.
+		fresh := &kvv1.KeyValueStore{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(kvs), fresh); err == nil && fresh.UID == kvs.UID && fresh.Status.Upgrade != nil {
+			up = fresh.Status.Upgrade.DeepCopy()
+		}
+	}
 	if up == nil {
 		up = &kvv1.UpgradeStatus{}
 	}
+	healthy := func(o int) bool {
+		for _, m := range st.plan.Members {
+			if m.Ordinal == o {
+				return m.Healthy && m.CaughtUp
+			}
+		}
+		return false
+	}
 	// The member restarted last, until it is back: as recorded, or, when
 	// status read from the cache does not show the record yet, a member
-	// whose pod is gone, going, or on the new revision and not ready.
+	// whose pod is gone, going, or on the new revision and not back.
 	restarting := -1
 	if o, ok := kvv1.PodOrdinal(kvs, up.Restarting); ok && o < st.keep {
 		restarting = o
-	} else if len(outdated) > 0 {
+	} else if len(outdated) > 0 || live.Status.CurrentRevision != live.Status.UpdateRevision {
+		// Not done while the StatefulSet has not seen every pod on the
+		// new revision: the last pod restarted is no longer outdated
+		// once it is gone, but it is not back either.
 		for _, m := range st.plan.Members {
 			p := pods[m.Ordinal]
 			if m.Ordinal >= st.keep {
 				continue
 			}
-			if p == nil || p.DeletionTimestamp != nil || p.Labels[appsv1.ControllerRevisionHashLabelKey] == live.Status.UpdateRevision && !podReady(p) {
+			// A pod on the new revision counts until its member is healthy
+			// and caught up, not only until the kubelet finds it ready.
+			if p == nil || p.DeletionTimestamp != nil || p.Labels[appsv1.ControllerRevisionHashLabelKey] == live.Status.UpdateRevision && (!podReady(p) || !healthy(m.Ordinal)) {
 				restarting = m.Ordinal
 				break
 			}
@@ -115,14 +138,6 @@ func (r *KeyValueStoreReconciler) rollout(ctx context.Context, st *state) result
 		st.obs.upgrade += fmt.Sprintf(": image %s → %s", up.CurrentImage, up.TargetImage)
 	}
 
-	healthy := func(o int) bool {
-		for _, m := range st.plan.Members {
-			if m.Ordinal == o {
-				return m.Healthy && m.CaughtUp
-			}
-		}
-		return false
-	}
 	if restarting >= 0 {
 		p := pods[restarting]
 		back := p != nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podReady(p) && healthy(restarting) && st.plan.Leader >= 0

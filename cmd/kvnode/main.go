@@ -174,6 +174,10 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		os.Exit(1)
 	}()
 	checker.Drain()
+	// Clients keep no connection to a node on its way out: responses
+	// from now on close theirs, and idle ones are closed now, while the
+	// node still serves, not when the listener closes.
+	srv.SetKeepAlivesEnabled(false)
 	// Leadership first, while this node still answers the members that
 	// forward to it; then the drain delay, then the listener closes.
 	node.HandOver()

@@ -118,8 +118,11 @@ func anonymous(t *testing.T, ns, name string, pool *x509.CertPool) *http.Client 
 	// The Service's DNS name is in the certificate; dial its ClusterIP.
 	ip := strings.TrimSpace(kubectl(t, "get", "svc", "-n", ns, name, "-o", "jsonpath={.spec.clusterIP}"))
 	dialer := &net.Dialer{Timeout: 3 * time.Second}
+	// HTTP/2, as real clients negotiate it: a node that shuts down sends
+	// GOAWAY, and the requests it did not take are sent again elsewhere.
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: true,
+		TLSClientConfig:   &tls.Config{RootCAs: pool},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			_, port, _ := net.SplitHostPort(addr)
 			return dialer.DialContext(ctx, network, net.JoinHostPort(ip, port))
