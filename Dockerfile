@@ -12,11 +12,12 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/kvnode ./cmd/kvnode \
+ && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/kvctl ./cmd/kvctl \
  && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/manager ./cmd/manager \
  && mkdir -p /out/data /out/tmp
 
 FROM build AS test
-RUN go test ./kvnode/... ./cmd/kvnode/...
+RUN go test ./kvnode/... ./cmd/kvnode/... ./cmd/kvctl/...
 
 # A static binary on an empty base: no shell, no package manager, nothing
 # to patch but the binary. The data directory is a volume owned by the
@@ -32,6 +33,8 @@ FROM scratch AS kvnode
 COPY --from=build --chown=65532:65532 /out/data /var/lib/kvnode
 COPY --from=build --chmod=1777 /out/tmp /tmp
 COPY --from=build /out/kvnode /kvnode
+# The client: kubectl exec into a pod of this image gives a user kvctl.
+COPY --from=build /out/kvctl /kvctl
 USER 65532:65532
 ENV KV_DATA_DIR=/var/lib/kvnode KV_LISTEN=:8080
 EXPOSE 8080 8081

@@ -34,8 +34,9 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z0-9_-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Development
-build: ## Build bin/kvnode and bin/manager (static).
+build: ## Build bin/kvnode, bin/kvctl and bin/manager (static).
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/kvnode ./cmd/kvnode
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/kvctl ./cmd/kvctl
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/manager ./cmd/manager
 
 run: build ## Start a single kvnode on localhost:8080 with its data in ./data (Ctrl-C stops it).
@@ -124,14 +125,21 @@ cluster-up: ## Start the local cluster (installs missing Debian packages; builds
 test-cluster-guards: ## Prove the cluster scripts refuse a wrong network namespace and that teardown leaves nothing behind (root; leaves the host unchanged).
 	hack/cluster/test-guards.sh
 
-demo: cluster-up deploy ## The whole product locally: a cluster, the operator and the sample KeyValueStore (root).
+demo: cluster-up deploy ## The whole product locally: a cluster, the operator, the sample KeyValueStore and a client pod (root).
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl apply -f config/samples/
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl wait --for=condition=Ready kvs/demo --timeout=180s
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl wait --for=condition=Ready pod/demo-client --timeout=120s
 	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl get kvstores
+	@echo
+	@echo "The client pod demo-client writes and reads with its certificate (Secret demo-client-app):"
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl exec demo-client -- /kvctl put greeting 'Hello, key-value store!'
+	KV_CLUSTER_DIR=$(CLUSTER_DIR) hack/kubectl exec demo-client -- /kvctl get greeting
+	@echo
 	@echo
 	@echo "The store answers on https://demo.default.svc:8080 inside the cluster. Try:"
 	@echo "  hack/kubectl get kvs,pods"
 	@echo "  hack/kubectl get kvs -w      # watch (Ctrl-C stops watching)"
+	@echo "  hack/kubectl exec demo-client -- /kvctl list"
 	@echo "  hack/kv-curl -X PUT -d 'Hello, key-value store!' https://demo.default.svc:8080/v1/key-a"
 	@echo "  hack/kv-curl https://demo.default.svc:8080/v1/key-a"
 	@echo "  make cluster-down      # stop everything; the host is checked to be as before"
@@ -163,9 +171,9 @@ test-e2e: deploy ## End-to-end tests on the local cluster (make cluster-up first
 	weed="$(WEED)"; cd test/e2e && nsenter --net=/run/netns/kvtest -- env GOPROXY=off GOFLAGS=-mod=mod KV_WEED="$$weed" KUBECTL=$(K8S_BIN)/kubectl KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig KV_CLUSTER_LOGS=$(CLUSTER_DIR)/logs $(BIN)/e2e.test -test.v -test.count=1 -test.timeout 45m
 
 ##@ Images
-image: build ## Pack bin/kvnode and bin/manager into dist/*.tar without Docker (the Dockerfile's images).
+image: build ## Pack bin/kvnode with bin/kvctl, and bin/manager, into dist/*.tar without Docker (the Dockerfile's images).
 	hack/build-helpers.sh image-packer
-	$(BIN)/image-packer -binary $(BIN)/kvnode -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
+	$(BIN)/image-packer -binary $(BIN)/kvnode,$(BIN)/kvctl -tag $(KVNODE_IMAGE) -out $(DIST)/kvnode.tar
 	$(BIN)/image-packer -binary $(BIN)/manager -tag $(OPERATOR_IMAGE) -out $(DIST)/operator.tar -dirs /tmp -env "" -ports 8443/tcp,8081/tcp
 
 docker-build: ## Build the images with Docker, for users who have it.

@@ -24,7 +24,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/kvnode/certs"
 )
 
-var kvnodeBin string
+var kvnodeBin, kvctlBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "kvnode-bin")
@@ -34,6 +34,12 @@ func TestMain(m *testing.M) {
 	kvnodeBin = filepath.Join(dir, "kvnode")
 	if out, err := exec.Command("go", "build", "-o", kvnodeBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build kvnode: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// kvctl too: TestKvctl drives a real node with it.
+	kvctlBin = filepath.Join(dir, "kvctl")
+	if out, err := exec.Command("go", "build", "-o", kvctlBin, "../kvctl").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build kvctl: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()

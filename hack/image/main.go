@@ -1,10 +1,10 @@
-// Command image packs a static binary into a one-layer OCI image and
+// Command image packs static binaries into a one-layer OCI image and
 // writes it as a docker-archive tarball, without a Docker engine or a
 // registry: the local cluster imports it with `ctr images import`, and
 // `docker load` accepts it too. The image matches the Dockerfile: the
 // binary on an empty base, a non-root user, a writable data directory.
 //
-//	hack/build-helpers.sh image-packer && bin/image-packer -binary bin/kvnode -tag kvstore.dev/kvnode:dev -out dist/kvnode.tar
+//	hack/build-helpers.sh image-packer && bin/image-packer -binary bin/kvnode,bin/kvctl -tag kvstore.dev/kvnode:dev -out dist/kvnode.tar
 package main
 
 import (
@@ -30,7 +30,7 @@ import (
 const uid = 65532 // the "nonroot" user of distroless images
 
 func main() {
-	binary := flag.String("binary", "", "static binary to put at /<name of the file>")
+	binary := flag.String("binary", "", "comma-separated static binaries to put at /<name of the file>; the first is the entrypoint")
 	tag := flag.String("tag", "", "image reference, e.g. kvstore.dev/kvnode:dev")
 	out := flag.String("out", "", "tarball to write")
 	dirs := flag.String("dirs", "/var/lib/kvnode,/tmp", "comma-separated directories the user may write")
@@ -41,7 +41,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := build(*binary, *tag, *out, split(*dirs), split(*env), split(*ports)); err != nil {
+	if err := build(split(*binary), *tag, *out, split(*dirs), split(*env), split(*ports)); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -53,12 +53,8 @@ func split(s string) []string {
 	return strings.Split(s, ",")
 }
 
-func build(binary, tag, out string, dirs, env, ports []string) error {
-	bin, err := os.ReadFile(binary)
-	if err != nil {
-		return err
-	}
-	entry := "/" + path.Base(binary)
+func build(binaries []string, tag, out string, dirs, env, ports []string) error {
+	entry := "/" + path.Base(binaries[0])
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	// A fixed time keeps the image digest the same for the same binary.
@@ -68,11 +64,17 @@ func build(binary, tag, out string, dirs, env, ports []string) error {
 			return err
 		}
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(entry, "/"), Mode: 0o755, Size: int64(len(bin)), ModTime: mtime}); err != nil {
-		return err
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return err
+	for _, b := range binaries {
+		bin, err := os.ReadFile(b)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: path.Base(b), Mode: 0o755, Size: int64(len(bin)), ModTime: mtime}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(bin); err != nil {
+			return err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return err

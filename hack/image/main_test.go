@@ -16,8 +16,12 @@ func TestBuildWritesARunnableNonRootImage(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!fake binary"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	kvctl := filepath.Join(dir, "kvctl")
+	if err := os.WriteFile(kvctl, []byte("#!fake client"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "img.tar")
-	if err := build(bin, "kvstore.dev/kvnode:test", out, []string{"/var/lib/kvnode", "/tmp"}, []string{"KV_DATA_DIR=/var/lib/kvnode"}, []string{"8080/tcp"}); err != nil {
+	if err := build([]string{bin, kvctl}, "kvstore.dev/kvnode:test", out, []string{"/var/lib/kvnode", "/tmp"}, []string{"KV_DATA_DIR=/var/lib/kvnode"}, []string{"8080/tcp"}); err != nil {
 		t.Fatal(err)
 	}
 	img, err := tarball.ImageFromPath(out, nil)
@@ -55,8 +59,10 @@ func TestBuildWritesARunnableNonRootImage(t *testing.T) {
 		}
 		files[h.Name] = h
 	}
-	if h := files["kvnode"]; h == nil || h.Mode&0o111 == 0 {
-		t.Fatalf("binary missing or not executable: %+v", h)
+	for _, name := range []string{"kvnode", "kvctl"} {
+		if h := files[name]; h == nil || h.Mode&0o111 == 0 {
+			t.Fatalf("binary %s missing or not executable: %+v", name, h)
+		}
 	}
 	if h := files["var/lib/kvnode/"]; h == nil || h.Uid != 65532 {
 		t.Fatalf("data directory not owned by the user: %+v", h)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 )
 
 // KV is what the API needs from the store.
@@ -29,11 +30,7 @@ type KV interface {
 	Limits() core.Limits
 }
 
-const (
-	defaultListLimit = 100
-	maxListLimit     = 1000
-	keyMethods       = "GET, HEAD, PUT, DELETE"
-)
+const keyMethods = "GET, HEAD, PUT, DELETE"
 
 // Guard says who a request's client is (access.Policy). Every key route
 // asks it, after the key is decoded and before anything is read or
@@ -62,12 +59,12 @@ func NewRouter(kv KV, logger *slog.Logger, guard Guard) *mux.Router {
 	// "//" and "." are key bytes too: no path cleaning or redirects.
 	r.UseEncodedPath()
 	r.SkipClean(true)
-	r.HandleFunc("/v1/keys", a.list).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/v1/keys", methodNotAllowed("GET, HEAD"))
-	r.HandleFunc("/v1/key/", func(w http.ResponseWriter, _ *http.Request) {
+	r.HandleFunc(keyapi.PathKeys, a.list).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc(keyapi.PathKeys, methodNotAllowed("GET, HEAD"))
+	r.HandleFunc(keyapi.PathKeyPrefix, func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusBadRequest, core.ErrEmptyKey.Error())
 	})
-	for _, p := range []string{"/v1/key/{key:.+}", "/v1/{key:.+}"} {
+	for _, p := range []string{keyapi.PathKeyPrefix + "{key:.+}", "/v1/{key:.+}"} {
 		r.HandleFunc(p, a.get).Methods(http.MethodGet, http.MethodHead)
 		r.HandleFunc(p, a.put).Methods(http.MethodPut)
 		r.HandleFunc(p, a.delete).Methods(http.MethodDelete)
@@ -165,16 +162,9 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// ListPage is the body of GET /v1/keys. Pass Next as ?after= for the next
-// page; it is empty on the last page.
-type ListPage struct {
-	Keys []string `json:"keys"`
-	Next string   `json:"next,omitempty"`
-}
-
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	prefix := q.Get("prefix")
+	prefix := q.Get(keyapi.QueryPrefix)
 	if a.guard != nil {
 		c, err := a.guard.Identify(r.TLS)
 		if err == nil {
@@ -185,11 +175,11 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	limit := defaultListLimit
-	if s := q.Get("limit"); s != "" {
+	limit := keyapi.DefaultListLimit
+	if s := q.Get(keyapi.QueryLimit); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxListLimit {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d", maxListLimit))
+		if err != nil || n < 1 || n > keyapi.MaxListLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d", keyapi.MaxListLimit))
 			return
 		}
 		limit = n
@@ -199,7 +189,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	keys, next, err := a.kv.List(r.Context(), prefix, q.Get("after"), limit, c)
+	keys, next, err := a.kv.List(r.Context(), prefix, q.Get(keyapi.QueryAfter), limit, c)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -208,7 +198,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		keys = []string{}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(ListPage{Keys: keys, Next: next})
+	_ = json.NewEncoder(w).Encode(keyapi.ListPage{Keys: keys, Next: next})
 }
 
 // authorized checks that the request's client may do op on key, and
@@ -240,12 +230,12 @@ func refuse(w http.ResponseWriter, err error) {
 }
 
 func consistency(r *http.Request) (core.Consistency, error) {
-	switch v := r.URL.Query().Get("consistency"); v {
-	case "", "linearizable":
+	switch v := keyapi.Consistency(r.URL.Query().Get(keyapi.QueryConsistency)); v {
+	case "", keyapi.Linearizable:
 		return core.Linearizable, nil
-	case "strict":
+	case keyapi.Strict:
 		return core.Strict, nil
-	case "stale":
+	case keyapi.Stale:
 		return core.Stale, nil
 	default:
 		return 0, fmt.Errorf("consistency must be linearizable (the default), strict or stale, not %q", v)

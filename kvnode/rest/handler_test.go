@@ -14,6 +14,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/rest"
 )
 
@@ -165,7 +166,7 @@ func TestListPagination(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var page rest.ListPage
+		var page keyapi.ListPage
 		if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
 			t.Fatal(err)
 		}

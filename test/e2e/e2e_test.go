@@ -220,6 +220,17 @@ func TestSampleStore(t *testing.T) {
 		{"GET", "/v1/key-a", "", 404, ""},
 	})
 
+	// The sample's client pod: kvctl in the kvnode image, with client
+	// app's Secret mounted, as `make demo` uses it.
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "pod/demo-client", "--timeout=120s")
+	kubectl(t, "exec", "-n", ns, "demo-client", "--", "/kvctl", "put", "from-pod", "Hello from kvctl")
+	if out := kubectl(t, "exec", "-n", ns, "demo-client", "--", "/kvctl", "get", "from-pod"); out != "Hello from kvctl" {
+		t.Fatalf("kvctl get in the client pod: %q", out)
+	}
+	if code, body, err := do(c, "GET", base+"/v1/key/from-pod", ""); err != nil || code != 200 || body != "Hello from kvctl" {
+		t.Fatalf("the client pod's write, read through the Service: %d %q %v", code, body, err)
+	}
+
 	// Scale 3→5→3 with a writer running.
 	stop := make(chan struct{})
 	acked := map[string]string{}

@@ -1,0 +1,65 @@
+// Package keyapi owns the contract between a kvnode and its clients over
+// REST: the paths of the key routes, their query parameters, the names of
+// the read consistencies and the body of a list. The kvnode handler
+// (package rest) serves these shapes and the client (package client)
+// speaks them; nobody declares them again.
+//
+// It imports only the standard library, so that a user's program can
+// depend on it without the server.
+package keyapi
+
+import "net/url"
+
+// The key routes.
+const (
+	// PathKeyPrefix + the escaped key: PUT (body = value, 201), GET or
+	// HEAD (200 + the raw value; 404 when missing), DELETE (200, also
+	// when missing).
+	PathKeyPrefix = "/v1/key/"
+	// PathKeys: GET answers a ListPage.
+	PathKeys = "/v1/keys"
+)
+
+// KeyPath is the path of key. Every byte of a key is allowed: "/" and
+// escaped characters are escaped once more, and the server unescapes once.
+func KeyPath(key string) string { return PathKeyPrefix + url.PathEscape(key) }
+
+// Query parameters.
+const (
+	// QueryConsistency chooses a read's consistency (GET of a key or of
+	// PathKeys): one of the Consistency values; empty is Linearizable.
+	QueryConsistency = "consistency"
+	// QueryPrefix, QueryAfter and QueryLimit select a page of PathKeys:
+	// the keys with the prefix, strictly after QueryAfter, at most
+	// QueryLimit of them (1 to MaxListLimit; DefaultListLimit when unset).
+	QueryPrefix = "prefix"
+	QueryAfter  = "after"
+	QueryLimit  = "limit"
+)
+
+// Limits of a list page.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// Consistency names a read's guarantee.
+type Consistency string
+
+const (
+	// Linearizable (the default) reads the latest acknowledged write. The
+	// leader may answer from its read lease (docs/read-consistency.md).
+	Linearizable Consistency = "linearizable"
+	// Strict is linearizable without the lease: the leader confirms its
+	// leadership with a quorum round for the read.
+	Strict Consistency = "strict"
+	// Stale reads the answering member's copy, which may be behind.
+	Stale Consistency = "stale"
+)
+
+// ListPage is the body of GET PathKeys. Pass Next as QueryAfter for the
+// next page; it is empty on the last page.
+type ListPage struct {
+	Keys []string `json:"keys"`
+	Next string   `json:"next,omitempty"`
+}
