@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -60,7 +61,8 @@ func TestKvctl(t *testing.T) {
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
 		err := cmd.Run()
-		if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
 			t.Fatal(err)
 		}
 		return cmd.ProcessState.ExitCode(), out.String(), errOut.String()

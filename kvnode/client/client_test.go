@@ -114,7 +114,7 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 			t.Errorf("%d: got %v", a.status, err)
 		}
 		if errors.Is(err, client.ErrNotFound) != (a.status == 404) {
-			t.Errorf("%d: errors.Is(ErrNotFound) = %v", a.status, !(a.status == 404))
+			t.Errorf("%d: errors.Is(ErrNotFound) = %v", a.status, a.status != 404)
 		}
 		if s.requests() != 1 {
 			t.Errorf("%d: sent %d times", a.status, s.requests())
