@@ -37,6 +37,6 @@ COPY --from=build /out/kvnode /kvnode
 COPY --from=build /out/kvctl /kvctl
 USER 65532:65532
 ENV KV_DATA_DIR=/var/lib/kvnode KV_LISTEN=:8080
-EXPOSE 8080 8081
+EXPOSE 8080 8081 50051
 VOLUME /var/lib/kvnode
 ENTRYPOINT ["/kvnode"]

@@ -82,8 +82,17 @@ bench: build ## Benchmarks: the log store against raft-wal and raft-boltdb, HTTP
 $(CONTROLLER_GEN):
 	cd hack/tools/codegen && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
-generate: $(CONTROLLER_GEN) ## Generate the API's DeepCopy methods.
+PROTOC_GEN_GO := $(BIN)/protoc-gen-go
+PROTOC_GEN_GO_GRPC := $(BIN)/protoc-gen-go-grpc
+$(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC):
+	cd hack/tools/codegen && $(GO) build -o $(BIN)/$(notdir $@) $$($(GO) list -f '{{.ImportPath}}' tool | grep '/$(notdir $@)$$')
+
+generate: $(CONTROLLER_GEN) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) ## Generate the API's DeepCopy methods and the gRPC API's Go code (protoc from Debian: hack/deps.sh verify).
 	$(CONTROLLER_GEN) object paths=./api/...
+	hack/deps.sh verify
+	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+	  --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative \
+	  kvnode/grpcapi/pb/keyvalue.proto
 
 manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd) and the RBAC role (config/rbac) from markers, and copy them into the Helm chart; wrap the alerting rules into a PrometheusRule.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases

@@ -28,6 +28,7 @@ cluster=(
 verify=(
   "shellcheck shellcheck"       # make verify lints every shell script
   "mkfs.ext4 e2fsprogs"         # the full-disk tests on an ext4 volume (test/tmpfs)
+  "protoc protobuf-compiler"    # make generate: the gRPC API (kvnode/grpcapi)
 )
 
 [ $# -gt 0 ] || die "usage: $0 cluster|verify ..."

@@ -30,6 +30,8 @@ type config struct {
 	AdminCN           string
 	ClientAuth        string // an access.Mode*
 	ClientsFile       string
+	GRPCListen        string
+	RESTAPI           bool
 	PeerDomain        string
 	TLSReload         time.Duration
 	MaxKeyBytes       int
@@ -64,6 +66,8 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	}
 	host, _ := os.Hostname()
 	bind("listen", "KV_LISTEN", "address of the client API, probes and metrics", func(u string) { fs.StringVar(&c.Listen, "listen", ":8080", u) })
+	bind("grpc-listen", "KV_GRPC_LISTEN", "address of the gRPC client API (keyvalue.v1.KeyValue and grpc.health.v1), with the TLS and client authentication of --listen; empty turns it off", func(u string) { fs.StringVar(&c.GRPCListen, "grpc-listen", ":50051", u) })
+	bind("rest-api", "KV_REST_API", "serve the REST key routes on --listen; false answers them 404 (the membership API, probes and metrics stay)", func(u string) { fs.BoolVar(&c.RESTAPI, "rest-api", true, u) })
 	bind("data-dir", "KV_DATA_DIR", "directory for the transaction log and snapshots (the pod's volume)", func(u string) { fs.StringVar(&c.DataDir, "data-dir", "data", u) })
 	bind("node-id", "KV_NODE_ID", "stable identity of this node in the cluster (the pod name)", func(u string) { fs.StringVar(&c.NodeID, "node-id", host, u) })
 	bind("peer-listen", "KV_PEER_LISTEN", "address Raft peer traffic is received on", func(u string) { fs.StringVar(&c.PeerListen, "peer-listen", "127.0.0.1:8081", u) })

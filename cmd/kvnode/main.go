@@ -21,12 +21,17 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	grpchealth "google.golang.org/grpc/health"
+
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/grpcapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/health"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/metrics"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/rest"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/shed"
 )
 
 func main() {
@@ -84,6 +89,13 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var grpcLn net.Listener
+	if cfg.GRPCListen != "" {
+		if grpcLn, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("--grpc-listen: %w", err)
+		}
+	}
 	apiAdvertise := cfg.APIAdvertise
 	if apiAdvertise == "" {
 		apiAdvertise = tlsSetup.scheme + "://" + ln.Addr().String()
@@ -122,6 +134,9 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	}, store)
 	if err != nil {
 		_ = ln.Close() // nothing was served on it
+		if grpcLn != nil {
+			_ = grpcLn.Close()
+		}
 		return fmt.Errorf("open the store in %s: %w", cfg.DataDir, err)
 	}
 	svc := core.NewService(store, node, limits)
@@ -132,11 +147,16 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	// either is load on the same node. The membership API stays outside,
 	// so that the operator can still act on an overloaded node, and so do
 	// the probes.
-	shed := rest.Shedder(cfg.MaxInFlight, time.Second)
-	api := m.Instrument(shed(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger, tlsSetup.guard))))
+	gate := shed.New(cfg.MaxInFlight)
+	shedding := rest.Shedder(gate, time.Second)
+	var keys http.Handler = rest.NewRouter(svc, logger, tlsSetup.guard)
+	if !cfg.RESTAPI {
+		keys = rest.Off("the REST key API is off on this store (--rest-api=false); use gRPC")
+	}
+	api := m.Instrument(shedding(rest.Deadline(cfg.RequestTimeout, keys)))
 	clusterAPI := rest.Deadline(cfg.RequestTimeout, cluster.Handler(node, cluster.Authorizers{Admin: tlsSetup.authorizeAdmin, Peer: tlsSetup.authorizePeer}))
 	members := m.Instrument(clusterAPI)
-	internal := m.Instrument(shed(clusterAPI))
+	internal := m.Instrument(shedding(clusterAPI))
 	srv := &http.Server{
 		Handler:           routes(api, members, internal, checker, m.Handler()),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -147,7 +167,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	}
 	srv.TLSConfig = tlsSetup.server
 	scheme := tlsSetup.scheme
-	served := make(chan error, 1)
+	served := make(chan error, 2) // HTTP and gRPC
 	go func() {
 		if scheme == "https" {
 			served <- srv.ServeTLS(ln, "", "")
@@ -155,6 +175,21 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 			served <- srv.Serve(ln)
 		}
 	}()
+	var grpcSrv *grpc.Server
+	if grpcLn != nil {
+		var grpcHealth *grpchealth.Server
+		grpcSrv, grpcHealth = grpcapi.NewServer(grpcapi.Config{
+			KV: svc, Guard: tlsSetup.guard, Gate: gate, Timeout: cfg.RequestTimeout,
+			TLS: tlsSetup.server, Logger: logger, Observer: m,
+		})
+		go followHealth(checker, grpcHealth, 500*time.Millisecond)
+		go func() {
+			if err := grpcSrv.Serve(grpcLn); err != nil {
+				served <- fmt.Errorf("gRPC: %w", err)
+			}
+		}()
+		logger.Info("kvnode gRPC listening", "addr", grpcLn.Addr().String(), "tls", tlsSetup.server != nil)
+	}
 	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil, "clientAuth", cfg.ClientAuth)
 	if !bootstrap && node.Status().LastIndex == 0 {
 		// Without this line the only sign is raft's "no known peers" warning.
@@ -184,6 +219,9 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	time.Sleep(cfg.DrainDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	if grpcSrv != nil {
+		stopGRPC(ctx, grpcSrv)
+	}
 	shutdownErr := srv.Shutdown(ctx)
 	if shutdownErr != nil {
 		logger.Warn("in-flight requests did not finish in time", "error", shutdownErr.Error())
@@ -193,6 +231,31 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	}
 	logger.Info("kvnode stopped; transaction log flushed and closed")
 	return nil
+}
+
+// followHealth sets the gRPC health service to what /readyz answers, so
+// that gRPC clients and probes see a draining or lagging node as /readyz
+// shows it. It runs until the process ends.
+func followHealth(c *health.Checker, h *grpchealth.Server, every time.Duration) {
+	for {
+		grpcapi.SetServing(h, c.Ready() == nil)
+		time.Sleep(every)
+	}
+}
+
+// stopGRPC lets in-flight calls finish until ctx ends, then cuts the
+// rest, as http.Server.Shutdown does for REST.
+func stopGRPC(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+	}
 }
 
 // routes serves the probes and metrics outside of load shedding, and the

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build kvnode: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// Every node these tests start serves gRPC on a port of its own, not
+	// on the default :50051 that nodes started at once would share.
+	os.Setenv("KV_GRPC_LISTEN", "127.0.0.1:0")
 	// kvctl too: TestKvctl drives a real node with it.
 	kvctlBin = filepath.Join(dir, "kvctl")
 	if out, err := exec.Command("go", "build", "-o", kvctlBin, "../kvctl").CombinedOutput(); err != nil {
@@ -53,6 +56,8 @@ type proc struct {
 	cmd    *exec.Cmd
 	addr   string
 	scheme string
+	// grpcAddr is where the node serves gRPC (logged before addr).
+	grpcAddr string
 	done   chan error
 	logs   *bytes.Buffer
 	logMu  *sync.Mutex
@@ -85,6 +90,9 @@ func launch(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(kvnodeBin, args...)
 	cmd.Env = env
+	if env != nil {
+		cmd.Env = append(env, "KV_GRPC_LISTEN=127.0.0.1:0")
+	}
 	pr, pw := io.Pipe()
 	p := &proc{t: t, cmd: cmd, done: make(chan error, 1), logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 	cmd.Stdout = pw
@@ -93,10 +101,11 @@ func launch(t *testing.T, env []string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	go func() { p.done <- cmd.Wait(); pw.Close() }()
-	listening := make(chan struct{ addr, scheme string }, 1)
+	listening := make(chan struct{ addr, scheme, grpc string }, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		grpcAddr := ""
 		for sc.Scan() {
 			line := sc.Bytes()
 			p.logMu.Lock()
@@ -104,8 +113,11 @@ func launch(t *testing.T, env []string, args ...string) *proc {
 			p.logs.WriteByte('\n')
 			p.logMu.Unlock()
 			var rec struct{ Msg, Addr, Scheme string }
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "kvnode gRPC listening" {
+				grpcAddr = rec.Addr
+			}
 			if json.Unmarshal(line, &rec) == nil && rec.Msg == "kvnode listening" {
-				listening <- struct{ addr, scheme string }{rec.Addr, rec.Scheme}
+				listening <- struct{ addr, scheme, grpc string }{rec.Addr, rec.Scheme, grpcAddr}
 			}
 		}
 	}()
@@ -120,7 +132,7 @@ func launch(t *testing.T, env []string, args ...string) *proc {
 	})
 	select {
 	case l := <-listening:
-		p.addr, p.scheme = l.addr, l.scheme
+		p.addr, p.scheme, p.grpcAddr = l.addr, l.scheme, l.grpc
 	case err := <-p.done:
 		t.Fatalf("kvnode exited: %v\n%s", err, p.output())
 	case <-time.After(15 * time.Second):

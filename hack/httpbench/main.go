@@ -47,7 +47,7 @@ func main() {
 	ceil := startProc(os.Args[0], "-serve-ceiling", ceilAddr)
 	defer ceil.Process.Kill()
 	kvAddr, peerAddr := freeAddr(), freeAddr()
-	kv := startProc(*kvnode, "--listen", kvAddr, "--peer-listen", peerAddr, "--data-dir", dataDir, "--bootstrap", clusterapi.BootstrapAlways, "--node-id", "bench", "--log-level", "warn", "--max-in-flight", "0")
+	kv := startProc(*kvnode, "--listen", kvAddr, "--peer-listen", peerAddr, "--data-dir", dataDir, "--bootstrap", clusterapi.BootstrapAlways, "--node-id", "bench", "--log-level", "warn", "--max-in-flight", "0", "--grpc-listen=")
 	defer kv.Process.Kill()
 	waitOK("http://" + ceilAddr + "/")
 	waitOK("http://" + kvAddr + "/readyz")

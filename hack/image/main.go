@@ -35,7 +35,7 @@ func main() {
 	out := flag.String("out", "", "tarball to write")
 	dirs := flag.String("dirs", "/var/lib/kvnode,/tmp", "comma-separated directories the user may write")
 	env := flag.String("env", "KV_DATA_DIR=/var/lib/kvnode,KV_LISTEN=:8080", "comma-separated environment")
-	ports := flag.String("ports", "8080/tcp,8081/tcp", "comma-separated exposed ports")
+	ports := flag.String("ports", "8080/tcp,8081/tcp,50051/tcp", "comma-separated exposed ports")
 	flag.Parse()
 	if *binary == "" || *tag == "" || *out == "" {
 		flag.Usage()

@@ -141,7 +141,7 @@ func run(bin, dir string, clients, valueSize int, warmup float64, marks []float6
 	}
 	defer os.RemoveAll(dataDir)
 	addr := freeAddr()
-	args := []string{"--listen", addr, "--peer-listen", freeAddr(), "--data-dir", dataDir, "--bootstrap", clusterapi.BootstrapAlways, "--node-id", "bench", "--log-level", "warn", "--max-in-flight", "0", "--request-timeout", "30s"}
+	args := []string{"--listen", addr, "--peer-listen", freeAddr(), "--data-dir", dataDir, "--bootstrap", clusterapi.BootstrapAlways, "--node-id", "bench", "--log-level", "warn", "--max-in-flight", "0", "--request-timeout", "30s", "--grpc-listen="}
 	kv := startProc(bin, args...)
 	// fail stops the node and removes its data before exiting: log.Fatal
 	// runs no deferred calls.

@@ -87,6 +87,14 @@ func (p *Policy) poll(interval time.Duration) {
 	}
 }
 
+// Guard says who a request's client is; Policy is the one in use. Every
+// front end asks it on every request, after the key is decoded and before
+// anything is read or written: the rights are checked on the key the store
+// will use.
+type Guard interface {
+	Identify(cs *tls.ConnectionState) (Client, error)
+}
+
 // Identify is Identify under the current rules and CA.
 func (p *Policy) Identify(cs *tls.ConnectionState) (Client, error) {
 	return Identify(cs, p.roots(), *p.rules.Load())

@@ -20,6 +20,16 @@ type Replicator interface {
 	ReadBarrier(ctx context.Context, c Consistency) error
 }
 
+// KV is what the front ends (REST in package rest, gRPC in package
+// grpcapi) need from the store; Service implements it.
+type KV interface {
+	Put(ctx context.Context, key string, value []byte) error
+	Delete(ctx context.Context, key string) error
+	Get(ctx context.Context, key string, c Consistency) ([]byte, error)
+	List(ctx context.Context, prefix, after string, limit int, c Consistency) ([]string, string, error)
+	Limits() Limits
+}
+
 // Consistency selects how fresh a read must be.
 type Consistency int
 

@@ -76,6 +76,10 @@ func (c *Checker) Healthz(w http.ResponseWriter, r *http.Request) {
 	write(w, err)
 }
 
+// Ready is what Readyz answers: nil when the node should receive traffic
+// (the gRPC health service follows it).
+func (c *Checker) Ready() error { return c.ready() }
+
 func (c *Checker) ready() error {
 	if c.draining.Load() {
 		return errors.New("shutting down")

@@ -2,7 +2,6 @@ package rest
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,22 +21,12 @@ import (
 )
 
 // KV is what the API needs from the store.
-type KV interface {
-	Put(ctx context.Context, key string, value []byte) error
-	Delete(ctx context.Context, key string) error
-	Get(ctx context.Context, key string, c core.Consistency) ([]byte, error)
-	List(ctx context.Context, prefix, after string, limit int, c core.Consistency) ([]string, string, error)
-	Limits() core.Limits
-}
+type KV = core.KV
 
 const keyMethods = "GET, HEAD, PUT, DELETE"
 
-// Guard says who a request's client is (access.Policy). Every key route
-// asks it, after the key is decoded and before anything is read or
-// written: the rights are checked on the key the store will use.
-type Guard interface {
-	Identify(cs *tls.ConnectionState) (access.Client, error)
-}
+// Guard says who a request's client is (access.Policy).
+type Guard = access.Guard
 
 // API serves the key-value routes.
 type API struct {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/shed"
 )
 
 // Shed bounds the requests in flight. A request over the bound is refused
@@ -12,28 +14,26 @@ import (
 // more load than it can serve stays fast for the requests it accepts
 // (load shedding, book chapter 9). Mount probes outside of it.
 func Shed(maxInFlight int, retryAfter time.Duration, next http.Handler) http.Handler {
-	return Shedder(maxInFlight, retryAfter)(next)
+	return Shedder(shed.New(maxInFlight), retryAfter)(next)
 }
 
-// Shedder is Shed for several handlers that share one bound: every handler
-// it wraps draws on the same maxInFlight slots (the client API and the
-// calls members make to each other are one load on one node).
-func Shedder(maxInFlight int, retryAfter time.Duration) func(http.Handler) http.Handler {
-	if maxInFlight <= 0 {
+// Shedder is Shed for several handlers, and the gRPC API, that share one
+// bound: every handler it wraps draws on the same gate (the client APIs
+// and the calls members make to each other are one load on one node).
+func Shedder(gate *shed.Gate, retryAfter time.Duration) func(http.Handler) http.Handler {
+	if gate == nil {
 		return func(next http.Handler) http.Handler { return next }
 	}
-	slots := make(chan struct{}, maxInFlight)
 	retry := strconv.Itoa(max(1, int(retryAfter/time.Second)))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case slots <- struct{}{}:
-				defer func() { <-slots }()
-				next.ServeHTTP(w, r)
-			default:
+			if !gate.TryEnter() {
 				w.Header().Set("Retry-After", retry)
-				writeError(w, http.StatusServiceUnavailable, "overloaded: too many requests in flight, retry later")
+				writeError(w, http.StatusServiceUnavailable, shed.Message)
+				return
 			}
+			defer gate.Leave()
+			next.ServeHTTP(w, r)
 		})
 	}
 }
@@ -48,5 +48,13 @@ func Deadline(d time.Duration, next http.Handler) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
 		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// Off answers every request 404 with msg: the key routes of a node whose
+// REST front end is turned off.
+func Off(msg string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, msg)
 	})
 }

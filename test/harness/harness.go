@@ -236,6 +236,9 @@ func (m *Member) Start() error {
 		"--data-dir", m.DataDir,
 		"--peer-listen", m.peerReal,
 		"--peer-advertise", m.PeerAddr,
+		// The default :50051 would be one port for every member on this
+		// host; the harness drives the REST API.
+		"--grpc-listen", "127.0.0.1:0",
 		// A member is added by the cluster's leader (or bootstrapped through
 		// the API); one that lost its data directory must not start a
 		// second cluster.
