@@ -56,6 +56,7 @@ type options struct {
 	attempts    int
 	consistency string
 	limit       int
+	grpc        bool
 }
 
 func flags(name string, o *options) *flag.FlagSet {
@@ -80,6 +81,8 @@ func flags(name string, o *options) *flag.FlagSet {
 	fs.IntVar(&o.attempts, "attempts", client.DefaultMaxAttempts, "how often a request is sent at most (1: no retries)")
 	fs.StringVar(&o.consistency, "consistency", string(keyapi.Linearizable), "of get and list: linearizable, strict or stale")
 	fs.IntVar(&o.limit, "limit", 0, "of list: print at most this many keys (0: all)")
+	useGRPC := env("KV_GRPC", "false") == "true"
+	fs.BoolVar(&o.grpc, "grpc", useGRPC, "speak gRPC (the endpoint's port is then the gRPC one, 50051) instead of REST ($KV_GRPC=true)")
 	return fs
 }
 
@@ -128,7 +131,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kvctl %s: --consistency must be linearizable, strict or stale, not %q\n", cmd, o.consistency)
 		return exitUsage
 	}
+	protocol := client.REST
+	if o.grpc {
+		protocol = client.GRPC
+	}
 	c, err := client.New(client.Config{
+		Protocol:    protocol,
 		Endpoints:   strings.Split(o.endpoints, ","),
 		TLSDir:      o.tlsDir,
 		CAFile:      o.ca,
@@ -141,6 +149,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kvctl %s: %v\n", cmd, err)
 		return exitUsage
 	}
+	defer c.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := do(ctx, c, cmd, rest, cons, o.limit, stdin, stdout); err != nil {
@@ -224,6 +233,7 @@ Examples, in a pod that mounts the client Secret demo-client-app at /etc/kvstore
   KV_ENDPOINT=https://demo.default.svc:8080 KV_TLS_DIR=/etc/kvstore/client kvctl put greeting hello
   kvctl get --consistency stale greeting
   kvctl list app/
+  kvctl get --grpc --endpoint https://demo.default.svc:50051 greeting
 `)
 }
 

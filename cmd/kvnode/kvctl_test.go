@@ -53,10 +53,11 @@ func TestKvctl(t *testing.T) {
 	pool.AddCert(ca.Cert)
 	p.waitReady(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}})
 
+	endpoint := p.url("")
 	kvctl := func(tlsDir, stdin string, args ...string) (int, string, string) {
 		t.Helper()
 		cmd := exec.Command(kvctlBin, args...)
-		cmd.Env = []string{"KV_ENDPOINT=" + p.url(""), "KV_TLS_DIR=" + tlsDir, "KV_TIMEOUT=5s"}
+		cmd.Env = []string{"KV_ENDPOINT=" + endpoint, "KV_TLS_DIR=" + tlsDir, "KV_TIMEOUT=5s"}
 		cmd.Stdin = strings.NewReader(stdin)
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -98,6 +99,29 @@ func TestKvctl(t *testing.T) {
 			t.Errorf("%s: kvctl %s = exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr with %q", c.name, strings.Join(c.args, " "), code, out, errOut, c.code, c.out, c.errOut)
 		}
 	}
+	// The same over gRPC, on the data REST wrote.
+	grpcEndpoint := "https://" + p.grpcAddr
+	for _, c := range []struct {
+		name   string
+		tlsDir string
+		args   []string
+		code   int
+		out    string
+		errOut string
+	}{
+		{"get what REST wrote", app, []string{"get", "--grpc", "--endpoint", grpcEndpoint, "app/a b"}, 0, "line 1\nline 2\n", ""},
+		{"put", app, []string{"put", "--grpc", "--endpoint", grpcEndpoint, "g", "over gRPC"}, 0, "", ""},
+		{"get it over REST", app, []string{"get", "g"}, 0, "over gRPC", ""},
+		{"list, stale", reports, []string{"list", "--grpc", "--endpoint", grpcEndpoint, "--consistency", "stale"}, 0, "app/a b\ng\n", ""},
+		{"a read-only client may not write", reports, []string{"delete", "--grpc", "--endpoint", grpcEndpoint, "g"}, 1, "", "PermissionDenied: client \"reports\" is read-only"},
+		{"a missing key", app, []string{"get", "--grpc", "--endpoint", grpcEndpoint, "nope"}, 3, "", "NotFound"},
+	} {
+		code, out, errOut := kvctl(c.tlsDir, "", c.args...)
+		if code != c.code || out != c.out || !strings.Contains(errOut, c.errOut) || (c.errOut == "" && errOut != "") {
+			t.Errorf("gRPC, %s: kvctl %s = exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr with %q", c.name, strings.Join(c.args, " "), code, out, errOut, c.code, c.out, c.errOut)
+		}
+	}
+
 	// Only the CA (the ConfigMap <store>-ca mounted): no client certificate.
 	caOnly := filepath.Join(dir, "ca-only")
 	if err := os.Mkdir(caOnly, 0o700); err != nil {

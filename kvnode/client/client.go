@@ -1,7 +1,7 @@
 // Package client is the Go client of a KeyValueStore, for users' programs
-// and for kvctl: Get, Put, Delete and List over the REST API, with TLS and
-// mutual TLS from the files of a client Secret, a timeout on every call,
-// and retries of what is safe to retry.
+// and for kvctl: Get, Put, Delete and List over the REST API or gRPC
+// (Config.Protocol), with TLS and mutual TLS from the files of a client
+// Secret, a timeout on every call, and retries of what is safe to retry.
 //
 // Every call of the API is idempotent (a PUT writes the same value again,
 // a DELETE of a missing key succeeds), so a call whose outcome is unknown
@@ -33,6 +33,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kvstore-operator/kvstore-operator/kvnode/grpcapi/pb"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 )
 
@@ -86,13 +94,26 @@ type Config struct {
 	// Transport replaces the HTTP transport built from the TLS settings
 	// (tests, proxies).
 	Transport http.RoundTripper
+	// Protocol is REST (the default, port 8080) or GRPC (port 50051).
+	// An endpoint's scheme says whether TLS is used: https or http.
+	Protocol Protocol
 }
+
+// Protocol is the front end a client talks to.
+type Protocol string
+
+const (
+	REST Protocol = "rest"
+	GRPC Protocol = "grpc"
+)
 
 // Client calls a store. It is safe for concurrent use.
 type Client struct {
 	cfg       Config
 	endpoints []*url.URL
 	http      *http.Client
+	grpc      []pb.KeyValueClient // one per endpoint, with Protocol GRPC
+	conns     []*grpc.ClientConn
 	next      atomic.Uint32 // the endpoint to try first
 }
 
@@ -124,12 +145,19 @@ func New(cfg Config) (*Client, error) {
 	if c.cfg.MaxValueBytes <= 0 {
 		c.cfg.MaxValueBytes = DefaultMaxValueBytes
 	}
+	tc, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Protocol {
+	case "", REST:
+	case GRPC:
+		return c, c.dialGRPC(tc)
+	default:
+		return nil, fmt.Errorf("client: protocol %q: want %q or %q", cfg.Protocol, REST, GRPC)
+	}
 	rt := cfg.Transport
 	if rt == nil {
-		tc, err := tlsConfig(cfg)
-		if err != nil {
-			return nil, err
-		}
 		rt = &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -197,12 +225,19 @@ var ErrNotFound = errors.New("no such key")
 
 // Error is an answer of the store that is not a success.
 type Error struct {
-	Status     int           // the HTTP status
+	// Status is the HTTP status; over gRPC, the status REST answers in
+	// the same case (NotFound: 404, Unavailable: 503, ...).
+	Status int
+	// Code is the gRPC code, over gRPC.
+	Code       codes.Code
 	Message    string        // the store's one-line reason
 	RetryAfter time.Duration // what the store asked to wait, if anything
 }
 
 func (e *Error) Error() string {
+	if e.Code != codes.OK {
+		return fmt.Sprintf("%s: %s", e.Code, e.Message)
+	}
 	msg := e.Message
 	if msg == "" {
 		msg = http.StatusText(e.Status)
@@ -225,26 +260,52 @@ func (e *Error) Temporary() bool {
 }
 
 // ReadOption changes a read.
-type ReadOption func(q url.Values)
+type ReadOption func(*readOptions)
+
+type readOptions struct{ consistency keyapi.Consistency }
 
 // WithConsistency chooses a read's consistency (keyapi.Linearizable when
 // not given).
 func WithConsistency(c keyapi.Consistency) ReadOption {
-	return func(q url.Values) {
-		if c != "" && c != keyapi.Linearizable {
-			q.Set(keyapi.QueryConsistency, string(c))
-		}
+	return func(o *readOptions) { o.consistency = c }
+}
+
+func reads(opts []ReadOption) readOptions {
+	var o readOptions
+	for _, f := range opts {
+		f(&o)
 	}
+	return o
+}
+
+func (o readOptions) query(q url.Values) url.Values {
+	if o.consistency != "" && o.consistency != keyapi.Linearizable {
+		q.Set(keyapi.QueryConsistency, string(o.consistency))
+	}
+	return q
+}
+
+func (o readOptions) pb() pb.Consistency {
+	switch o.consistency {
+	case keyapi.Strict:
+		return pb.Consistency_CONSISTENCY_STRICT
+	case keyapi.Stale:
+		return pb.Consistency_CONSISTENCY_STALE
+	}
+	return pb.Consistency_CONSISTENCY_UNSPECIFIED
 }
 
 // Get returns the value of key; errors.Is(err, ErrNotFound) when it has
 // none.
 func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) ([]byte, error) {
-	q := url.Values{}
-	for _, o := range opts {
-		o(q)
-	}
-	return c.do(ctx, http.MethodGet, keyapi.KeyPath(key), q, nil, http.StatusOK)
+	o := reads(opts)
+	return c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+		if c.grpc != nil {
+			r, err := c.grpc[i].Get(ctx, &pb.GetRequest{Key: key, Consistency: o.pb()})
+			return r.GetValue(), fromGRPC(err)
+		}
+		return c.once(ctx, c.endpoints[i], http.MethodGet, keyapi.KeyPath(key), o.query(url.Values{}), nil, http.StatusOK)
+	})
 }
 
 // Put sets key to value. It returns once the write is durable on a quorum.
@@ -252,13 +313,25 @@ func (c *Client) Put(ctx context.Context, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
-	_, err := c.do(ctx, http.MethodPut, keyapi.KeyPath(key), nil, value, http.StatusCreated)
+	_, err := c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+		if c.grpc != nil {
+			_, err := c.grpc[i].Put(ctx, &pb.PutRequest{Key: key, Value: value})
+			return nil, fromGRPC(err)
+		}
+		return c.once(ctx, c.endpoints[i], http.MethodPut, keyapi.KeyPath(key), nil, value, http.StatusCreated)
+	})
 	return err
 }
 
 // Delete removes key; deleting a missing key succeeds.
 func (c *Client) Delete(ctx context.Context, key string) error {
-	_, err := c.do(ctx, http.MethodDelete, keyapi.KeyPath(key), nil, nil, http.StatusOK)
+	_, err := c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+		if c.grpc != nil {
+			_, err := c.grpc[i].Delete(ctx, &pb.DeleteRequest{Key: key})
+			return nil, fromGRPC(err)
+		}
+		return c.once(ctx, c.endpoints[i], http.MethodDelete, keyapi.KeyPath(key), nil, nil, http.StatusOK)
+	})
 	return err
 }
 
@@ -266,33 +339,45 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 // 0) that start with prefix and sort after after, in order. Pass the
 // page's Next as after for the next page.
 func (c *Client) List(ctx context.Context, prefix, after string, limit int, opts ...ReadOption) (keyapi.ListPage, error) {
-	q := url.Values{}
-	if prefix != "" {
-		q.Set(keyapi.QueryPrefix, prefix)
-	}
-	if after != "" {
-		q.Set(keyapi.QueryAfter, after)
-	}
-	if limit != 0 {
-		q.Set(keyapi.QueryLimit, strconv.Itoa(limit))
-	}
-	for _, o := range opts {
-		o(q)
-	}
+	o := reads(opts)
 	var page keyapi.ListPage
-	b, err := c.do(ctx, http.MethodGet, keyapi.PathKeys, q, nil, http.StatusOK)
-	if err != nil {
-		return page, err
+	_, err := c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+		if c.grpc != nil {
+			r, err := c.grpc[i].List(ctx, &pb.ListRequest{Prefix: prefix, After: after, Limit: int32(min(limit, keyapi.MaxListLimit+1)), Consistency: o.pb()})
+			if err == nil {
+				page = keyapi.ListPage{Keys: r.GetKeys(), Next: r.GetNext()}
+			}
+			return nil, fromGRPC(err)
+		}
+		q := url.Values{}
+		if prefix != "" {
+			q.Set(keyapi.QueryPrefix, prefix)
+		}
+		if after != "" {
+			q.Set(keyapi.QueryAfter, after)
+		}
+		if limit != 0 {
+			q.Set(keyapi.QueryLimit, strconv.Itoa(limit))
+		}
+		b, err := c.once(ctx, c.endpoints[i], http.MethodGet, keyapi.PathKeys, o.query(q), nil, http.StatusOK)
+		if err != nil {
+			return nil, err
+		}
+		page = keyapi.ListPage{}
+		if err := json.Unmarshal(b, &page); err != nil {
+			return nil, &Error{Status: http.StatusBadGateway, Message: "a list page that is not JSON: " + err.Error()}
+		}
+		return nil, nil
+	})
+	if page.Keys == nil {
+		page.Keys = []string{}
 	}
-	if err := json.Unmarshal(b, &page); err != nil {
-		return page, fmt.Errorf("client: a list page that is not JSON: %w", err)
-	}
-	return page, nil
+	return page, err
 }
 
 // do sends the call until it succeeds, fails for good, runs out of
-// attempts or reaches its deadline.
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, want int) ([]byte, error) {
+// attempts or reaches its deadline. call sends it once, to endpoint i.
+func (c *Client) do(ctx context.Context, call func(ctx context.Context, i int) ([]byte, error)) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok && c.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
@@ -314,7 +399,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 			}
 		}
 		i := int(c.next.Load()) % len(c.endpoints)
-		b, err := c.once(ctx, c.endpoints[i], method, path, q, body, want)
+		b, err := call(ctx, i)
 		if err == nil {
 			return b, nil
 		}
@@ -392,4 +477,79 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 		return nil, fmt.Errorf("client: the answer is larger than MaxValueBytes (%d)", c.cfg.MaxValueBytes)
 	}
 	return b, nil
+}
+
+// dialGRPC makes a connection per endpoint. grpc connects lazily and
+// reconnects by itself; a failed connection is an Unavailable call.
+func (c *Client) dialGRPC(tc *tls.Config) error {
+	for _, u := range c.endpoints {
+		creds := insecure.NewCredentials()
+		if u.Scheme == "https" {
+			creds = credentials.NewTLS(tc)
+		}
+		cc, err := grpc.NewClient("passthrough:///"+u.Host, grpc.WithTransportCredentials(creds),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(min(c.cfg.MaxValueBytes+64<<10, 1<<30)))))
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("client: endpoint %s: %w", u, err)
+		}
+		c.conns = append(c.conns, cc)
+		c.grpc = append(c.grpc, pb.NewKeyValueClient(cc))
+	}
+	return nil
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() error {
+	for _, cc := range c.conns {
+		_ = cc.Close()
+	}
+	if c.http != nil {
+		c.http.CloseIdleConnections()
+	}
+	return nil
+}
+
+// fromGRPC makes a gRPC status an *Error with the status REST would have
+// answered, so that both protocols are retried alike.
+func fromGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() == codes.Canceled {
+		return err
+	}
+	e := &Error{Code: st.Code(), Message: st.Message()}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			e.RetryAfter = min(ri.GetRetryDelay().AsDuration(), time.Hour)
+		}
+	}
+	switch st.Code() {
+	case codes.NotFound:
+		e.Status = http.StatusNotFound
+	case codes.InvalidArgument, codes.OutOfRange:
+		e.Status = http.StatusBadRequest
+	case codes.Unauthenticated:
+		e.Status = http.StatusUnauthorized
+	case codes.PermissionDenied:
+		e.Status = http.StatusForbidden
+	case codes.ResourceExhausted:
+		// With a delay: over a rate, come back (429). Without: a full
+		// volume or a message over a bound, which waiting does not fix.
+		e.Status = http.StatusInsufficientStorage
+		if e.RetryAfter > 0 {
+			e.Status = http.StatusTooManyRequests
+		}
+	case codes.Unavailable:
+		e.Status = http.StatusServiceUnavailable
+	case codes.DeadlineExceeded:
+		// The node's deadline (a leader or quorum late); the call's own
+		// deadline ends the retries in do.
+		e.Status = http.StatusGatewayTimeout
+	default:
+		e.Status = http.StatusInternalServerError
+	}
+	return e
 }

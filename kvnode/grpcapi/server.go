@@ -299,18 +299,3 @@ func retryLater(code codes.Code, msg string) error {
 	}
 	return st.Err()
 }
-
-// RetryDelay returns the delay a status's RetryInfo asks for, if any.
-func RetryDelay(err error) (time.Duration, bool) {
-	st, ok := status.FromError(err)
-	if !ok {
-		return 0, false
-	}
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			return ri.GetRetryDelay().AsDuration(), true
-		}
-	}
-	return 0, false
-}
-

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -85,7 +86,7 @@ func TestErrorsBecomeCodes(t *testing.T) {
 		if status.Code(err) != c.code {
 			t.Errorf("%v: %v, want %v", c.err, err, c.code)
 		}
-		d, ok := grpcapi.RetryDelay(err)
+		d, ok := retryDelay(err)
 		if ok != c.retry || (ok && d != time.Second) {
 			t.Errorf("%v: retry info %v %v, want %v", c.err, d, ok, c.retry)
 		}
@@ -105,11 +106,25 @@ func TestShedAndDeadline(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond) // the first call holds the only slot
 	_, err := kv.Put(context.Background(), &pb.PutRequest{Key: "k"})
-	if d, ok := grpcapi.RetryDelay(err); status.Code(err) != codes.Unavailable || !ok || d != time.Second {
+	if d, ok := retryDelay(err); status.Code(err) != codes.Unavailable || !ok || d != time.Second {
 		t.Errorf("over the bound: %v (retry %v %v)", err, d, ok)
 	}
 	if err := <-first; status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("past the node's deadline: %v", err)
 	}
 	close(release)
+}
+
+// retryDelay returns the delay a status's RetryInfo asks for, if any.
+func retryDelay(err error) (time.Duration, bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
 }
