@@ -58,9 +58,9 @@ type proc struct {
 	scheme string
 	// grpcAddr is where the node serves gRPC (logged before addr).
 	grpcAddr string
-	done   chan error
-	logs   *bytes.Buffer
-	logMu  *sync.Mutex
+	done     chan error
+	logs     *bytes.Buffer
+	logMu    *sync.Mutex
 }
 
 type syncWriter struct {
