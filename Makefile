@@ -74,7 +74,7 @@ fuzz: ## Fuzz the decoders for FUZZTIME each (default 30s).
 bench: build ## Benchmarks: the log store against raft-wal and raft-boltdb, HTTP against a bare net/http ceiling, writes as the data grows to SCALE_MB (2000; BASELINE=another kvnode binary compares in the same run), the operator's cache against unrelated Secrets.
 	cd hack/bench && $(GO) run ./logstore -dir $${BENCH_DIR:-/var/tmp} -entries 4000 -rounds 3
 	$(GO) run ./hack/httpbench -kvnode $(BIN)/kvnode -clients 32 -value 128 -duration 5s
-	$(GO) run ./hack/clusterbench -kvnode $(BIN)/kvnode -etcd "$$(hack/k8s-binaries.sh etcd | tail -1)/etcd" -clients 32 -value 128 -duration 5s
+	cd hack/bench && $(GO) run ./cluster -kvnode $(BIN)/kvnode -etcd "$$($(CURDIR)/hack/k8s-binaries.sh etcd | tail -1)/etcd" -clients 32 -value 128 -duration 5s
 	$(GO) run ./hack/scalebench -kvnode $(BIN)/kvnode $${BASELINE:+-baseline "$$BASELINE"} -dir $${BENCH_DIR:-/var/tmp} -clients 16 -value 1024 -to $${SCALE_MB:-2000}
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(GO) run ./hack/cachebench
 

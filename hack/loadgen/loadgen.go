@@ -48,6 +48,24 @@ func Run(cfg Config) Result {
 		ok = func(s int) bool { return s < 300 }
 	}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	return RunFunc(cfg.Clients, cfg.Duration, func(_ context.Context, c, i int) error {
+		resp, err := client.Do(cfg.NewRequest(c, i))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body) // drained for the connection's reuse
+		resp.Body.Close()
+		if !ok(resp.StatusCode) {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// RunFunc drives op (operation i of client c; any protocol) from clients
+// goroutines for d, and returns the result.
+func RunFunc(clients int, d time.Duration, op func(ctx context.Context, c, i int) error) Result {
+	cfg := Config{Clients: clients, Duration: d}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
 	defer cancel()
 	var n, errs atomic.Int64
@@ -59,19 +77,11 @@ func Run(cfg Config) Result {
 		go func(c int) {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
-				req := cfg.NewRequest(c, i)
 				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err != nil {
+				if err := op(ctx, c, i); err != nil {
 					if ctx.Err() == nil {
 						errs.Add(1)
 					}
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body) // drained for the connection's reuse
-				resp.Body.Close()
-				if !ok(resp.StatusCode) {
-					errs.Add(1)
 					continue
 				}
 				lat[c] = append(lat[c], time.Since(t0))

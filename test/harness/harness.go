@@ -77,6 +77,7 @@ type Member struct {
 	ID    string
 	IP    string
 	API   string // https://ip:port
+	GRPC  string // ip:port of the gRPC API, with API's TLS
 	// Args are extra flags for this member only, after Options.ExtraArgs.
 	Args     []string
 	PeerAddr string // the proxy, as advertised
@@ -153,6 +154,11 @@ func (c *Cluster) Add() (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	grpcPort, err := freePort(ip)
+	if err != nil {
+		return nil, err
+	}
+	m.GRPC = fmt.Sprintf("%s:%d", ip, grpcPort)
 	m.API = fmt.Sprintf("https://%s:%d", ip, apiPort)
 	if c.opts.Insecure {
 		m.API = fmt.Sprintf("http://%s:%d", ip, apiPort)
@@ -236,9 +242,7 @@ func (m *Member) Start() error {
 		"--data-dir", m.DataDir,
 		"--peer-listen", m.peerReal,
 		"--peer-advertise", m.PeerAddr,
-		// The default :50051 would be one port for every member on this
-		// host; the harness drives the REST API.
-		"--grpc-listen", "127.0.0.1:0",
+		"--grpc-listen", m.GRPC,
 		// A member is added by the cluster's leader (or bootstrapped through
 		// the API); one that lost its data directory must not start a
 		// second cluster.
