@@ -63,7 +63,8 @@ func Run(cfg Config) Result {
 }
 
 // RunFunc drives op (operation i of client c; any protocol) from clients
-// goroutines for d, and returns the result.
+// goroutines for d, and returns the result. op's context has a 10 s
+// timeout; the operations in flight when d ends finish.
 func RunFunc(clients int, d time.Duration, op func(ctx context.Context, c, i int) error) Result {
 	cfg := Config{Clients: clients, Duration: d}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
@@ -78,10 +79,11 @@ func RunFunc(clients int, d time.Duration, op func(ctx context.Context, c, i int
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				t0 := time.Now()
-				if err := op(ctx, c, i); err != nil {
-					if ctx.Err() == nil {
-						errs.Add(1)
-					}
+				opCtx, opCancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := op(opCtx, c, i)
+				opCancel()
+				if err != nil {
+					errs.Add(1)
 					continue
 				}
 				lat[c] = append(lat[c], time.Since(t0))

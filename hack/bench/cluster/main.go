@@ -35,6 +35,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -117,7 +118,7 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 	}
 	var etcd []*clientv3.Client
 	for _, u := range etcdURLs {
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 10 * time.Second})
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
 			return err
 		}
