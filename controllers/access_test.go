@@ -282,8 +282,8 @@ func TestObjectsOfSomebodyElseAreNotTakenOver(t *testing.T) {
 }
 
 // spec.networkPolicy admits the clients, the operator, the members and
-// backup Jobs to the API port, and only the members to the Raft port;
-// turned off, the policy goes.
+// backup Jobs to the API port, only the members to the Raft port, and the
+// clients and from to the gRPC port; turned off, the policy goes.
 func TestNetworkPolicy(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
@@ -297,12 +297,15 @@ func TestNetworkPolicy(t *testing.T) {
 	}
 	np := &networkingv1.NetworkPolicy{}
 	testutil.Eventually(t, 20*time.Second, "the NetworkPolicy", func() error { return get(t, ns, "np", np) })
-	if len(np.Spec.Ingress) != 2 {
+	if len(np.Spec.Ingress) != 3 {
 		t.Fatalf("ingress rules %+v", np.Spec.Ingress)
 	}
-	api, raft := np.Spec.Ingress[0], np.Spec.Ingress[1]
-	if api.Ports[0].Port.IntValue() != kvv1.APIPort || raft.Ports[0].Port.IntValue() != kvv1.PeerPort {
-		t.Fatalf("ports %v %v", api.Ports, raft.Ports)
+	api, raft, grpc := np.Spec.Ingress[0], np.Spec.Ingress[1], np.Spec.Ingress[2]
+	if api.Ports[0].Port.IntValue() != kvv1.APIPort || raft.Ports[0].Port.IntValue() != kvv1.PeerPort || grpc.Ports[0].Port.IntValue() != kvv1.GRPCPort {
+		t.Fatalf("ports %v %v %v", api.Ports, raft.Ports, grpc.Ports)
+	}
+	if len(grpc.From) != 3 { // app, web, monitoring
+		t.Errorf("the gRPC port admits %+v, want the clients and from", grpc.From)
 	}
 	if len(raft.From) != 1 || raft.From[0].PodSelector.MatchLabels["app.kubernetes.io/instance"] != "np" || raft.From[0].NamespaceSelector != nil {
 		t.Errorf("the Raft port admits %+v, want the members only", raft.From)

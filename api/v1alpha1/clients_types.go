@@ -58,11 +58,12 @@ type NetworkPolicySpec struct {
 	// Enabled creates the NetworkPolicy <store>: the API port admits the
 	// pods of spec.clients, the operator, the store's own members and
 	// backup Jobs, and whatever From lists (e.g. a metrics scraper); the
-	// Raft port admits the members only.
+	// gRPC port (while spec.frontends.grpc is on) the pods of spec.clients
+	// and whatever From lists; the Raft port the members only.
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
-	// From are more peers admitted to the API port, in the NetworkPolicy's
-	// own terms.
+	// From are more peers admitted to the API port and the gRPC port, in
+	// the NetworkPolicy's own terms.
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	From []NetworkPolicyPeer `json:"from,omitempty"`

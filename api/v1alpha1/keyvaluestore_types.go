@@ -144,6 +144,13 @@ type KeyValueStoreSpec struct {
 	// NetworkPolicy restricts who reaches the pods at all.
 	// +optional
 	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// Frontends turns the client front ends on and off: rest (HTTP on
+	// port 8080) and grpc (port 50051). Both are on unless set to false,
+	// and they may not both be off. spec.pod.env may not set
+	// KV_GRPC_LISTEN or KV_REST_API: this field does.
+	// +optional
+	Frontends *FrontendsSpec `json:"frontends,omitempty"`
 }
 
 // AntiAffinity says how strictly the kvnode pods of a store keep to
@@ -166,6 +173,8 @@ const (
 // variables it sets and its volumes' names at apply time, mounts over its
 // mount paths when the store is reconciled (a CEL rule on paths of
 // unbounded length exceeds the API server's cost budget).
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.env) || self.env.all(e, !(e.name in ['KV_GRPC_LISTEN', 'KV_REST_API']))",message="may not set KV_GRPC_LISTEN or KV_REST_API: spec.frontends turns the front ends on and off",fieldPath=".env"
 type PodOverrides struct {
 	// PriorityClassName of the kvnode pods.
 	// +optional

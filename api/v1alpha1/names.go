@@ -174,10 +174,12 @@ const AnnotationRenewCertificates = "kv.kvstore.dev/renew-certificates"
 // reports another ID makes the store Degraded (ReasonClusterIDMismatch).
 const AnnotationClusterID = "kv.kvstore.dev/cluster-id"
 
-// Ports of a kvnode pod.
+// Ports of a kvnode pod. GRPCPort is kvnode's default --grpc-listen
+// (:50051), served when spec.frontends.grpc is on.
 const (
 	APIPort  = 8080
 	PeerPort = 8081
+	GRPCPort = 50051
 )
 
 // Names of the objects of a KeyValueStore: one place, so that builders,

@@ -74,7 +74,10 @@ type Operator struct {
 //     operator (it calls the membership API), the store's members (they
 //     forward writes and read indexes to each other), the store's backup
 //     Jobs, and spec.networkPolicy.from;
-//   - the Raft port admits the members only.
+//   - the Raft port admits the members only;
+//   - the gRPC port, while spec.frontends.grpc is on, admits the clients
+//     and spec.networkPolicy.from: the operator, the members and backup
+//     Jobs speak only to the API port.
 //
 // Probes come from the kubelet on the node, which NetworkPolicy
 // implementations admit.
@@ -89,20 +92,31 @@ func NetworkPolicy(kvs *kvv1.KeyValueStore, op Operator) *networkingv1.NetworkPo
 		operator.NamespaceSelector.MatchLabels = map[string]string{corev1.LabelMetadataName: op.Namespace}
 	}
 	api = append(api, operator)
+	var clients []networkingv1.NetworkPolicyPeer
 	for _, c := range kvs.Spec.Clients {
 		if c.PodSelector == nil && c.NamespaceSelector == nil {
-			api = append(api, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{kvv1.LabelClient: c.Name}}})
+			clients = append(clients, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{kvv1.LabelClient: c.Name}}})
 			continue
 		}
-		api = append(api, networkingv1.NetworkPolicyPeer{PodSelector: c.PodSelector, NamespaceSelector: c.NamespaceSelector})
+		clients = append(clients, networkingv1.NetworkPolicyPeer{PodSelector: c.PodSelector, NamespaceSelector: c.NamespaceSelector})
 	}
 	if np := kvs.Spec.NetworkPolicy; np != nil {
 		for _, f := range np.From {
-			api = append(api, networkingv1.NetworkPolicyPeer{PodSelector: f.PodSelector, NamespaceSelector: f.NamespaceSelector})
+			clients = append(clients, networkingv1.NetworkPolicyPeer{PodSelector: f.PodSelector, NamespaceSelector: f.NamespaceSelector})
 		}
 	}
+	api = append(api, clients...)
 	port := func(p int) []networkingv1.NetworkPolicyPort {
 		return []networkingv1.NetworkPolicyPort{{Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(intstr.FromInt32(int32(p)))}}
+	}
+	ingress := []networkingv1.NetworkPolicyIngressRule{
+		{Ports: port(kvv1.APIPort), From: api},
+		{Ports: port(kvv1.PeerPort), From: []networkingv1.NetworkPolicyPeer{members}},
+	}
+	// A rule without peers would admit every source: with no client and
+	// nothing in from, the gRPC port gets no rule, and stays closed.
+	if kvs.GRPCEnabled() && len(clients) > 0 {
+		ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{Ports: port(kvv1.GRPCPort), From: clients})
 	}
 	return &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
@@ -110,10 +124,7 @@ func NetworkPolicy(kvs *kvv1.KeyValueStore, op Operator) *networkingv1.NetworkPo
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{
-				{Ports: port(kvv1.APIPort), From: api},
-				{Ports: port(kvv1.PeerPort), From: []networkingv1.NetworkPolicyPeer{members}},
-			},
+			Ingress:     ingress,
 		},
 	}
 }

@@ -38,6 +38,29 @@ const (
 // rather than ignoring it and serving every client.
 const ClientAuthArg = "--client-auth=" + kvv1.ClientAuthMTLS
 
+// The front ends of spec.frontends, as kvnode is told to turn them off.
+// kvnode serves both by default (REST on the API port, gRPC on :50051), so
+// a front end that is on adds nothing to the pod's arguments or variables:
+// a store whose spec.image is a kvnode from before gRPC, and that leaves
+// spec.frontends alone, keeps starting with what it was given (the new
+// container port is information, which such a kvnode does not look at).
+// Turned off:
+//   - REST is a flag, as --client-auth is: a kvnode too old to know it
+//     refuses to start (the rollout stops at the first member it restarts,
+//     UpgradeStopped) rather than ignore it and keep serving the routes
+//     that were turned off.
+//   - gRPC is a variable, KV_GRPC_LISTEN set to nothing: a kvnode too old
+//     to know it has no gRPC to turn off, and starts as before, where the
+//     flag --grpc-listen= would stop it for a setting it already meets.
+//
+// The CRD refuses both names in spec.pod.env, so that a user's value never
+// contradicts the Services' ports; a flag given on the command line would
+// win over the variable anyway.
+const (
+	RESTOffArg = "--rest-api=false"
+	GRPCEnv    = "KV_GRPC_LISTEN"
+)
+
 // ClientAuth is the client authentication a store's pods are to enforce.
 // spec.clientAuth decides when set. Unset, a store keeps what it runs: a
 // store made before the field existed runs without it, and turning it on
@@ -100,6 +123,17 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 		{Name: "KV_DRAIN_DELAY", Value: "3s"},
 		{Name: "KV_SHUTDOWN_TIMEOUT", Value: "20s"},
 	}
+	ports := []corev1.ContainerPort{
+		{Name: "api", ContainerPort: kvv1.APIPort, Protocol: corev1.ProtocolTCP},
+		{Name: "peer", ContainerPort: kvv1.PeerPort, Protocol: corev1.ProtocolTCP},
+	}
+	if kvs.GRPCEnabled() {
+		// kvnode's default --grpc-listen is this port: nothing to pass.
+		// The Services target it by name.
+		ports = append(ports, corev1.ContainerPort{Name: "grpc", ContainerPort: kvv1.GRPCPort, Protocol: corev1.ProtocolTCP})
+	} else {
+		env = append(env, corev1.EnvVar{Name: GRPCEnv, Value: ""})
+	}
 	if kvs.Spec.TLS.SecretName == nil || *kvs.Spec.TLS.SecretName == "" {
 		// Another store's certificate from a shared issuer is no peer. Only
 		// with the operator's certificates, which are known to name the
@@ -108,6 +142,9 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 		env = append(env, corev1.EnvVar{Name: "KV_PEER_DOMAIN", Value: kvv1.PeerDomain(kvs)})
 	}
 	var args []string
+	if !kvs.RESTEnabled() {
+		args = append(args, RESTOffArg)
+	}
 	mounts := []corev1.VolumeMount{
 		{Name: "data", MountPath: dataDir},
 		{Name: "tls", MountPath: tlsDir, ReadOnly: true},
@@ -187,14 +224,11 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 						ImagePullPolicy: kvs.Spec.ImagePullPolicy,
 						Args:            args,
 						Env:             env,
-						Ports: []corev1.ContainerPort{
-							{Name: "api", ContainerPort: kvv1.APIPort, Protocol: corev1.ProtocolTCP},
-							{Name: "peer", ContainerPort: kvv1.PeerPort, Protocol: corev1.ProtocolTCP},
-						},
-						Resources:      kvs.Spec.Resources,
-						StartupProbe:   probe("/livez", 1, 60),
-						LivenessProbe:  probe("/livez", 10, 3),
-						ReadinessProbe: probe("/readyz", 2, 2),
+						Ports:           ports,
+						Resources:       kvs.Spec.Resources,
+						StartupProbe:    probe("/livez", 1, 60),
+						LivenessProbe:   probe("/livez", 10, 3),
+						ReadinessProbe:  probe("/readyz", 2, 2),
 						SecurityContext: &corev1.SecurityContext{
 							AllowPrivilegeEscalation: ptr.To(false),
 							ReadOnlyRootFilesystem:   ptr.To(true),

@@ -2,6 +2,7 @@ package statefulset
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -188,4 +189,71 @@ func TestPeerDomainOnlyWithTheOperatorsCertificates(t *testing.T) {
 	if got := env(testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) { k.Spec.TLS.SecretName = ptr.To("mine") })); got != "" {
 		t.Errorf("a user's Secret: KV_PEER_DOMAIN=%q, want none", got)
 	}
+}
+
+// withFrontends sets spec.frontends.rest and grpc.enabled.
+func withFrontends(rest, grpc bool) testutil.Option {
+	return func(k *kvv1.KeyValueStore) {
+		k.Spec.Frontends = &kvv1.FrontendsSpec{REST: &kvv1.FrontendSpec{Enabled: ptr.To(rest)}, GRPC: &kvv1.FrontendSpec{Enabled: ptr.To(grpc)}}
+	}
+}
+
+// A front end that is on adds nothing to what kvnode is given (its
+// default), so that a store on a kvnode from before gRPC starts as it
+// did; gRPC on declares its port. REST off is a flag, which a kvnode
+// that does not know it refuses; gRPC off is KV_GRPC_LISTEN set empty,
+// which a kvnode without gRPC ignores.
+func TestBuildFrontends(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		opts     []testutil.Option
+		restOff  bool // --rest-api=false
+		grpcPort bool // the container port grpc
+	}{
+		{"unset", nil, false, true},
+		{"both on", []testutil.Option{withFrontends(true, true)}, false, true},
+		{"rest off", []testutil.Option{withFrontends(false, true)}, true, true},
+		{"grpc off", []testutil.Option{withFrontends(true, false)}, false, false},
+		{"grpc off, enabled of rest unset", []testutil.Option{func(k *kvv1.KeyValueStore) {
+			k.Spec.Frontends = &kvv1.FrontendsSpec{GRPC: &kvv1.FrontendSpec{Enabled: ptr.To(false)}}
+		}}, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k := testutil.StoredKVS("demo", c.opts...)
+			k.Status.ClientAuth = kvv1.ClientAuthMTLS
+			ctr := Build(k, ptr.To[int32](3)).Spec.Template.Spec.Containers[0]
+			if got := slices.Contains(ctr.Args, "--rest-api=false"); got != c.restOff {
+				t.Errorf("--rest-api=false in args %v: %v, want %v", ctr.Args, got, c.restOff)
+			}
+			for _, a := range ctr.Args {
+				if strings.HasPrefix(a, "--grpc-listen") || (strings.HasPrefix(a, "--rest-api") && !c.restOff) {
+					t.Errorf("arg %s: an old kvnode would refuse it for a front end it need not turn off", a)
+				}
+			}
+			if !slices.Contains(ctr.Args, "--client-auth=mtls") {
+				t.Errorf("args %v lost --client-auth", ctr.Args)
+			}
+			i := slices.IndexFunc(ctr.Ports, func(p corev1.ContainerPort) bool { return p.Name == "grpc" })
+			if (i >= 0) != c.grpcPort {
+				t.Fatalf("ports %v: grpc declared %v, want %v", ctr.Ports, i >= 0, c.grpcPort)
+			}
+			if i >= 0 && (ctr.Ports[i].ContainerPort != 50051 || ctr.Ports[i].Protocol != corev1.ProtocolTCP) {
+				t.Errorf("grpc port %+v", ctr.Ports[i])
+			}
+			j := slices.IndexFunc(ctr.Env, func(e corev1.EnvVar) bool { return e.Name == "KV_GRPC_LISTEN" })
+			switch {
+			case c.grpcPort && j >= 0:
+				t.Errorf("gRPC on, but KV_GRPC_LISTEN=%q: kvnode's default is the declared port", ctr.Env[j].Value)
+			case !c.grpcPort && (j < 0 || ctr.Env[j].Value != "" || ctr.Env[j].ValueFrom != nil):
+				t.Errorf("gRPC off, but KV_GRPC_LISTEN is not set empty: %v", ctr.Env)
+			}
+			if len(ctr.Ports) < 2 || ctr.Ports[0].Name != "api" || ctr.Ports[1].Name != "peer" {
+				t.Errorf("ports %v", ctr.Ports)
+			}
+		})
+	}
+	k := testutil.StoredKVS("demo", withFrontends(false, true))
+	k.Status.ClientAuth = kvv1.ClientAuthMTLS
+	testutil.Golden(t, "rest-off", Build(k, ptr.To[int32](3)))
+	testutil.Golden(t, "grpc-off", Build(testutil.StoredKVS("demo", withFrontends(true, false)), ptr.To[int32](3)))
 }
