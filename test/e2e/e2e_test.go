@@ -230,6 +230,14 @@ func TestSampleStore(t *testing.T) {
 	if code, body, err := do(c, "GET", base+"/v1/key/from-pod", ""); err != nil || code != 200 || body != "Hello from kvctl" {
 		t.Fatalf("the client pod's write, read through the Service: %d %q %v", code, body, err)
 	}
+	// gRPC through the Service's port 50051, with the same certificate.
+	kubectl(t, "exec", "-n", ns, "demo-client", "--", "/kvctl", "put", "--grpc", "--endpoint", "https://demo:50051", "over-grpc", "Hello over gRPC")
+	if out := kubectl(t, "exec", "-n", ns, "demo-client", "--", "/kvctl", "get", "over-grpc"); out != "Hello over gRPC" {
+		t.Fatalf("a gRPC write read over REST: %q", out)
+	}
+	if out, err := kubectlErr("exec", "-n", ns, "demo-client", "--", "/kvctl", "get", "--grpc", "--endpoint", "https://demo:50051", "from-pod"); err != nil || out != "Hello from kvctl" {
+		t.Fatalf("a REST write read over gRPC: %q %v", out, err)
+	}
 
 	// Scale 3→5→3 with a writer running.
 	stop := make(chan struct{})
