@@ -213,9 +213,20 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		}
 	}
 
-	// Fill both stores so that reads find values.
-	loadgen.RunFunc(clients, duration/2, kvPut)
-	loadgen.RunFunc(clients, duration/2, etPut)
+	// Fill both stores with every key, so that every read finds a value
+	// (etcd answers a missing key with an empty range, kvnode NotFound).
+	if err := fill(clients, keys, func(ctx context.Context, k int) error {
+		_, err := kvGRPC[k%3].Put(ctx, &pb.PutRequest{Key: fmt.Sprintf("bench-%d", k), Value: value})
+		return err
+	}); err != nil {
+		return fmt.Errorf("fill kvnode: %w", err)
+	}
+	if err := fill(clients, keys, func(ctx context.Context, k int) error {
+		_, err := etcd[k%3].Put(ctx, fmt.Sprintf("bench-%d", k), string(value))
+		return err
+	}); err != nil {
+		return fmt.Errorf("fill etcd: %w", err)
+	}
 
 	fmt.Printf("3 members each, %d clients spread over the members, %d-byte values, %d keys, %v per measurement, fsync on, no TLS\n\n", clients, valueSize, keys, duration)
 	grpcCeiling := run(func(ctx context.Context, c, i int) error {
@@ -245,6 +256,32 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		{"serializable reads", run(jsonOp("/v3/kv/range", true)), run(etGet(true))},
 	})
 	return nil
+}
+
+// fill writes keys 0 to n-1 once each, from clients goroutines.
+func fill(clients, n int, put func(ctx context.Context, k int) error) error {
+	errs := make(chan error, clients)
+	for c := 0; c < clients; c++ {
+		go func(c int) {
+			for k := c; k < n; k += clients {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := put(ctx, k)
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}(c)
+	}
+	var first error
+	for c := 0; c < clients; c++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // table prints rows comparing left with right; the ceiling (of left's
