@@ -2,8 +2,6 @@ package rest_test
 
 import (
 	"crypto/tls"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -44,13 +42,13 @@ func TestThrottle(t *testing.T) {
 	l := throttle.New(throttle.Config{Default: throttle.Limit{Rate: 100, Burst: 3}})
 	var refused []throttle.Identity
 	h := rest.Throttle(l, guard, func(id throttle.Identity) { refused = append(refused, id) })(rest.NewRouter(kv, nil, guard))
-	send := func(client, method, path string) *http.Response {
+	send := func(client, method, path string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, path, strings.NewReader("v"))
 		r.RemoteAddr = "10.1.2.3:4567"
 		r.TLS = &tls.ConnectionState{ServerName: client}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		return w.Result()
+		return w
 	}
 
 	// app: a burst of 2 of its own, then 429; GETs in its prefix pass,
@@ -61,17 +59,17 @@ func TestThrottle(t *testing.T) {
 	}{{"GET", "/v1/key/app/a", 200}, {"PUT", "/v1/key/app/a", 403}, {"GET", "/v1/key/app/a", 429}, {"GET", "/v1/keys", 429}} {
 		asked.Store(0)
 		resp := send("app", c.method, c.path)
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != c.want {
-			t.Fatalf("app request %d: %s %s = %d %q, want %d", i, c.method, c.path, resp.StatusCode, body, c.want)
+		body := resp.Body.String()
+		if resp.Code != c.want {
+			t.Fatalf("app request %d: %s %s = %d %q, want %d", i, c.method, c.path, resp.Code, body, c.want)
 		}
 		if n := asked.Load(); n != 1 {
 			t.Errorf("app request %d: the guard was asked %d times, want once", i, n)
 		}
 		if c.want == 429 {
 			want := `too many requests: client "app" is over its rate of 0.5/s (burst 2); retry after 2s` + "\n"
-			if string(body) != want || resp.Header.Get("Retry-After") != "2" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
-				t.Errorf("429: Retry-After %q, %q, want %q", resp.Header.Get("Retry-After"), body, want)
+			if body != want || resp.Header().Get("Retry-After") != "2" || !strings.HasPrefix(resp.Header().Get("Content-Type"), "text/plain") {
+				t.Errorf("429: Retry-After %q, %q, want %q", resp.Header().Get("Retry-After"), body, want)
 			}
 		}
 	}
@@ -80,17 +78,17 @@ func TestThrottle(t *testing.T) {
 	}
 	// ops: unlimited of its own.
 	for range 50 {
-		if resp := send("ops", "GET", "/v1/key/a"); resp.StatusCode != 200 {
-			t.Fatalf("ops (unlimited) = %d", resp.StatusCode)
+		if resp := send("ops", "GET", "/v1/key/a"); resp.Code != 200 {
+			t.Fatalf("ops (unlimited) = %d", resp.Code)
 		}
 	}
 	// auto: the store's rate with a burst of 1 of its own.
-	if a, b := send("auto", "GET", "/v1/key/a").StatusCode, send("auto", "GET", "/v1/key/a").StatusCode; a != 200 || b != 429 {
+	if a, b := send("auto", "GET", "/v1/key/a").Code, send("auto", "GET", "/v1/key/a").Code; a != 200 || b != 429 {
 		t.Fatalf("auto: %d then %d, want 200 then 429", a, b)
 	}
 	// Without a certificate: counted by address, after a 401 each.
 	for i, want := range []int{401, 401, 401, 429} {
-		if got := send("", "GET", "/v1/key/a").StatusCode; got != want {
+		if got := send("", "GET", "/v1/key/a").Code; got != want {
 			t.Fatalf("anonymous request %d = %d, want %d", i, got, want)
 		}
 	}
