@@ -154,7 +154,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	shedding := rest.Shedder(gate, time.Second)
 	limiter := throttle.New(throttle.Config{Default: throttle.Limit{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}, MaxIdentities: cfg.RateIdentities})
 	throttled := rest.Throttle(limiter, tlsSetup.guard, m.Throttled)
-	var keys http.Handler = throttled(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger, tlsSetup.guard)))
+	keys := throttled(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger, tlsSetup.guard)))
 	if !cfg.RESTAPI {
 		keys = rest.Off("the REST key API is off on this store (--rest-api=false); use gRPC")
 	}
