@@ -14,9 +14,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
@@ -347,6 +349,11 @@ func TestCRDRejectsBadClients(t *testing.T) {
 		{"an empty peer", testutil.NewKVS("c5", testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) {
 			k.Spec.NetworkPolicy = &kvv1.NetworkPolicySpec{Enabled: true, From: []kvv1.NetworkPolicyPeer{{}}}
 		}), "each peer needs podSelector or namespaceSelector"},
+		{"a negative rate of a client", testutil.NewKVS("c6", testutil.InNamespace(ns), withClients(kvv1.ClientSpec{Name: "a", Limits: &kvv1.ClientLimits{RequestsPerSecond: ptr.To[int32](-1)}})), "spec.clients[0].limits.requestsPerSecond"},
+		{"a client's burst of 0", testutil.NewKVS("c7", testutil.InNamespace(ns), withClients(kvv1.ClientSpec{Name: "a"}, kvv1.ClientSpec{Name: "b", Limits: &kvv1.ClientLimits{Burst: ptr.To[int32](0)}})), "spec.clients[1].limits.burst"},
+		{"a client's rate over the maximum", testutil.NewKVS("c8", testutil.InNamespace(ns), withClients(kvv1.ClientSpec{Name: "a", Limits: &kvv1.ClientLimits{RequestsPerSecond: ptr.To[int32](2000000)}})), "spec.clients[0].limits.requestsPerSecond"},
+		{"a negative store rate", testutil.NewKVS("c9", testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) { k.Spec.Limits.RequestsPerSecond = -5 }), "spec.limits.requestsPerSecond"},
+		{"a negative store burst", testutil.NewKVS("c10", testutil.InNamespace(ns), func(k *kvv1.KeyValueStore) { k.Spec.Limits.RequestsPerSecond, k.Spec.Limits.Burst = 5, -1 }), "spec.limits.burst"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := k8s.Create(ctx, tc.kvs)
@@ -354,5 +361,62 @@ func TestCRDRejectsBadClients(t *testing.T) {
 				t.Fatalf("created or wrong error: %v (want %q)", err, tc.want)
 			}
 		})
+	}
+}
+
+// Rate limits: spec.limits reaches the pods as KV_CLIENT_RATE and
+// KV_CLIENT_BURST; a client's own goes with the rules, and a change of it
+// leaves the pod template alone (the pods re-read the rules: no restart).
+func TestClientRateLimits(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	k := testutil.NewKVS("rated", testutil.InNamespace(ns), withClients(
+		kvv1.ClientSpec{Name: "app"},
+		kvv1.ClientSpec{Name: "bulk", Limits: &kvv1.ClientLimits{RequestsPerSecond: ptr.To[int32](5), Burst: ptr.To[int32](20)}},
+	), func(k *kvv1.KeyValueStore) { k.Spec.Limits.RequestsPerSecond, k.Spec.Limits.Burst = 100, 200 })
+	if err := k8s.Create(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	sts := &appsv1.StatefulSet{}
+	testutil.Eventually(t, 20*time.Second, "the StatefulSet and the rules", func() error {
+		if err := get(t, ns, "rated", sts); err != nil {
+			return err
+		}
+		if r := rulesOf(t, ns, "rated"); len(r) != 2 {
+			return fmt.Errorf("rules %v", r)
+		}
+		return nil
+	})
+	if rate, burst := envOf(sts, "KV_CLIENT_RATE"), envOf(sts, "KV_CLIENT_BURST"); rate != "100" || burst != "200" {
+		t.Errorf("KV_CLIENT_RATE=%q KV_CLIENT_BURST=%q, want 100 and 200", rate, burst)
+	}
+	rules := rulesOf(t, ns, "rated")
+	if a := rules["app"]; a.RequestsPerSecond != nil || a.Burst != nil {
+		t.Errorf("app has limits of its own: %v %v", a.RequestsPerSecond, a.Burst)
+	}
+	if b := rules["bulk"]; b.RequestsPerSecond == nil || *b.RequestsPerSecond != 5 || b.Burst == nil || *b.Burst != 20 {
+		t.Errorf("bulk's rule %+v", b)
+	}
+	template := sts.Spec.Template.DeepCopy()
+
+	if err := update(t, ns, "rated", func(k *kvv1.KeyValueStore) {
+		k.Spec.Clients[0].Limits = &kvv1.ClientLimits{RequestsPerSecond: ptr.To[int32](0)}
+		k.Spec.Clients[1].Limits = nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the new limits in the rules", func() error {
+		r := rulesOf(t, ns, "rated")
+		if a := r["app"]; a.RequestsPerSecond == nil || *a.RequestsPerSecond != 0 {
+			return fmt.Errorf("app's rule %+v, want unlimited of its own", a)
+		}
+		if b := r["bulk"]; b.RequestsPerSecond != nil || b.Burst != nil {
+			return fmt.Errorf("bulk's rule %+v, want the store's limits", b)
+		}
+		return nil
+	})
+	mustGet(t, ns, "rated", sts)
+	if !equality.Semantic.DeepEqual(*template, sts.Spec.Template) {
+		t.Error("a client's limits changed the pod template: the pods would restart")
 	}
 }

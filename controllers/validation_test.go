@@ -229,8 +229,10 @@ func TestCRDPodOverrides(t *testing.T) {
 		{"volume named tmp", map[string]any{"volumes": []any{volume("tmp")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
 		{"volume named access", map[string]any{"volumes": []any{volume("access")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
 	}
-	// Every variable the operator sets, as the builder sets it.
-	for _, e := range statefulset.Build(testutil.StoredKVS("demo"), ptr.To[int32](3)).Spec.Template.Spec.Containers[0].Env {
+	// Every variable the operator sets, as the builder sets it (with a
+	// rate limit, so that its variables are among them).
+	rated := testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) { k.Spec.Limits.RequestsPerSecond = 100 })
+	for _, e := range statefulset.Build(rated, ptr.To[int32](3)).Spec.Template.Spec.Containers[0].Env {
 		cases = append(cases, refusal{"env " + e.Name, map[string]any{"env": []any{map[string]any{"name": e.Name, "value": "x"}}}, "spec.pod.env", "may not set a variable the operator sets: "})
 	}
 	for i, tc := range cases {

@@ -51,6 +51,30 @@ type ClientSpec struct {
 	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// Limits, when set, are the client's own rate limit, instead of
+	// spec.limits.requestsPerSecond and spec.limits.burst. They reach the
+	// pods with the access rules, without restarting them.
+	// +optional
+	Limits *ClientLimits `json:"limits,omitempty"`
+}
+
+// ClientLimits is one client's own rate limit on each member. A field
+// left unset takes the store's.
+type ClientLimits struct {
+	// RequestsPerSecond the client may make of each member, sustained;
+	// more are answered 429 with Retry-After. 0: no limit for this
+	// client. Unset: spec.limits.requestsPerSecond.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	RequestsPerSecond *int32 `json:"requestsPerSecond,omitempty"`
+	// Burst is how many requests the client may make at once after being
+	// idle. Unset: one second's worth of its own requestsPerSecond when
+	// it has one, else spec.limits.burst.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	Burst *int32 `json:"burst,omitempty"`
 }
 
 // NetworkPolicySpec asks for a NetworkPolicy in front of the pods.

@@ -192,7 +192,7 @@ type PodOverrides struct {
 	// sets (the node's identity, addresses, data and TLS paths, bootstrap
 	// mode, spec.limits, drain and shutdown times) are refused.
 	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['KV_NODE_ID', 'KV_LISTEN', 'KV_API_ADVERTISE', 'KV_PEER_LISTEN', 'KV_PEER_ADVERTISE', 'KV_BOOTSTRAP', 'KV_DATA_DIR', 'KV_TLS_CERT', 'KV_TLS_KEY', 'KV_TLS_CA', 'KV_PEER_TLS_CERT', 'KV_PEER_TLS_KEY', 'KV_PEER_TLS_CA', 'KV_MAX_KEY_BYTES', 'KV_MAX_VALUE_BYTES', 'KV_MAX_IN_FLIGHT', 'KV_DRAIN_DELAY', 'KV_SHUTDOWN_TIMEOUT', 'KV_PEER_DOMAIN']))",message="may not set a variable the operator sets: KV_NODE_ID, KV_LISTEN, KV_API_ADVERTISE, KV_PEER_LISTEN, KV_PEER_ADVERTISE, KV_BOOTSTRAP, KV_DATA_DIR, KV_TLS_CERT, KV_TLS_KEY, KV_TLS_CA, KV_PEER_TLS_CERT, KV_PEER_TLS_KEY, KV_PEER_TLS_CA, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_IN_FLIGHT, KV_DRAIN_DELAY, KV_SHUTDOWN_TIMEOUT, KV_PEER_DOMAIN (spec.limits sets the limits)"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['KV_NODE_ID', 'KV_LISTEN', 'KV_API_ADVERTISE', 'KV_PEER_LISTEN', 'KV_PEER_ADVERTISE', 'KV_BOOTSTRAP', 'KV_DATA_DIR', 'KV_TLS_CERT', 'KV_TLS_KEY', 'KV_TLS_CA', 'KV_PEER_TLS_CERT', 'KV_PEER_TLS_KEY', 'KV_PEER_TLS_CA', 'KV_MAX_KEY_BYTES', 'KV_MAX_VALUE_BYTES', 'KV_MAX_IN_FLIGHT', 'KV_CLIENT_RATE', 'KV_CLIENT_BURST', 'KV_DRAIN_DELAY', 'KV_SHUTDOWN_TIMEOUT', 'KV_PEER_DOMAIN']))",message="may not set a variable the operator sets: KV_NODE_ID, KV_LISTEN, KV_API_ADVERTISE, KV_PEER_LISTEN, KV_PEER_ADVERTISE, KV_BOOTSTRAP, KV_DATA_DIR, KV_TLS_CERT, KV_TLS_KEY, KV_TLS_CA, KV_PEER_TLS_CERT, KV_PEER_TLS_KEY, KV_PEER_TLS_CA, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_IN_FLIGHT, KV_CLIENT_RATE, KV_CLIENT_BURST, KV_DRAIN_DELAY, KV_SHUTDOWN_TIMEOUT, KV_PEER_DOMAIN (spec.limits sets the limits)"
 	// +optional
 	Env []corev1.EnvVar `json:"env,omitempty"`
 	// Volumes adds volumes to the kvnode pods, to mount with VolumeMounts.
@@ -412,6 +412,25 @@ type LimitsSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	MaxInFlight int32 `json:"maxInFlight,omitempty"`
+	// RequestsPerSecond is how many requests of the key API each client
+	// may make of each member per second, sustained; more are answered
+	// 429 Too Many Requests with Retry-After. A client is a name of
+	// spec.clients (with clientAuth mtls), or else an IP address. A
+	// client of spec.clients may have its own (spec.clients[].limits).
+	// 0 or unset: no limit. Probes, the operator and the members' calls
+	// to each other are never throttled. A change restarts the pods, one
+	// at a time.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	RequestsPerSecond int32 `json:"requestsPerSecond,omitempty"`
+	// Burst is how many requests a client that was idle may make of a
+	// member at once under RequestsPerSecond (its token bucket's size).
+	// 0 or unset: one second's worth of RequestsPerSecond.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	Burst int32 `json:"burst,omitempty"`
 }
 
 // MemberStatus is one member as the operator last saw it.

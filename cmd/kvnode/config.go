@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
 
@@ -37,6 +39,9 @@ type config struct {
 	MaxKeyBytes       int
 	MaxValueBytes     int
 	MaxInFlight       int
+	ClientRate        float64
+	ClientBurst       int
+	RateIdentities    int
 	RequestTimeout    time.Duration
 	ShutdownTimeout   time.Duration
 	DrainDelay        time.Duration
@@ -82,12 +87,17 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("api-advertise", "KV_API_ADVERTISE", "URL other members use to reach this node's API, e.g. https://kvs-0.kvs-peers.default.svc:8080 (default: from --listen)", func(u string) { fs.StringVar(&c.APIAdvertise, "api-advertise", "", u) })
 	bind("admin-cn", "KV_ADMIN_CN", "common name of the client certificate the membership API requires", func(u string) { fs.StringVar(&c.AdminCN, "admin-cn", "kvstore-admin", u) })
 	bind("client-auth", "KV_CLIENT_AUTH", "none or mtls: with mtls every request to the client API needs a client certificate, chained to --tls-ca, of a client that --clients names, and is held to that client's rights (401 without an accepted certificate, 403 outside its rights); probes and metrics stay open", func(u string) { fs.StringVar(&c.ClientAuth, "client-auth", access.ModeNone, u) })
-	bind("clients", "KV_CLIENTS", "the access rules file (JSON: {\"clients\":[{\"name\":...,\"access\":\"readWrite|readOnly\",\"prefix\":...}]}) that --client-auth=mtls enforces; re-read when it changes", func(u string) { fs.StringVar(&c.ClientsFile, "clients", "", u) })
+	bind("clients", "KV_CLIENTS", "the access rules file (JSON: {\"clients\":[{\"name\":...,\"access\":\"readWrite|readOnly\",\"prefix\":...,\"requestsPerSecond\":...,\"burst\":...}]}) that --client-auth=mtls enforces, the rates included; re-read when it changes", func(u string) { fs.StringVar(&c.ClientsFile, "clients", "", u) })
 	bind("peer-domain", "KV_PEER_DOMAIN", "the DNS domain of the members (the headless Service's, e.g. kvs-peers.default.svc): a peer certificate must name a host in it, so that a certificate of another store signed by the same CA is no peer here. Empty: any peer certificate of --peer-tls-ca", func(u string) { fs.StringVar(&c.PeerDomain, "peer-domain", "", u) })
 	bind("tls-reload-interval", "KV_TLS_RELOAD_INTERVAL", "how often the TLS files are checked for changes", func(u string) { fs.DurationVar(&c.TLSReload, "tls-reload-interval", 10*time.Second, u) })
 	bind("max-key-bytes", "KV_MAX_KEY_BYTES", "largest key accepted (414 above)", func(u string) { fs.IntVar(&c.MaxKeyBytes, "max-key-bytes", 1024, u) })
 	bind("max-value-bytes", "KV_MAX_VALUE_BYTES", "largest value accepted (413 above)", func(u string) { fs.IntVar(&c.MaxValueBytes, "max-value-bytes", 1<<20, u) })
 	bind("max-in-flight", "KV_MAX_IN_FLIGHT", "API requests served at once; more are shed with 503 and Retry-After (0: no bound)", func(u string) { fs.IntVar(&c.MaxInFlight, "max-in-flight", 1024, u) })
+	bind("client-rate", "KV_CLIENT_RATE", "requests per second each client may make of the key API on this node, sustained; more are answered 429 with Retry-After. A client is its certificate's name under --client-auth=mtls, else its IP address; a client in --clients may have a rate of its own (requestsPerSecond). 0: no limit", func(u string) { fs.Float64Var(&c.ClientRate, "client-rate", 0, u) })
+	bind("client-burst", "KV_CLIENT_BURST", "requests a client that was idle may make at once under --client-rate (its token bucket's size); 0: one second's worth of --client-rate", func(u string) { fs.IntVar(&c.ClientBurst, "client-burst", 0, u) })
+	bind("client-rate-identities", "KV_CLIENT_RATE_IDENTITIES", "client identities (names and addresses) whose rate the node keeps count of, a few hundred bytes each; past that the one idle longest is forgotten, and starts again with a full burst", func(u string) {
+		fs.IntVar(&c.RateIdentities, "client-rate-identities", throttle.DefaultMaxIdentities, u)
+	})
 	bind("request-timeout", "KV_REQUEST_TIMEOUT", "deadline of one API request, waiting for a leader included", func(u string) { fs.DurationVar(&c.RequestTimeout, "request-timeout", 5*time.Second, u) })
 	bind("shutdown-timeout", "KV_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight requests", func(u string) { fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, u) })
 	bind("drain-delay", "KV_DRAIN_DELAY", "after SIGTERM, how long /readyz fails while requests are still served, so that load balancers stop sending traffic first", func(u string) { fs.DurationVar(&c.DrainDelay, "drain-delay", 0, u) })
@@ -195,6 +205,10 @@ func (c *config) validate() error {
 	case int64(c.MaxKeyBytes)+int64(c.MaxValueBytes) > txlog.MaxRecordBytes-entryOverhead:
 		// Larger entries would be refused by the log at every write.
 		return fmt.Errorf("--max-key-bytes plus --max-value-bytes may be at most %d (the transaction log's largest record, less room for the entry's framing)", txlog.MaxRecordBytes-entryOverhead)
+	case !(c.ClientRate >= 0) || math.IsInf(c.ClientRate, 1) || c.ClientBurst < 0:
+		return fmt.Errorf("--client-rate and --client-burst must be at least 0 (0: no limit, one second's worth)")
+	case c.RateIdentities < 1:
+		return fmt.Errorf("--client-rate-identities must be at least 1")
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("--request-timeout must be positive")
 	case c.SnapshotLogRatio < 0 || c.SnapshotMinLog < 1:

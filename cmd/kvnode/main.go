@@ -32,6 +32,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/kvnode/metrics"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/rest"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/shed"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 )
 
 func main() {
@@ -146,14 +147,18 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	// One bound for the client API and the internal calls: a flood of
 	// either is load on the same node. The membership API stays outside,
 	// so that the operator can still act on an overloaded node, and so do
-	// the probes.
+	// the probes. Within the bound, each client of the REST key API is
+	// held to its rate (429); the operator and the members are not
+	// clients.
 	gate := shed.New(cfg.MaxInFlight)
 	shedding := rest.Shedder(gate, time.Second)
-	var keys http.Handler = rest.NewRouter(svc, logger, tlsSetup.guard)
+	limiter := throttle.New(throttle.Config{Default: throttle.Limit{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}, MaxIdentities: cfg.RateIdentities})
+	throttled := rest.Throttle(limiter, tlsSetup.guard, m.Throttled)
+	keys := throttled(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger, tlsSetup.guard)))
 	if !cfg.RESTAPI {
 		keys = rest.Off("the REST key API is off on this store (--rest-api=false); use gRPC")
 	}
-	api := m.Instrument(shedding(rest.Deadline(cfg.RequestTimeout, keys)))
+	api := m.Instrument(shedding(keys))
 	clusterAPI := rest.Deadline(cfg.RequestTimeout, cluster.Handler(node, cluster.Authorizers{Admin: tlsSetup.authorizeAdmin, Peer: tlsSetup.authorizePeer}))
 	members := m.Instrument(clusterAPI)
 	internal := m.Instrument(shedding(clusterAPI))
@@ -190,7 +195,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		}()
 		logger.Info("kvnode gRPC listening", "addr", grpcLn.Addr().String(), "tls", tlsSetup.server != nil)
 	}
-	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil, "clientAuth", cfg.ClientAuth)
+	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil, "clientAuth", cfg.ClientAuth, "clientRate", limiter.Default().String())
 	if !bootstrap && node.Status().LastIndex == 0 {
 		// Without this line the only sign is raft's "no known peers" warning.
 		logger.Info("no cluster state: waiting to be added to a cluster by its leader (or bootstrapped through the membership API)", "why", why)

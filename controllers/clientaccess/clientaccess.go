@@ -39,16 +39,29 @@ const ModeKey = "clientAuth"
 
 // RulesConfigMap is the ConfigMap the pods mount their access rules from:
 // the clients of spec.clients, each with the time its certificates must
-// be issued after (issuedAfter, from its Secret), and the mode.
+// be issued after (issuedAfter, from its Secret) and its own rate limit
+// if it has one, and the mode.
 func RulesConfigMap(kvs *kvv1.KeyValueStore, mode string, issuedAfter map[string]time.Time) (*corev1.ConfigMap, error) {
 	rules := access.Rules{Clients: []access.Client{}}
 	for _, c := range kvs.Spec.Clients {
-		rules.Clients = append(rules.Clients, access.Client{
+		rule := access.Client{
 			Name:        c.Name,
 			Access:      orDefault(c.Access, kvv1.ClientReadWrite),
 			Prefix:      c.Prefix,
 			IssuedAfter: issuedAfter[c.Name],
-		})
+		}
+		// Only what the client sets: the rules of a client without limits
+		// stay as they were, and an unset field takes the node's
+		// (spec.limits, kvnode's --client-rate and --client-burst).
+		if l := c.Limits; l != nil {
+			if l.RequestsPerSecond != nil {
+				rule.RequestsPerSecond = ptr.To(float64(*l.RequestsPerSecond))
+			}
+			if l.Burst != nil {
+				rule.Burst = ptr.To(int(*l.Burst))
+			}
+		}
+		rules.Clients = append(rules.Clients, rule)
 	}
 	b, err := json.MarshalIndent(rules, "", "  ")
 	if err != nil {

@@ -134,6 +134,14 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 	} else {
 		env = append(env, corev1.EnvVar{Name: GRPCEnv, Value: ""})
 	}
+	if l.RequestsPerSecond > 0 {
+		// Only when set: the pods of a store without a rate limit keep
+		// the template they had, and are not restarted for it.
+		env = append(env,
+			corev1.EnvVar{Name: "KV_CLIENT_RATE", Value: strconv.Itoa(int(l.RequestsPerSecond))},
+			corev1.EnvVar{Name: "KV_CLIENT_BURST", Value: strconv.Itoa(int(l.Burst))},
+		)
+	}
 	if kvs.Spec.TLS.SecretName == nil || *kvs.Spec.TLS.SecretName == "" {
 		// Another store's certificate from a shared issuer is no peer. Only
 		// with the operator's certificates, which are known to name the

@@ -1,12 +1,14 @@
 package statefulset
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -256,4 +258,44 @@ func TestBuildFrontends(t *testing.T) {
 	k.Status.ClientAuth = kvv1.ClientAuthMTLS
 	testutil.Golden(t, "rest-off", Build(k, ptr.To[int32](3)))
 	testutil.Golden(t, "grpc-off", Build(testutil.StoredKVS("demo", withFrontends(true, false)), ptr.To[int32](3)))
+}
+
+// spec.limits.requestsPerSecond and burst reach kvnode as KV_CLIENT_RATE
+// and KV_CLIENT_BURST, only when a rate is set: the pods of a store
+// without one keep their template (the golden files), so an operator
+// upgrade restarts none of them for it.
+func TestBuildClientRate(t *testing.T) {
+	envOf := func(k *kvv1.KeyValueStore) map[string]string {
+		m := map[string]string{}
+		for _, e := range Build(k, ptr.To[int32](3)).Spec.Template.Spec.Containers[0].Env {
+			if strings.HasPrefix(e.Name, "KV_CLIENT_") {
+				m[e.Name] = e.Value
+			}
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name        string
+		rate, burst int32
+		want        map[string]string
+	}{
+		{"unset", 0, 0, map[string]string{}},
+		{"a burst without a rate means nothing", 0, 50, map[string]string{}},
+		{"a rate", 100, 0, map[string]string{"KV_CLIENT_RATE": "100", "KV_CLIENT_BURST": "0"}},
+		{"a rate and a burst", 100, 250, map[string]string{"KV_CLIENT_RATE": "100", "KV_CLIENT_BURST": "250"}},
+	} {
+		got := envOf(testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) { k.Spec.Limits.RequestsPerSecond, k.Spec.Limits.Burst = c.rate, c.burst }))
+		if !maps.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	// spec.clients[].limits do not touch the template: they go with the
+	// rules (clientaccess), which the pods re-read.
+	plain := Build(testutil.StoredKVS("demo"), ptr.To[int32](3))
+	withClientLimits := Build(testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) {
+		k.Spec.Clients = []kvv1.ClientSpec{{Name: "app", Limits: &kvv1.ClientLimits{RequestsPerSecond: ptr.To[int32](5), Burst: ptr.To[int32](10)}}}
+	}), ptr.To[int32](3))
+	if !equality.Semantic.DeepEqual(plain.Spec.Template, withClientLimits.Spec.Template) {
+		t.Error("a client's own limits changed the pod template: they would restart the pods")
+	}
 }

@@ -73,6 +73,12 @@ type Client struct {
 	// IssuedAfter refuses the client's certificates issued (NotBefore)
 	// before it: those of an earlier client of the same name.
 	IssuedAfter time.Time `json:"issuedAfter,omitzero"`
+	// RequestsPerSecond and Burst, when set, are the client's own rate
+	// limit (package throttle), instead of the node's --client-rate and
+	// --client-burst: a rate of 0 is unlimited, a burst of 0 one second
+	// of the rate. Unset, the node's apply.
+	RequestsPerSecond *float64 `json:"requestsPerSecond,omitempty"`
+	Burst             *int     `json:"burst,omitempty"`
 }
 
 // Rules is the rules file.
@@ -100,6 +106,10 @@ func ParseRules(b []byte) (map[string]Client, error) {
 			return nil, errors.New("access rules: a client without a name")
 		case c.Access != ReadWrite && c.Access != ReadOnly:
 			return nil, fmt.Errorf("access rules: client %q: access %q is neither %s nor %s", c.Name, c.Access, ReadWrite, ReadOnly)
+		case c.RequestsPerSecond != nil && *c.RequestsPerSecond < 0:
+			return nil, fmt.Errorf("access rules: client %q: requestsPerSecond %v is negative", c.Name, *c.RequestsPerSecond)
+		case c.Burst != nil && *c.Burst < 0:
+			return nil, fmt.Errorf("access rules: client %q: burst %d is negative", c.Name, *c.Burst)
 		}
 		if _, dup := m[c.Name]; dup {
 			return nil, fmt.Errorf("access rules: client %q is named twice", c.Name)

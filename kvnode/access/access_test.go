@@ -3,6 +3,7 @@ package access_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"strings"
@@ -105,11 +106,41 @@ func TestParseRulesRefusesAmbiguity(t *testing.T) {
 		`{"clients":[{"access":"readWrite"}]}`:                                             "without a name",
 		`{"clients":[{"name":"a","access":"admin"}]}`:                                      "neither",
 		`{"clients":[{"name":"a","access":"readWrite","rights":"all"}]}`:                   "unknown field",
+		`{"clients":[{"name":"a","access":"readWrite","requestsPerSecond":-1}]}`:           "requestsPerSecond -1 is negative",
+		`{"clients":[{"name":"a","access":"readWrite","burst":-5}]}`:                       "burst -5 is negative",
+		`{"clients":[{"name":"a","access":"readWrite","burst":1.5}]}`:                      "cannot unmarshal",
 		`{"clients":`: "unexpected EOF",
 		`{"clients":[]}` + strings.Repeat(" ", 1<<20): "at most",
 	} {
 		if _, err := access.ParseRules([]byte(in)); err == nil || !strings.Contains(err.Error(), says) {
 			t.Errorf("%.60s: %v, want %q", in, err, says)
 		}
+	}
+}
+
+// A client's own rate limit is optional: absent, the node's applies; 0 is
+// a value of its own (unlimited), not absent. Rules without limits are
+// written as before, so that the operator's ConfigMap does not change for
+// stores that set none.
+func TestParseRulesLimits(t *testing.T) {
+	rules, err := access.ParseRules([]byte(`{"clients":[{"name":"a","access":"readWrite"},{"name":"b","access":"readOnly","requestsPerSecond":0.5,"burst":3},{"name":"c","access":"readOnly","requestsPerSecond":0}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := rules["a"]; a.RequestsPerSecond != nil || a.Burst != nil {
+		t.Errorf("a: %v %v, want neither", a.RequestsPerSecond, a.Burst)
+	}
+	if b := rules["b"]; b.RequestsPerSecond == nil || *b.RequestsPerSecond != 0.5 || b.Burst == nil || *b.Burst != 3 {
+		t.Errorf("b: %+v", b)
+	}
+	if c := rules["c"]; c.RequestsPerSecond == nil || *c.RequestsPerSecond != 0 || c.Burst != nil {
+		t.Errorf("c: %+v", c)
+	}
+	b, err := json.Marshal(access.Rules{Clients: []access.Client{{Name: "a", Access: access.ReadWrite}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"clients":[{"name":"a","access":"readWrite"}]}`; string(b) != want {
+		t.Errorf("rules without limits = %s, want %s", b, want)
 	}
 }

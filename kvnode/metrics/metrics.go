@@ -1,8 +1,9 @@
 // Package metrics owns the node's Prometheus metrics: HTTP requests by
 // method and code with latency histograms, transaction-log append and
 // fsync latency, log size, the expiry of the TLS certificates, the disk budget (full or not, free, capacity
-// and reserved bytes), and the Raft state and indexes. Nothing here
-// carries a key or a value as a label.
+// and reserved bytes), the Raft state and indexes, and the requests
+// throttled. Nothing here carries a key or a value as a label, nor a
+// client's address.
 package metrics
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 )
 
 // Metrics is the node's registry.
@@ -30,6 +32,7 @@ type Metrics struct {
 	syncDur   prometheus.Histogram
 	rpcs      *prometheus.CounterVec
 	rpcDur    *prometheus.HistogramVec
+	throttled *prometheus.CounterVec
 }
 
 // New creates the registry with the Go and process collectors.
@@ -55,6 +58,10 @@ func New() *Metrics {
 			Name: "kvnode_txlog_fsync_duration_seconds", Help: "fdatasync latency of the transaction log.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvnode_throttled_requests_total",
+			Help: "Key API requests refused with 429 because their client was over its rate, by what the client was counted as: by=\"client\" with the client's name (from the rules: as many values as spec.clients has), or by=\"address\" for requests without an accepted client certificate (the address itself is no label: anyone could add values).",
+		}, []string{"by", "client"}),
 	}
 	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvnode_grpc_requests_total", Help: "gRPC calls by method and status code.",
@@ -64,7 +71,10 @@ func New() *Metrics {
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17),
 	}, []string{"method"})
 	m.reg.MustRegister(m.rpcs, m.rpcDur)
-	m.reg.MustRegister(m.requests, m.latency, m.appendDur, m.appendN, m.syncDur,
+	// The series without a name exists from the start, so that a rate()
+	// over it is 0, not absent, before the first refusal.
+	m.throttled.WithLabelValues("address", "")
+	m.reg.MustRegister(m.requests, m.latency, m.appendDur, m.appendN, m.syncDur, m.throttled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -142,6 +152,16 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// Throttled counts a request refused for its client's rate (the callback
+// of rest.Throttle).
+func (m *Metrics) Throttled(id throttle.Identity) {
+	if id.Client != "" {
+		m.throttled.WithLabelValues("client", id.Client).Inc()
+		return
+	}
+	m.throttled.WithLabelValues("address", "").Inc()
 }
 
 // Handler serves /metrics.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/cluster"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 )
 
 func TestInstrumentAndExport(t *testing.T) {
@@ -23,6 +24,9 @@ func TestInstrumentAndExport(t *testing.T) {
 		}
 		_, _ = w.Write([]byte("ok")) // implicit 200
 	}))
+	m.Throttled(throttle.Identity{Key: "client:app", Client: "app"})
+	m.Throttled(throttle.Identity{Key: "client:app", Client: "app"})
+	m.Throttled(throttle.Identity{Key: "addr:10.9.8.7", Addr: "10.9.8.7"})
 	for _, method := range []string{"PUT", "GET", "GET", "BREW"} {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, "/v1/key/secret-key", nil))
 	}
@@ -40,6 +44,8 @@ func TestInstrumentAndExport(t *testing.T) {
 		`kvnode_keys 3`,
 		`kvnode_tls_certificate_not_after_timestamp_seconds{cert="api"} 1.7e+09`,
 		`kvnode_tls_certificate_not_after_timestamp_seconds{cert="peer"} 1.700000001e+09`,
+		`kvnode_throttled_requests_total{by="client",client="app"} 2`,
+		`kvnode_throttled_requests_total{by="address",client=""} 1`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %s", want)
@@ -47,5 +53,8 @@ func TestInstrumentAndExport(t *testing.T) {
 	}
 	if strings.Contains(out, "secret-key") {
 		t.Fatal("a key leaked into a label")
+	}
+	if strings.Contains(out, "10.9.8.7") {
+		t.Fatal("a client's address is a label: anyone could add values")
 	}
 }

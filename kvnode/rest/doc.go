@@ -1,6 +1,6 @@
 // Package rest owns the HTTP API of a kvnode: the book's table 5-1 on
 // gorilla/mux with the book's bugs fixed, and the middleware that protects
-// it (load shedding, request deadlines).
+// it (load shedding, per-client throttling, request deadlines).
 //
 //	PUT    /v1/key/{key}   body = value          201 Created
 //	GET    /v1/key/{key}   200 + raw value       404 when missing

@@ -155,7 +155,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	prefix := q.Get(keyapi.QueryPrefix)
 	if a.guard != nil {
-		c, err := a.guard.Identify(r.TLS)
+		c, err := a.identify(r)
 		if err == nil {
 			prefix, err = c.ListPrefix(prefix)
 		}
@@ -196,7 +196,7 @@ func (a *API) authorized(w http.ResponseWriter, r *http.Request, op access.Op, k
 	if a.guard == nil {
 		return true
 	}
-	c, err := a.guard.Identify(r.TLS)
+	c, err := a.identify(r)
 	if err == nil {
 		err = c.Allows(op, key)
 	}
@@ -205,6 +205,15 @@ func (a *API) authorized(w http.ResponseWriter, r *http.Request, op access.Op, k
 		return false
 	}
 	return true
+}
+
+// identify asks the guard who r's client is, unless Throttle already
+// did for this request. a.guard is not nil.
+func (a *API) identify(r *http.Request) (access.Client, error) {
+	if id, ok := r.Context().Value(identifiedKey{}).(identified); ok {
+		return id.client, id.err
+	}
+	return a.guard.Identify(r.TLS)
 }
 
 // refuse answers a request access refused: 401 when the client is not

@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/shed"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 )
 
 // Shed bounds the requests in flight. A request over the bound is refused
@@ -58,3 +60,47 @@ func Off(msg string) http.Handler {
 		writeError(w, http.StatusNotFound, msg)
 	})
 }
+
+// Throttle keeps each client of the key API to its rate (package
+// throttle; book chapter 9): a request over it is answered at once with
+// 429 Too Many Requests, Retry-After (whole seconds until the client's
+// bucket holds a token) and a one-line reason, before its body is read.
+// Unlike Shedder's 503 it says nothing about the node: this client is
+// asking too often, whatever the others do.
+//
+// A client is who guard says (nil: nobody is named), or else the remote
+// IP. What guard said is handed to the handlers of NewRouter, which must
+// have the same guard, so that a certificate chain is verified once per
+// request. throttled, when not nil, is told of every refusal (metrics).
+// Refusals are not logged: anyone who reaches the port could fill the log.
+//
+// Mount it on the key API only: probes, the membership API (the
+// operator) and the calls members make to each other are never throttled.
+func Throttle(l *throttle.Limiter, guard Guard, throttled func(throttle.Identity)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, c, err := throttle.Identify(guard, r.TLS, r.RemoteAddr)
+			if guard != nil {
+				r = r.WithContext(context.WithValue(r.Context(), identifiedKey{}, identified{c, err}))
+			}
+			d := l.Admit(id)
+			if !d.OK {
+				if throttled != nil {
+					throttled(id)
+				}
+				w.Header().Set("Retry-After", strconv.Itoa(throttle.RetryAfterSeconds(d.RetryAfter)))
+				writeError(w, http.StatusTooManyRequests, d.Reason())
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// identified is what the guard said of a request's client, once.
+type identified struct {
+	client access.Client
+	err    error
+}
+
+type identifiedKey struct{}
