@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -196,5 +197,53 @@ func TestFrontendsCanBeTurnedOff(t *testing.T) {
 	q := launch(t, nil, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--bootstrap", "always", "--node-id", "n0", "--grpc-listen=")
 	if q.grpcAddr != "" || strings.Contains(q.output(), "gRPC") {
 		t.Errorf("--grpc-listen= still serves gRPC at %q", q.grpcAddr)
+	}
+}
+
+// A client over its rate gets ResourceExhausted with RetryInfo over gRPC,
+// from the bucket its REST requests draw on too: going over to the other
+// front end gains it nothing. The health service is not throttled.
+func TestGRPCThrottling(t *testing.T) {
+	p := launch(t, nil, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--bootstrap", "always", "--node-id", "n0",
+		"--client-rate", "0.2", "--client-burst", "3")
+	c := &http.Client{Timeout: 10 * time.Second}
+	p.waitReady(c)
+	cc, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv := pb.NewKeyValueClient(cc)
+	for i := 0; i < 2; i++ {
+		if _, err := kv.Put(ctx, &pb.PutRequest{Key: "a", Value: []byte("1")}); err != nil {
+			t.Fatalf("call %d within the burst: %v", i, err)
+		}
+	}
+	if code, _ := request(t, c, "GET", p.url("/v1/key/a"), ""); code != 200 {
+		t.Fatalf("the third request of the burst, over REST: %d", code)
+	}
+	_, err = kv.Get(ctx, &pb.GetRequest{Key: "a"})
+	st, _ := status.FromError(err)
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "too many requests") {
+		t.Fatalf("over the rate: %v", err)
+	}
+	var delay time.Duration
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			delay = ri.GetRetryDelay().AsDuration()
+		}
+	}
+	if delay < time.Second || delay > 5*time.Second {
+		t.Errorf("RetryInfo %v; want the seconds until a token, rounded up (5 at 0.2/s)", delay)
+	}
+	if code, _ := request(t, c, "GET", p.url("/v1/key/a"), ""); code != 429 {
+		t.Errorf("REST after the gRPC calls emptied the bucket: %d, want 429", code)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatalf("health, throttled: %v", err)
+		}
 	}
 }

@@ -184,7 +184,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	if grpcLn != nil {
 		var grpcHealth *grpchealth.Server
 		grpcSrv, grpcHealth = grpcapi.NewServer(grpcapi.Config{
-			KV: svc, Guard: tlsSetup.guard, Gate: gate, Timeout: cfg.RequestTimeout,
+			KV: svc, Guard: tlsSetup.guard, Gate: gate, Timeout: cfg.RequestTimeout, Limiter: limiter, Throttled: m.Throttled,
 			TLS: tlsSetup.server, Logger: logger, Observer: m,
 		})
 		go followHealth(checker, grpcHealth, 500*time.Millisecond)

@@ -29,6 +29,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/kvnode/grpcapi/pb"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/shed"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 )
 
 // Observer records each call, as the REST API's metrics do for requests.
@@ -45,6 +46,11 @@ type Config struct {
 	Gate *shed.Gate
 	// Timeout bounds every call, as --request-timeout does for REST.
 	Timeout time.Duration
+	// Limiter keeps each client to its rate, the same buckets as REST's
+	// (a client's calls over both front ends draw on one); nil: no limit.
+	Limiter *throttle.Limiter
+	// Throttled is told of each call refused for its client's rate.
+	Throttled func(throttle.Identity)
 	// TLS is the server's TLS configuration; nil serves plaintext.
 	TLS      *tls.Config
 	Logger   *slog.Logger
@@ -122,9 +128,28 @@ func (s *server) shed(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 		return handler(ctx, req) // probes stay outside of shedding, as on REST
 	}
 	if !s.cfg.Gate.TryEnter() {
-		return nil, retryLater(codes.Unavailable, shed.Message)
+		return nil, retryLater(codes.Unavailable, shed.Message, retryAfter)
 	}
 	defer s.cfg.Gate.Leave()
+	// Over its rate after shedding, as on REST: 429 there, here
+	// ResourceExhausted with the time until the bucket holds a token.
+	if s.cfg.Limiter != nil {
+		var cs *tls.ConnectionState
+		addr := ""
+		if p, ok := peer.FromContext(ctx); ok {
+			addr = p.Addr.String()
+			if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+				cs = &info.State
+			}
+		}
+		id, _, _ := throttle.Identify(s.cfg.Guard, cs, addr)
+		if d := s.cfg.Limiter.Admit(id); !d.OK {
+			if s.cfg.Throttled != nil {
+				s.cfg.Throttled(id)
+			}
+			return nil, retryLater(codes.ResourceExhausted, d.Reason(), time.Duration(throttle.RetryAfterSeconds(d.RetryAfter))*time.Second)
+		}
+	}
 	if s.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
@@ -262,7 +287,7 @@ func (s *server) fail(ctx context.Context, method string, err error) error {
 		s.cfg.Logger.Warn("request failed", "method", method, "code", code.String(), "error", err.Error())
 	}
 	if retry {
-		return retryLater(code, err.Error())
+		return retryLater(code, err.Error(), retryAfter)
 	}
 	return status.Error(code, err.Error())
 }
@@ -292,9 +317,9 @@ func statusFor(err error) (codes.Code, bool) {
 }
 
 // retryLater is a status with a RetryInfo detail: gRPC's Retry-After.
-func retryLater(code codes.Code, msg string) error {
+func retryLater(code codes.Code, msg string, after time.Duration) error {
 	st := status.New(code, msg)
-	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)}); err == nil {
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(after)}); err == nil {
 		return d.Err()
 	}
 	return st.Err()
