@@ -9,7 +9,7 @@ package v1alpha1
 // +kubebuilder:validation:XValidation:rule="!(has(self.rest) && has(self.rest.enabled) && !self.rest.enabled && has(self.grpc) && has(self.grpc.enabled) && !self.grpc.enabled)",message="frontends.rest.enabled and frontends.grpc.enabled may not both be false: the clients need one front end"
 type FrontendsSpec struct {
 	// REST is the HTTP key API on the API port (8080): /v1/key/{key},
-	// /v1/{key} and /v1/keys. Off, those routes answer 404 with the
+	// /v1/{key} and /v1/keys. Off, those routes answer 501 with the
 	// reason; the membership API, the members' calls to each other,
 	// probes and metrics stay on that port. Turning it off needs a kvnode
 	// that knows --rest-api: an older one refuses to start, which stops

@@ -26,7 +26,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 )
 
-const usage = `Usage: kvctl COMMAND [flags] ARGS
+const usage = `Usage: kvctl COMMAND [flags] ARGS  (flags may also follow ARGS; after -- all is ARGS)
 
 Commands:
   get KEY           print the value of KEY (exit status 3 when it has none)
@@ -101,7 +101,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := args[0]
 	var o options
 	fs := flags(cmd, &o)
-	if err := fs.Parse(args[1:]); err != nil {
+	rest, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stderr)
 			return 0
@@ -109,7 +110,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kvctl %s: %v (see kvctl --help)\n", cmd, err)
 		return exitUsage
 	}
-	rest := fs.Args()
 	want := map[string][2]int{"get": {1, 1}, "put": {2, 2}, "delete": {1, 1}, "list": {0, 1}, "idle": {0, 0}}
 	n, ok := want[cmd]
 	if !ok {
@@ -149,7 +149,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kvctl %s: %v\n", cmd, err)
 		return exitUsage
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := do(ctx, c, cmd, rest, cons, o.limit, stdin, stdout); err != nil {
@@ -220,6 +220,26 @@ func do(ctx context.Context, c *client.Client, cmd string, args []string, cons k
 		}
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// parseInterspersed parses flags before and after the arguments
+// (`kvctl put KEY VALUE --grpc`), as people type them; after "--"
+// everything is an argument, so a value may start with "-".
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		left := fs.Args()
+		if i := len(args) - len(left); i > 0 && args[i-1] == "--" {
+			return append(pos, left...), nil
+		}
+		if len(left) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, left[0]), left[1:]
+	}
 }
 
 func printUsage(w io.Writer) {

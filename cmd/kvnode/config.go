@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -71,8 +72,8 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	}
 	host, _ := os.Hostname()
 	bind("listen", "KV_LISTEN", "address of the client API, probes and metrics", func(u string) { fs.StringVar(&c.Listen, "listen", ":8080", u) })
-	bind("grpc-listen", "KV_GRPC_LISTEN", "address of the gRPC client API (keyvalue.v1.KeyValue and grpc.health.v1), with the TLS and client authentication of --listen; empty turns it off", func(u string) { fs.StringVar(&c.GRPCListen, "grpc-listen", ":50051", u) })
-	bind("rest-api", "KV_REST_API", "serve the REST key routes on --listen; false answers them 404 (the membership API, probes and metrics stay)", func(u string) { fs.BoolVar(&c.RESTAPI, "rest-api", true, u) })
+	bind("grpc-listen", "KV_GRPC_LISTEN", "address of the gRPC client API (keyvalue.v1.KeyValue and grpc.health.v1), with the TLS and client authentication of --listen; unset, the host of --listen and port "+defaultGRPCPort+"; empty turns it off", func(u string) { fs.StringVar(&c.GRPCListen, "grpc-listen", ":"+defaultGRPCPort, u) })
+	bind("rest-api", "KV_REST_API", "serve the REST key routes on --listen; false answers them 501 (the membership API, probes and metrics stay)", func(u string) { fs.BoolVar(&c.RESTAPI, "rest-api", true, u) })
 	bind("data-dir", "KV_DATA_DIR", "directory for the transaction log and snapshots (the pod's volume)", func(u string) { fs.StringVar(&c.DataDir, "data-dir", "data", u) })
 	bind("node-id", "KV_NODE_ID", "stable identity of this node in the cluster (the pod name)", func(u string) { fs.StringVar(&c.NodeID, "node-id", host, u) })
 	bind("peer-listen", "KV_PEER_LISTEN", "address Raft peer traffic is received on", func(u string) { fs.StringVar(&c.PeerListen, "peer-listen", "127.0.0.1:8081", u) })
@@ -147,14 +148,28 @@ Flags:
 		return nil, err
 	}
 	// Flags set from the environment count: fs.Set marks them as set.
+	grpcSet := false
 	fs.Visit(func(f *flag.Flag) {
+		grpcSet = grpcSet || f.Name == "grpc-listen"
 		if slices.Contains(clusterFlags, f.Name) {
 			c.ClusterFlags = append(c.ClusterFlags, "--"+f.Name)
 		}
 	})
+	if !grpcSet {
+		// gRPC listens where the REST API does, on its own port: a node
+		// told to serve on loopback only does not serve gRPC on every
+		// interface.
+		host, _, herr := net.SplitHostPort(c.Listen)
+		if herr == nil {
+			c.GRPCListen = net.JoinHostPort(host, defaultGRPCPort)
+		}
+	}
 	err = c.validate()
 	return c, err
 }
+
+// defaultGRPCPort is the port of --grpc-listen when it is not given.
+const defaultGRPCPort = "50051"
 
 // clusterFlags are the flags through which other members reach this node
 // or authenticate it. Whoever sets one of them means the node to be a

@@ -170,13 +170,13 @@ func clientWith(t *testing.T, dir, name string, pool *x509.CertPool) *http.Clien
 }
 
 // Either front end can be turned off: --rest-api=false answers the REST
-// key routes 404 with the reason while gRPC serves, probes and the
+// key routes 501 with the reason while gRPC serves, probes and the
 // metrics stay; --grpc-listen= serves no gRPC.
 func TestFrontendsCanBeTurnedOff(t *testing.T) {
 	p := launch(t, nil, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--bootstrap", "always", "--node-id", "n0", "--rest-api=false")
 	c := &http.Client{Timeout: 10 * time.Second}
 	p.waitReady(c)
-	if code, body := request(t, c, "PUT", p.url("/v1/key/a"), "1"); code != 404 || !strings.Contains(body, "--rest-api=false") {
+	if code, body := request(t, c, "PUT", p.url("/v1/key/a"), "1"); code != 501 || !strings.Contains(body, "--rest-api=false") {
 		t.Errorf("REST off: PUT = %d %q", code, body)
 	}
 	if code, _ := request(t, c, "GET", p.url("/metrics"), ""); code != 200 {

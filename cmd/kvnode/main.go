@@ -224,10 +224,16 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	time.Sleep(cfg.DrainDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if grpcSrv != nil {
-		stopGRPC(ctx, grpcSrv)
-	}
+	// Both front ends drain at once, under one deadline.
+	grpcDone := make(chan struct{})
+	go func() {
+		defer close(grpcDone)
+		if grpcSrv != nil {
+			stopGRPC(ctx, grpcSrv)
+		}
+	}()
 	shutdownErr := srv.Shutdown(ctx)
+	<-grpcDone
 	if shutdownErr != nil {
 		logger.Warn("in-flight requests did not finish in time", "error", shutdownErr.Error())
 	}

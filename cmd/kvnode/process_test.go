@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,9 @@ func TestMain(m *testing.M) {
 	}
 	// Every node these tests start serves gRPC on a port of its own, not
 	// on the default :50051 that nodes started at once would share.
-	os.Setenv("KV_GRPC_LISTEN", "127.0.0.1:0")
+	if err := os.Setenv("KV_GRPC_LISTEN", "127.0.0.1:0"); err != nil {
+		panic(err)
+	}
 	// kvctl too: TestKvctl drives a real node with it.
 	kvctlBin = filepath.Join(dir, "kvctl")
 	if out, err := exec.Command("go", "build", "-o", kvctlBin, "../kvctl").CombinedOutput(); err != nil {
@@ -91,7 +94,7 @@ func launch(t *testing.T, env []string, args ...string) *proc {
 	cmd := exec.Command(kvnodeBin, args...)
 	cmd.Env = env
 	if env != nil {
-		cmd.Env = append(env, "KV_GRPC_LISTEN=127.0.0.1:0")
+		cmd.Env = append(slices.Clip(env), "KV_GRPC_LISTEN=127.0.0.1:0")
 	}
 	pr, pw := io.Pipe()
 	p := &proc{t: t, cmd: cmd, done: make(chan error, 1), logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}

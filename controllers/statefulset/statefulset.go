@@ -183,8 +183,19 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.StatefulSet {
 	if over == nil {
 		over = &kvv1.PodOverrides{}
 	}
-	// The CRD refuses the names env sets: the extra variables add to it.
-	env = append(env, over.Env...)
+	// The CRD refuses the names the operator sets, but an object stored
+	// before a name was added to that rule keeps it (CEL ratcheting): such
+	// a variable is dropped rather than let win (the last of two equal
+	// names wins in the container) over what the spec says, e.g. gRPC off.
+	owned := map[string]bool{GRPCEnv: true, "KV_REST_API": true, "KV_CLIENT_RATE": true, "KV_CLIENT_BURST": true}
+	for _, e := range env {
+		owned[e.Name] = true
+	}
+	for _, e := range over.Env {
+		if !owned[e.Name] {
+			env = append(env, e)
+		}
+	}
 	size := resource.MustParse("1Gi") // the schema's default: the API server sets it on every object it stores
 	if kvs.Spec.Storage.Size != nil {
 		size = kvs.Spec.Storage.Size.DeepCopy()

@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -64,6 +65,9 @@ const (
 
 // maxErrorBytes bounds the message of an error answer that is read.
 const maxErrorBytes = 4 << 10
+
+// maxRetryAfter bounds, in seconds, the wait a server may ask for.
+const maxRetryAfter = 60
 
 // Config says where a store is and how to reach it.
 type Config struct {
@@ -152,7 +156,10 @@ func New(cfg Config) (*Client, error) {
 	switch cfg.Protocol {
 	case "", REST:
 	case GRPC:
-		return c, c.dialGRPC(tc)
+		if err := c.dialGRPC(tc); err != nil {
+			return nil, err
+		}
+		return c, nil
 	default:
 		return nil, fmt.Errorf("client: protocol %q: want %q or %q", cfg.Protocol, REST, GRPC)
 	}
@@ -223,6 +230,13 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 // ErrNotFound is returned (wrapped in an *Error) by Get of a missing key.
 var ErrNotFound = errors.New("no such key")
 
+// ErrIndeterminate is returned (wrapped) by a Put or Delete that may or
+// may not have been applied. It is not retried: when others write the
+// same key, sending it again could overwrite a write acknowledged in
+// between (a lost update). The caller knows whether that matters: read
+// the key back, or write again.
+var ErrIndeterminate = errors.New("the write may or may not have been applied")
+
 // Error is an answer of the store that is not a success.
 type Error struct {
 	// Status is the HTTP status; over gRPC, the status REST answers in
@@ -232,6 +246,10 @@ type Error struct {
 	Code       codes.Code
 	Message    string        // the store's one-line reason
 	RetryAfter time.Duration // what the store asked to wait, if anything
+	// Indeterminate: a failed write that may have been applied
+	// (keyapi.HeaderOutcome; over gRPC, DeadlineExceeded or a connection
+	// that broke during the call). errors.Is(err, ErrIndeterminate).
+	Indeterminate bool
 }
 
 func (e *Error) Error() string {
@@ -247,7 +265,15 @@ func (e *Error) Error() string {
 
 // Is makes errors.Is(err, ErrNotFound) true for a 404.
 func (e *Error) Is(target error) bool {
-	return target == ErrNotFound && e.Status == http.StatusNotFound
+	switch target {
+	case ErrNotFound:
+		// Only the key API's own 404: a node with its REST front end off
+		// answers 501.
+		return e.Status == http.StatusNotFound
+	case ErrIndeterminate:
+		return e.Indeterminate
+	}
+	return false
 }
 
 // Temporary reports whether the same call may succeed later.
@@ -299,7 +325,7 @@ func (o readOptions) pb() pb.Consistency {
 // none.
 func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) ([]byte, error) {
 	o := reads(opts)
-	return c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+	return c.do(ctx, false, func(ctx context.Context, i int) ([]byte, error) {
 		if c.grpc != nil {
 			r, err := c.grpc[i].Get(ctx, &pb.GetRequest{Key: key, Consistency: o.pb()})
 			return r.GetValue(), fromGRPC(err)
@@ -313,7 +339,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
-	_, err := c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+	_, err := c.do(ctx, true, func(ctx context.Context, i int) ([]byte, error) {
 		if c.grpc != nil {
 			_, err := c.grpc[i].Put(ctx, &pb.PutRequest{Key: key, Value: value})
 			return nil, fromGRPC(err)
@@ -325,7 +351,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte) error {
 
 // Delete removes key; deleting a missing key succeeds.
 func (c *Client) Delete(ctx context.Context, key string) error {
-	_, err := c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+	_, err := c.do(ctx, true, func(ctx context.Context, i int) ([]byte, error) {
 		if c.grpc != nil {
 			_, err := c.grpc[i].Delete(ctx, &pb.DeleteRequest{Key: key})
 			return nil, fromGRPC(err)
@@ -341,7 +367,7 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 func (c *Client) List(ctx context.Context, prefix, after string, limit int, opts ...ReadOption) (keyapi.ListPage, error) {
 	o := reads(opts)
 	var page keyapi.ListPage
-	_, err := c.do(ctx, func(ctx context.Context, i int) ([]byte, error) {
+	_, err := c.do(ctx, false, func(ctx context.Context, i int) ([]byte, error) {
 		if c.grpc != nil {
 			r, err := c.grpc[i].List(ctx, &pb.ListRequest{Prefix: prefix, After: after, Limit: int32(min(limit, keyapi.MaxListLimit+1)), Consistency: o.pb()})
 			if err == nil {
@@ -377,7 +403,8 @@ func (c *Client) List(ctx context.Context, prefix, after string, limit int, opts
 
 // do sends the call until it succeeds, fails for good, runs out of
 // attempts or reaches its deadline. call sends it once, to endpoint i.
-func (c *Client) do(ctx context.Context, call func(ctx context.Context, i int) ([]byte, error)) ([]byte, error) {
+// A write is sent again only when it certainly was not applied.
+func (c *Client) do(ctx context.Context, write bool, call func(ctx context.Context, i int) ([]byte, error)) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok && c.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
@@ -404,13 +431,10 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, i int) (
 			return b, nil
 		}
 		last = err
-		var e *Error
-		switch {
-		case errors.As(err, &e):
-			if !e.Temporary() {
-				return nil, err
+		if ctx.Err() != nil || !retryable(err, write) {
+			if write && isTransport(err) && !notSent(err) {
+				return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
 			}
-		case ctx.Err() != nil:
 			return nil, err
 		}
 		// This endpoint could not serve it now: the next attempt goes to
@@ -418,6 +442,42 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, i int) (
 		c.next.CompareAndSwap(uint32(i), uint32((i+1)%len(c.endpoints)))
 	}
 	return nil, fmt.Errorf("%w (after %d attempts)", last, c.cfg.MaxAttempts)
+}
+
+// retryable says whether a failed attempt may be sent again: a read after
+// any temporary failure, a write only when it certainly was not applied.
+func retryable(err error, write bool) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Temporary() && (!write || !e.Indeterminate)
+	}
+	if !isTransport(err) {
+		return false // a certificate refused, an answer too large: no change
+	}
+	return !write || notSent(err)
+}
+
+// isTransport reports whether err is the network's (not the store's
+// answer, not a certificate check).
+func isTransport(err error) bool {
+	var netErr net.Error
+	var x509Err x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var certErr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &x509Err), errors.As(err, &hostErr), errors.As(err, &certErr):
+		return false
+	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return true
+	}
+	return false
+}
+
+// notSent reports whether a transport error came before any byte of the
+// request left: the connection could not be made.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // backoff is the wait before attempt n (n ≥ 1): full jitter over an
@@ -463,9 +523,9 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 	defer resp.Body.Close()
 	if resp.StatusCode != want {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
-		e := &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(msg))}
+		e := &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(msg)), Indeterminate: resp.Header.Get(keyapi.HeaderOutcome) == keyapi.OutcomeUnknown}
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			e.RetryAfter = time.Duration(min(s, 3600)) * time.Second
+			e.RetryAfter = time.Duration(min(s, maxRetryAfter)) * time.Second
 		}
 		return nil, e
 	}
@@ -490,7 +550,7 @@ func (c *Client) dialGRPC(tc *tls.Config) error {
 		cc, err := grpc.NewClient("passthrough:///"+u.Host, grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(min(c.cfg.MaxValueBytes+64<<10, 1<<30)))))
 		if err != nil {
-			c.Close()
+			_ = c.Close()
 			return fmt.Errorf("client: endpoint %s: %w", u, err)
 		}
 		c.conns = append(c.conns, cc)
@@ -523,7 +583,7 @@ func fromGRPC(err error) error {
 	e := &Error{Code: st.Code(), Message: st.Message()}
 	for _, d := range st.Details() {
 		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			e.RetryAfter = min(ri.GetRetryDelay().AsDuration(), time.Hour)
+			e.RetryAfter = min(ri.GetRetryDelay().AsDuration(), maxRetryAfter*time.Second)
 		}
 	}
 	switch st.Code() {
@@ -544,10 +604,16 @@ func fromGRPC(err error) error {
 		}
 	case codes.Unavailable:
 		e.Status = http.StatusServiceUnavailable
+		// The store's own Unavailable carries RetryInfo (not applied); a
+		// connection that could not be made says so. Anything else is a
+		// connection that broke during the call.
+		e.Indeterminate = e.RetryAfter == 0 && !strings.Contains(st.Message(), "while dialing")
 	case codes.DeadlineExceeded:
-		// The node's deadline (a leader or quorum late); the call's own
-		// deadline ends the retries in do.
+		// The node's deadline (a leader or quorum late, a write that may
+		// have been applied); the call's own deadline ends the retries in
+		// do.
 		e.Status = http.StatusGatewayTimeout
+		e.Indeterminate = true
 	default:
 		e.Status = http.StatusInternalServerError
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 )
 
 // Followers reach the leader over its HTTP API (the same port as clients,
@@ -25,7 +26,7 @@ import (
 // outcomeHeader tells a forwarding node whether a failed write may have
 // been applied.
 const (
-	outcomeHeader = "X-Kv-Outcome"
+	outcomeHeader = keyapi.HeaderOutcome
 	forwardHeader = "X-Kv-Forwarded"
 )
 
@@ -97,7 +98,7 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 		return nil
 	}
 	msg := strings.TrimSpace(string(body))
-	if resp.Header.Get(outcomeHeader) == "unknown" {
+	if resp.Header.Get(outcomeHeader) == keyapi.OutcomeUnknown {
 		return fmt.Errorf("%w: leader: %s", core.ErrIndeterminate, msg)
 	}
 	switch resp.StatusCode {

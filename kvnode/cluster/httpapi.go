@@ -17,6 +17,7 @@ import (
 	"github.com/kvstore-operator/kvstore-operator/kvnode/backup"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 )
 
 // Handler serves the membership admin API (clusterapi.PathCluster and
@@ -220,7 +221,7 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
 		// the same 507.
 		httpError(w, http.StatusInsufficientStorage, err.Error())
 	case errors.Is(err, core.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		w.Header().Set(outcomeHeader, "unknown")
+		w.Header().Set(outcomeHeader, keyapi.OutcomeUnknown)
 		httpError(w, http.StatusServiceUnavailable, err.Error())
 	default:
 		// Not the leader, or refused before entering the log: not applied.

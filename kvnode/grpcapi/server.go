@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
@@ -71,12 +72,11 @@ func NewServer(cfg Config) (*grpc.Server, *health.Server) {
 	limits := cfg.KV.Limits()
 	s := &server{cfg: cfg}
 	opts := []grpc.ServerOption{
+		grpc.InTapHandle(s.tap),
 		grpc.ChainUnaryInterceptor(s.observe, s.shed),
 		// A message holds at most one value and one key: bound what a
 		// client may make the node read, as REST bounds a body.
 		grpc.MaxRecvMsgSize(limits.MaxValueBytes + limits.MaxKeyBytes + 1024),
-		// A page of keys is at most MaxListLimit keys.
-		grpc.MaxSendMsgSize(max(limits.MaxValueBytes, keyapi.MaxListLimit*limits.MaxKeyBytes) + 64<<10),
 		grpc.MaxConcurrentStreams(256),
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 2 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}),
@@ -90,8 +90,21 @@ func NewServer(cfg Config) (*grpc.Server, *health.Server) {
 	h := health.NewServer()
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	h.SetServingStatus(pb.KeyValue_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(g, h)
+	healthpb.RegisterHealthServer(g, checkOnly{h: h})
 	return g, h
+}
+
+// checkOnly serves the health service's Check alone: a Watch stream never
+// ends by itself, so it would hold a graceful stop for the whole shutdown
+// timeout, and it would be a stream anyone may hold open. Probes (the
+// kubelet's gRPC probe, grpc-health-probe) use Check.
+type checkOnly struct {
+	healthpb.UnimplementedHealthServer
+	h *health.Server
+}
+
+func (c checkOnly) Check(ctx context.Context, r *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	return c.h.Check(ctx, r)
 }
 
 // SetServing sets the health of the server and of the KeyValue service.
@@ -121,16 +134,28 @@ func (s *server) observe(ctx context.Context, req any, info *grpc.UnaryServerInf
 	return resp, err
 }
 
-// shed draws on the node's gate, and gives the call the node's deadline
-// when the client set none or a later one.
-func (s *server) shed(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if info.FullMethod == healthpb.Health_Check_FullMethodName {
-		return handler(ctx, req) // probes stay outside of shedding, as on REST
+// tap draws on the node's gate when a call's headers arrive, before its
+// message is read: grpc reads a unary call's whole message (up to
+// MaxRecvMsgSize) before any interceptor runs, so a gate taken there
+// would not bound the memory that callers hold. The slot is freed when
+// the call's stream ends, whichever way it ends.
+func (s *server) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info.FullMethodName == healthpb.Health_Check_FullMethodName {
+		return ctx, nil // probes stay outside of shedding, as on REST
 	}
 	if !s.cfg.Gate.TryEnter() {
 		return nil, retryLater(codes.Unavailable, shed.Message, retryAfter)
 	}
-	defer s.cfg.Gate.Leave()
+	context.AfterFunc(ctx, s.cfg.Gate.Leave)
+	return ctx, nil
+}
+
+// shed throttles the call and gives it the node's deadline when the
+// client set none or a later one (the gate was taken in tap).
+func (s *server) shed(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if info.FullMethod == healthpb.Health_Check_FullMethodName {
+		return handler(ctx, req)
+	}
 	// Over its rate after shedding, as on REST: 429 there, here
 	// ResourceExhausted with the time until the bucket holds a token.
 	if s.cfg.Limiter != nil {
@@ -283,7 +308,9 @@ func (s *server) fail(ctx context.Context, method string, err error) error {
 		return status.Error(code, err.Error()) // the client is gone
 	}
 	switch code {
-	case codes.Unavailable, codes.Internal, codes.DeadlineExceeded, codes.Unknown:
+	// Not DeadlineExceeded: a client's own short deadline would fill the
+	// log (the metrics count them).
+	case codes.Unavailable, codes.Internal, codes.Unknown:
 		s.cfg.Logger.Warn("request failed", "method", method, "code", code.String(), "error", err.Error())
 	}
 	if retry {
@@ -304,12 +331,16 @@ func statusFor(err error) (codes.Code, bool) {
 		// Nothing was written; retrying at once will not help until space
 		// is freed (REST's 507).
 		return codes.ResourceExhausted, false
-	case errors.Is(err, core.ErrNotLeader), errors.Is(err, core.ErrUnavailable), errors.Is(err, core.ErrIndeterminate):
-		return codes.Unavailable, true
-	case errors.Is(err, context.DeadlineExceeded):
-		// The deadline passed while waiting for a leader or a quorum; a
-		// write's outcome is unknown, and sending it again is safe.
+	case errors.Is(err, core.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded):
+		// A write that may have been applied (gRPC's meaning of
+		// DeadlineExceeded: "even if the operation has completed"), or a
+		// deadline passed waiting for a leader or a quorum. Sending a
+		// write again is not safe when others write the key
+		// (keyapi.HeaderOutcome): no RetryInfo.
 		return codes.DeadlineExceeded, false
+	case errors.Is(err, core.ErrNotLeader), errors.Is(err, core.ErrUnavailable):
+		// Certainly not applied: come back.
+		return codes.Unavailable, true
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled, false
 	}

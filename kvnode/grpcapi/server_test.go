@@ -77,7 +77,7 @@ func TestErrorsBecomeCodes(t *testing.T) {
 		{core.ErrNoSpace, codes.ResourceExhausted, false},
 		{fmt.Errorf("%w: no leader is known", core.ErrUnavailable), codes.Unavailable, true},
 		{core.ErrNotLeader, codes.Unavailable, true},
-		{core.ErrIndeterminate, codes.Unavailable, true},
+		{core.ErrIndeterminate, codes.DeadlineExceeded, false},
 		{context.DeadlineExceeded, codes.DeadlineExceeded, false},
 		{errors.New("disk on fire"), codes.Internal, false},
 	} {

@@ -63,3 +63,14 @@ type ListPage struct {
 	Keys []string `json:"keys"`
 	Next string   `json:"next,omitempty"`
 }
+
+// HeaderOutcome is set to OutcomeUnknown on a failed PUT or DELETE that
+// may have been applied (the connection to the leader broke, or the
+// deadline passed, after the write was proposed). Sending such a write
+// again is not safe when others write the same key: it may overwrite a
+// write acknowledged in between. A failure without it was not applied.
+// Over gRPC the same case is DeadlineExceeded, whose meaning it is.
+const (
+	HeaderOutcome  = "X-Kv-Outcome"
+	OutcomeUnknown = "unknown"
+)

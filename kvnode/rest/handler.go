@@ -254,7 +254,15 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if retry > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(retry/time.Second)))
 	}
+	if (r.Method == http.MethodPut || r.Method == http.MethodDelete) && outcomeUnknown(err) {
+		w.Header().Set(keyapi.HeaderOutcome, keyapi.OutcomeUnknown)
+	}
 	writeError(w, code, err.Error())
+}
+
+// outcomeUnknown reports whether a failed write may have been applied.
+func outcomeUnknown(err error) bool {
+	return errors.Is(err, core.ErrIndeterminate) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // statusFor maps an error from the store to an HTTP status and, for

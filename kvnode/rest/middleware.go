@@ -53,11 +53,12 @@ func Deadline(d time.Duration, next http.Handler) http.Handler {
 	})
 }
 
-// Off answers every request 404 with msg: the key routes of a node whose
-// REST front end is turned off.
+// Off answers every request 501 with msg: the key routes of a node whose
+// REST front end is turned off. Not 404, which a client reads as a
+// missing key.
 func Off(msg string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, msg)
+		writeError(w, http.StatusNotImplemented, msg)
 	})
 }
 
