@@ -65,6 +65,7 @@ func Handler(n *Node, auth Authorizers) http.Handler {
 	internal.HandleFunc(iroute(clusterapi.PathStatus), h.status).Methods(http.MethodGet)
 	internal.HandleFunc(iroute(clusterapi.PathReadIndex), h.readIndex).Methods(http.MethodGet)
 	internal.HandleFunc(iroute(clusterapi.PathPropose), h.propose).Methods(http.MethodPost)
+	internal.HandleFunc(iroute(clusterapi.PathTerm), h.term).Methods(http.MethodGet)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
@@ -168,6 +169,10 @@ func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, h.n.LocalStatus())
+}
+
+func (h *handler) term(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, clusterapi.TermResponse{Term: h.n.raft.CurrentTerm()})
 }
 
 func (h *handler) readIndex(w http.ResponseWriter, r *http.Request) {

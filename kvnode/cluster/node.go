@@ -105,6 +105,7 @@ type Node struct {
 	trans   raft.Transport
 
 	rounds       *batcher // quorum rounds, when this node leads
+	confirms     *batcher // confirmation rounds for strict reads, when this node leads
 	remote       *batcher // read indexes fetched from the leader, when it does not
 	remoteStrict *batcher // the same, each from a quorum round of the leader
 	client       *http.Client
@@ -296,6 +297,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	n.raft = r
 	n.running.Store(r)
 	n.rounds = newBatcher(n.quorumRound)
+	n.confirms = newBatcher(n.confirmRound)
 	n.remote = newBatcher(func(ctx context.Context) (uint64, error) { return n.leaderReadIndex(ctx, false) })
 	n.remoteStrict = newBatcher(func(ctx context.Context) (uint64, error) { return n.leaderReadIndex(ctx, true) })
 	if cfg.Bootstrap && !hasState {
@@ -524,11 +526,14 @@ func (n *Node) ReadBarrier(ctx context.Context, c core.Consistency) error {
 // commit index; otherwise, and always when strict, a quorum round's
 // (shared by every read that arrives while the round before it runs).
 func (n *Node) ReadIndex(ctx context.Context, strict bool) (uint64, error) {
-	if !strict {
-		if index, ok := n.leaseIndex(); ok {
-			return index, nil
-		}
+	if strict {
+		// No lease, and no log entry: the voters' terms (confirmRound).
+		return n.confirms.confirm(ctx)
 	}
+	if index, ok := n.leaseIndex(); ok {
+		return index, nil
+	}
+	// The lease is renewed from a round that commits an entry.
 	return n.rounds.confirm(ctx)
 }
 

@@ -62,7 +62,15 @@ const (
 	PathReadIndex = PathInternal + "readindex"
 	// PathPropose: POST on the leader applies an encoded event.
 	PathPropose = PathInternal + "propose"
+	// PathTerm: GET answers a TermResponse, the answering member's current
+	// Raft term: the leader's confirmation round for strict reads.
+	PathTerm = PathInternal + "term"
 )
+
+// TermResponse is the answer of GET PathTerm.
+type TermResponse struct {
+	Term uint64 `json:"term"`
+}
 
 // QueryStrict is the query parameter of PathReadIndex that asks for a
 // quorum round.

@@ -192,8 +192,14 @@ func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 					in.op = "delete"
 				}
 				method := map[string]string{"put": "PUT", "get": "GET", "delete": "DELETE"}[in.op]
+				query := ""
+				if in.op == "get" && rng.Intn(2) == 0 {
+					// Half the reads confirm leadership with the voters
+					// (confirmRound), half may use the leader's lease.
+					query = "consistency=strict"
+				}
 				call := time.Now().UnixNano()
-				code, body, err := kv(c, m, method, in.key, in.value, "")
+				code, body, err := kv(c, m, method, in.key, in.value, query)
 				ret := time.Now().UnixNano()
 				switch {
 				case in.op == "get" && err == nil && code == 200:
