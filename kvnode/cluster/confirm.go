@@ -35,9 +35,13 @@ import (
 // answers raft has in flight: a paused leader that resumes finds the
 // voters at a higher term and fails the round.
 //
-// What it assumes: members answer PathTerm with raft's own current term
-// (raft.CurrentTerm, which is persisted before a vote is granted), and
-// only voters count. It does not renew the read lease: a member's answer
+// What it assumes: members answer PathTerm with the highest of raft's
+// current term (persisted before a vote is granted) and the term of their
+// last vote, so that a heartbeat racing a vote cannot show a lower term
+// (votedTerm); an answer counts only from the voter asked (its ID and
+// cluster ID, whatever address the metadata holds), never twice, never
+// the leader's own; a member on a new volume, which may have voted on the
+// one it lost, does not answer. It does not renew the read lease: a member's answer
 // says nothing of when it will next vote, which the lease relies on.
 //
 // A round that cannot gather a majority (a voter unreachable, a member
@@ -81,6 +85,7 @@ func (n *Node) confirmRound(ctx context.Context) (uint64, error) {
 		term uint64
 		err  error
 	}
+	cluster := n.clusterID()
 	answers := make(chan answer, len(others))
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -91,8 +96,13 @@ func (n *Node) confirmRound(ctx context.Context) (uint64, error) {
 				answers <- answer{err: fmt.Errorf("the API address of %s is not known", id)}
 				return
 			}
-			t, err := n.askTerm(rctx, api)
-			answers <- answer{t, err}
+			r, err := n.askTerm(rctx, api)
+			switch {
+			case err != nil:
+			case r.ID != string(id) || r.ClusterID != cluster:
+				err = fmt.Errorf("%s answered as %s of cluster %q", api, r.ID, r.ClusterID)
+			}
+			answers <- answer{r.Term, err}
 		}()
 	}
 	confirmed, failed := 0, 0
@@ -117,28 +127,40 @@ func (n *Node) confirmRound(ctx context.Context) (uint64, error) {
 	if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
 		return 0, core.ErrNotLeader
 	}
+	n.confirmed.Add(1)
 	return index, nil
 }
 
-// askTerm asks the member at api for its current term.
-func (n *Node) askTerm(ctx context.Context, api string) (uint64, error) {
+// askTerm asks the member at api for its term.
+func (n *Node) askTerm(ctx context.Context, api string) (clusterapi.TermResponse, error) {
+	var out clusterapi.TermResponse
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+clusterapi.PathTerm, nil)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	req.Header.Set(forwardHeader, n.cfg.NodeID)
 	resp, err := n.client.Do(req)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return 0, fmt.Errorf("term: %s", resp.Status)
+		return out, fmt.Errorf("term: %s", resp.Status)
 	}
-	var out clusterapi.TermResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&out); err != nil {
-		return 0, err
+	err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&out)
+	return out, err
+}
+
+// votedTerm is the highest term this member has been in or voted in.
+// raft's current term alone could show less: a heartbeat, handled off
+// raft's main loop, may store the term it read before a vote in a later
+// term was granted (hashicorp/raft reads and writes it without a lock
+// between them).
+func (n *Node) votedTerm() uint64 {
+	t := n.raft.CurrentTerm()
+	if v, err := n.log.GetUint64([]byte("LastVoteTerm")); err == nil && v > t {
+		t = v
 	}
-	return out.Term, nil
+	return t
 }

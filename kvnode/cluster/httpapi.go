@@ -172,7 +172,13 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (h *handler) term(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, clusterapi.TermResponse{Term: h.n.raft.CurrentTerm()})
+	if !h.n.vol.get().Admitted {
+		// Its current term started again from nothing, below a vote it
+		// may have cast on the volume it lost.
+		httpError(w, http.StatusServiceUnavailable, "this member's volume is new: its term says nothing of the votes it cast before")
+		return
+	}
+	writeJSON(w, http.StatusOK, clusterapi.TermResponse{ID: h.n.cfg.NodeID, ClusterID: h.n.clusterID(), Term: h.n.votedTerm()})
 }
 
 func (h *handler) readIndex(w http.ResponseWriter, r *http.Request) {

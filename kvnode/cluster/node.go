@@ -104,10 +104,11 @@ type Node struct {
 	raft    *raft.Raft
 	trans   raft.Transport
 
-	rounds       *batcher // quorum rounds, when this node leads
-	confirms     *batcher // confirmation rounds for strict reads, when this node leads
-	remote       *batcher // read indexes fetched from the leader, when it does not
-	remoteStrict *batcher // the same, each from a quorum round of the leader
+	rounds       *batcher      // quorum rounds, when this node leads
+	confirms     *batcher      // confirmation rounds for strict reads, when this node leads
+	confirmed    atomic.Uint64 // confirmation rounds that succeeded (tests)
+	remote       *batcher      // read indexes fetched from the leader, when it does not
+	remoteStrict *batcher      // the same, each from a quorum round of the leader
 	client       *http.Client
 	// running is n.raft once it exists, for the transport's goroutine.
 	running atomic.Pointer[raft.Raft]

@@ -67,9 +67,14 @@ const (
 	PathTerm = PathInternal + "term"
 )
 
-// TermResponse is the answer of GET PathTerm.
+// TermResponse is the answer of GET PathTerm: who answers (the leader
+// counts an answer only from the member it asked), and the highest term
+// it has been in or voted in. A member on a new volume, which may have
+// voted on the one it lost, answers 503 instead.
 type TermResponse struct {
-	Term uint64 `json:"term"`
+	ID        string `json:"id"`
+	ClusterID string `json:"clusterID"`
+	Term      uint64 `json:"term"`
 }
 
 // QueryStrict is the query parameter of PathReadIndex that asks for a

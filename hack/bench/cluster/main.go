@@ -235,7 +235,7 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 	})
 	table("kvnode over gRPC", "etcd (native gRPC client)", grpcCeiling, []row{
 		{"durable writes", run(kvPut), run(etPut)},
-		{"strict linearizable reads (quorum round each) / etcd linearizable", run(kvGet(pb.Consistency_CONSISTENCY_STRICT)), run(etGet(false))},
+		{"strict reads (a leadership confirmation each, batched) / etcd linearizable", run(kvGet(pb.Consistency_CONSISTENCY_STRICT)), run(etGet(false))},
 		{"lease reads (kvnode's default linearizable) / etcd linearizable", run(kvGet(pb.Consistency_CONSISTENCY_LINEARIZABLE)), run(etGet(false))},
 		{"stale / serializable reads", run(kvGet(pb.Consistency_CONSISTENCY_STALE)), run(etGet(true))},
 		{"90% strict reads, 10% writes / etcd linearizable", run(mixed(kvPut, kvGet(pb.Consistency_CONSISTENCY_STRICT))), run(mixed(etPut, etGet(false)))},
