@@ -81,13 +81,20 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 	}
 	defer os.RemoveAll(dir)
 
+	// Everything started here lives until the benchmark returns.
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
 	ceilAddr, grpcCeilAddr := freeAddr("127.0.0.1"), freeAddr("127.0.0.1")
 	for _, args := range [][]string{{"-serve-ceiling", ceilAddr}, {"-serve-grpc-ceiling", grpcCeilAddr}} {
 		ceil := exec.Command(os.Args[0], args...)
 		if err := ceil.Start(); err != nil {
 			return err
 		}
-		defer ceil.Process.Kill()
+		closers = append(closers, func() { _ = ceil.Process.Kill() })
 	}
 
 	etcdURLs, stopEtcd := startEtcd(etcdBin, dir)
@@ -113,7 +120,7 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		if err != nil {
 			return err
 		}
-		defer cc.Close()
+		closers = append(closers, func() { _ = cc.Close() })
 		kvGRPC = append(kvGRPC, pb.NewKeyValueClient(cc))
 	}
 	var etcd []*clientv3.Client
@@ -122,7 +129,7 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		if err != nil {
 			return err
 		}
-		defer c.Close()
+		closers = append(closers, func() { _ = c.Close() })
 		etcd = append(etcd, c)
 	}
 	waitOK("http://" + ceilAddr + "/")
