@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,14 +29,7 @@ import (
 // with a one-line reason, the health service, and the REST metrics' shape.
 func TestGRPC(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("store CA", time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	issue(t, ca, dir, "tls", certs.Leaf{CommonName: "kvnode", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Lifetime: time.Hour})
+	ca := storeCA(t, dir)
 	rules := filepath.Join(dir, access.RulesFile)
 	writeRules(t, rules, access.Client{Name: "app", Access: access.ReadWrite, Prefix: "app/"}, access.Client{Name: "reports", Access: access.ReadOnly})
 	p := launch(t, nil, "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--bootstrap", "always", "--node-id", "n0",
@@ -95,7 +86,7 @@ func TestGRPC(t *testing.T) {
 			t.Errorf("%s: %v, want %v with %q", what, err, code, says)
 		}
 	}
-	_, err = app.Put(ctx, &pb.PutRequest{Key: "app/a", Value: []byte("1")})
+	_, err := app.Put(ctx, &pb.PutRequest{Key: "app/a", Value: []byte("1")})
 	want("app writes in its prefix", err, codes.OK, "")
 	r, err := app.Get(ctx, &pb.GetRequest{Key: "app/a"})
 	want("app reads", err, codes.OK, "")

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,14 +22,7 @@ import (
 // with client authentication: each command's output and exit status.
 func TestKvctl(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("store CA", time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	issue(t, ca, dir, "tls", certs.Leaf{CommonName: "kvnode", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Lifetime: time.Hour})
+	ca := storeCA(t, dir)
 	// A client Secret as the pod sees it: ca.crt, tls.crt, tls.key.
 	secret := func(name string) string {
 		d := filepath.Join(dir, "client-"+name)

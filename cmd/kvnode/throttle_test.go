@@ -5,9 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -85,14 +83,7 @@ func hammer(t *testing.T, c *http.Client, url string, workers int, until time.Ti
 // without a restart.
 func TestClientThrottling(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("store CA", time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	issue(t, ca, dir, "tls", certs.Leaf{CommonName: "kvnode", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Lifetime: time.Hour})
+	ca := storeCA(t, dir)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	clientAs := func(cn string) *http.Client {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -14,6 +15,22 @@ import (
 )
 
 // issue writes a certificate from ca to dir and returns it parsed.
+// storeCA makes a store's CA in dir (ca.crt) and the node's server
+// certificate for 127.0.0.1 (tls.crt, tls.key), as the operator's Secret
+// holds them.
+func storeCA(t *testing.T, dir string) *certs.CA {
+	t.Helper()
+	ca, err := certs.NewCA("store CA", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	issue(t, ca, dir, "tls", certs.Leaf{CommonName: "kvnode", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Lifetime: time.Hour})
+	return ca
+}
+
 func issue(t *testing.T, ca *certs.CA, dir, name string, leaf certs.Leaf) *x509.Certificate {
 	t.Helper()
 	certPEM, keyPEM, err := ca.Issue(leaf, time.Now())
