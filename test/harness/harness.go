@@ -89,6 +89,7 @@ type Member struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{}
+	logMu  sync.Mutex // not mu: Start holds mu while the process logs
 	logs   *bytes.Buffer
 	paused bool
 }
@@ -146,18 +147,13 @@ func (c *Cluster) Add() (*Member, error) {
 	c.mu.Unlock()
 	ip := fmt.Sprintf("127.0.0.%d", 10+i)
 	m := &Member{c: c, Index: i, ID: fmt.Sprintf("kv-%d", i), IP: ip, DataDir: filepath.Join(c.opts.Dir, fmt.Sprintf("kv-%d", i), "data"), certDir: filepath.Join(c.opts.Dir, fmt.Sprintf("kv-%d", i), "certs"), logs: &bytes.Buffer{}}
-	apiPort, err := freePort(ip)
+	// The three ports are held together, and the proxy takes its own
+	// while they are held, so that no two of them are the same port.
+	ports, release, err := freePorts(ip, 3)
 	if err != nil {
 		return nil, err
 	}
-	realPort, err := freePort(ip)
-	if err != nil {
-		return nil, err
-	}
-	grpcPort, err := freePort(ip)
-	if err != nil {
-		return nil, err
-	}
+	apiPort, realPort, grpcPort := ports[0], ports[1], ports[2]
 	m.GRPC = fmt.Sprintf("%s:%d", ip, grpcPort)
 	m.API = fmt.Sprintf("https://%s:%d", ip, apiPort)
 	if c.opts.Insecure {
@@ -165,6 +161,7 @@ func (c *Cluster) Add() (*Member, error) {
 	}
 	m.peerReal = fmt.Sprintf("%s:%d", ip, realPort)
 	m.proxy, err = NewProxy(ip+":0", m.peerReal, c.memberOf)
+	release()
 	if err != nil {
 		return nil, err
 	}
@@ -217,13 +214,25 @@ func (c *Cluster) memberOf(addr net.Addr) int {
 	return -1
 }
 
-func freePort(ip string) (int, error) {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		return 0, fmt.Errorf("listen on %s (is the loopback range usable?): %w", ip, err)
+// freePorts returns n distinct free ports on ip, held until release.
+func freePorts(ip string, n int) ([]int, func(), error) {
+	var ls []net.Listener
+	release := func() {
+		for _, l := range ls {
+			l.Close()
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			release()
+			return nil, nil, fmt.Errorf("listen on %s (is the loopback range usable?): %w", ip, err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, release, nil
 }
 
 // Start runs the member's process and waits until its API answers.
@@ -268,14 +277,16 @@ func (m *Member) Start() error {
 		pw.Close()
 		close(done)
 	}()
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			line := fmt.Sprintf("[%s] %s\n", m.ID, sc.Text())
-			m.mu.Lock()
+			m.logMu.Lock()
 			m.logs.WriteString(line)
-			m.mu.Unlock()
+			m.logMu.Unlock()
 			if m.c.opts.Output != nil {
 				_, _ = io.WriteString(m.c.opts.Output, line)
 			}
@@ -291,7 +302,14 @@ func (m *Member) Start() error {
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("%s exited during startup", m.ID)
+			<-scanned // the last lines are in
+			m.logMu.Lock()
+			logs := m.logs.String()
+			m.logMu.Unlock()
+			if i := strings.LastIndex(logs[:max(0, len(logs)-1)], "\n"); i >= 0 {
+				logs = logs[i+1:] // its last line says why
+			}
+			return fmt.Errorf("%s exited during startup: %s", m.ID, strings.TrimSpace(logs))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -369,8 +387,8 @@ func (m *Member) WipeData() error { return os.RemoveAll(m.DataDir) }
 
 // Logs returns what the member has printed.
 func (m *Member) Logs() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
 	return m.logs.String()
 }
 
