@@ -340,3 +340,31 @@ func TestRestartedNodeHoldsItsVotes(t *testing.T) {
 		t.Error("a vote is still held a heartbeat timeout after the start")
 	}
 }
+
+// Readiness follows a node that applies what commits a moment later (a
+// write under load, sampled between commit and apply) and fails for one
+// that stays behind: an index committed more than applyGrace ago and not
+// applied yet.
+func TestReadyToleratesTheApplyOfTheMoment(t *testing.T) {
+	var w lagWatch
+	t0 := time.Now()
+	for i, c := range []struct {
+		applied, commit uint64
+		at              time.Duration
+		ready           bool
+	}{
+		{10, 11, 0, true},                        // committed, about to apply
+		{11, 12, 10 * time.Millisecond, true},    // applied it; the next one commits
+		{12, 14, 20 * time.Millisecond, true},    // and so on, under load
+		{13, 20, 500 * time.Millisecond, true},   // behind 14, for less than the grace
+		{13, 20, 1100 * time.Millisecond, false}, // 14 committed 1.08s ago, not applied
+		{14, 25, 1200 * time.Millisecond, true},  // caught up with 14: a new target
+		{14, 25, 2300 * time.Millisecond, false}, // stuck: 25 is not applied for 1.1s
+		{25, 30, 2400 * time.Millisecond, true},  // moving again
+	} {
+		err := w.check(c.applied, c.commit, t0.Add(c.at))
+		if (err == nil) != c.ready {
+			t.Errorf("step %d (applied %d, commit %d at %v): %v, want ready %v", i, c.applied, c.commit, c.at, err, c.ready)
+		}
+	}
+}

@@ -107,8 +107,9 @@ type Node struct {
 	rounds       *batcher      // quorum rounds, when this node leads
 	confirms     *batcher      // confirmation rounds for strict reads, when this node leads
 	confirmed    atomic.Uint64 // confirmation rounds that succeeded (tests)
-	remote       *batcher      // read indexes fetched from the leader, when it does not
-	remoteStrict *batcher      // the same, each from a quorum round of the leader
+	applyLag     lagWatch
+	remote       *batcher // read indexes fetched from the leader, when it does not
+	remoteStrict *batcher // the same, each from a quorum round of the leader
 	client       *http.Client
 	// running is n.raft once it exists, for the transport's goroutine.
 	running atomic.Pointer[raft.Raft]
@@ -720,7 +721,35 @@ func (n *Node) Ready() error {
 		// about to move past what it has applied: ready now would flap.
 		return errors.New("the new leader has not committed its first entry")
 	case s.AppliedIndex < s.CommitIndex:
-		return fmt.Errorf("applied index %d behind commit index %d", s.AppliedIndex, s.CommitIndex)
+		return n.applyLag.check(s.AppliedIndex, s.CommitIndex, time.Now())
+	}
+	return nil
+}
+
+// applyGrace is how long an entry may stay committed and not applied
+// before the node is not ready.
+const applyGrace = time.Second
+
+// lagWatch tells a node that applies what commits, a moment later (every
+// write under load: readiness sampled between commit and apply would
+// flap, and the operator would count a healthy member as down), from one
+// that falls behind (replaying a backlog, its applies stuck): not ready
+// once an index committed applyGrace ago is still not applied.
+type lagWatch struct {
+	mu     sync.Mutex
+	target uint64    // a commit index seen at since
+	since  time.Time // when target was seen
+}
+
+func (w *lagWatch) check(applied, commit uint64, now time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if applied >= w.target || w.since.IsZero() {
+		w.target, w.since = commit, now
+		return nil
+	}
+	if late := now.Sub(w.since); late > applyGrace {
+		return fmt.Errorf("applied index %d behind commit index %d: index %d, committed %v ago, is not applied yet", applied, commit, w.target, late.Round(time.Millisecond))
 	}
 	return nil
 }

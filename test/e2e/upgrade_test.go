@@ -85,8 +85,10 @@ spec:
 	testutil.Eventually(t, 6*time.Minute, "every member on the new image", func() error {
 		phase := jsonpath(t, ns, "kvs/upg", "{.status.phase}")
 		phases[phase] = true
-		if d := jsonpath(t, ns, "kvs/upg", `{.status.conditions[?(@.type=="Degraded")].status}`); d == "True" {
-			degraded = append(degraded, jsonpath(t, ns, "kvs/upg", `{.status.conditions[?(@.type=="Degraded")].message}`))
+		// Status, reason and message in one read: the condition may be
+		// gone by a second one.
+		if d := jsonpath(t, ns, "kvs/upg", `{range .status.conditions[?(@.type=="Degraded")]}{.status} {.reason}: {.message}{end}`); strings.HasPrefix(d, "True ") {
+			degraded = append(degraded, strings.TrimPrefix(d, "True "))
 		}
 		images := kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=upg", "-o", "jsonpath={range .items[*]}{.spec.containers[0].image} {end}")
 		if strings.Count(images, "kvnode:dev-next") != 3 || phase != "Running" || jsonpath(t, ns, "kvs/upg", "{.status.upgrade}") != "" {
