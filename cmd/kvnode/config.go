@@ -34,6 +34,7 @@ type config struct {
 	ClientAuth        string // an access.Mode*
 	ClientsFile       string
 	GRPCListen        string
+	PprofListen       string
 	RESTAPI           bool
 	PeerDomain        string
 	TLSReload         time.Duration
@@ -110,6 +111,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("restore-from", "KV_RESTORE_FROM", "a backup file (GET /v1/cluster/backup) to start a new cluster from: on an empty data directory the node checks the backup, restores it with a new cluster ID and leads a one-member cluster; with Raft state it starts as usual if that state came from this backup, and refuses otherwise", func(u string) { fs.StringVar(&c.RestoreFrom, "restore-from", "", u) })
 	bind("recover-alone", "KV_RECOVER_ALONE", "a token: once per token, make this member the whole cluster before it starts, for the survivor of a quorum that is lost for good (volumes gone). Writes other members committed after this member's last entry are lost; the others join again as new members. A restart with the same token starts as usual", func(u string) { fs.StringVar(&c.RecoverAlone, "recover-alone", "", u) })
 	bind("read-lease", "KV_READ_LEASE", "let the leader answer linearizable reads without a quorum round for 250ms after one (its read lease). This assumes that the members' clocks run at rates within a factor of two of each other (wall-clock steps do not matter); false makes every linearizable read make a quorum round, like ?consistency=strict", func(u string) { fs.BoolVar(&c.ReadLease, "read-lease", true, u) })
+	bind("pprof-listen", "KV_PPROF_LISTEN", "loopback address (e.g. 127.0.0.1:6060) to serve Go's profiles on, under /debug/pprof/, for finding where time goes (kubectl port-forward reaches it); empty: off. A profile shows keys and values in memory, so it is never served beyond loopback", func(u string) { fs.StringVar(&c.PprofListen, "pprof-listen", "", u) })
 	bind("log-level", "KV_LOG_LEVEL", "debug, info, warn or error", func(u string) { fs.StringVar(&c.LogLevel, "log-level", "info", u) })
 	fs.Usage = func() {
 		fmt.Fprint(usageOut, `kvnode: one node of a replicated key-value store.
@@ -224,6 +226,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--client-rate and --client-burst must be at least 0 (0: no limit, one second's worth)")
 	case c.RateIdentities < 1:
 		return fmt.Errorf("--client-rate-identities must be at least 1")
+	case c.PprofListen != "" && !loopbackAddr(c.PprofListen):
+		return fmt.Errorf("--pprof-listen must be a loopback address such as 127.0.0.1:6060, not %q: profiles hold keys and values", c.PprofListen)
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("--request-timeout must be positive")
 	case c.SnapshotLogRatio < 0 || c.SnapshotMinLog < 1:
@@ -242,4 +246,18 @@ func (c *config) validate() error {
 		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", c.LogLevel)
 	}
 	return nil
+}
+
+// loopbackAddr reports whether addr is host:port with a loopback IP
+// address or "localhost" as its host.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -172,7 +173,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	}
 	srv.TLSConfig = tlsSetup.server
 	scheme := tlsSetup.scheme
-	served := make(chan error, 2) // HTTP and gRPC
+	served := make(chan error, 3) // HTTP, gRPC and profiles
 	go func() {
 		if scheme == "https" {
 			served <- srv.ServeTLS(ln, "", "")
@@ -194,6 +195,13 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 			}
 		}()
 		logger.Info("kvnode gRPC listening", "addr", grpcLn.Addr().String(), "tls", tlsSetup.server != nil)
+	}
+	if cfg.PprofListen != "" {
+		addr, err := servePprof(cfg.PprofListen, served)
+		if err != nil {
+			return errors.Join(fmt.Errorf("--pprof-listen: %w", err), srv.Close(), node.Shutdown())
+		}
+		logger.Info("profiles served", "addr", addr)
 	}
 	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil, "clientAuth", cfg.ClientAuth, "clientRate", limiter.Default().String())
 	if !bootstrap && node.Status().LastIndex == 0 {
@@ -242,6 +250,29 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	}
 	logger.Info("kvnode stopped; transaction log flushed and closed")
 	return nil
+}
+
+// servePprof serves Go's profiles on addr (checked to be loopback by
+// config.validate) with a mux of its own: nothing of them reaches the API
+// port.
+func servePprof(addr string, served chan<- error) (string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil {
+			served <- fmt.Errorf("pprof: %w", err)
+		}
+	}()
+	return l.Addr().String(), nil
 }
 
 // followHealth sets the gRPC health service to what /readyz answers, so

@@ -94,14 +94,20 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode == http.StatusNoContent {
+	return forwardedError(resp.StatusCode, resp.Header.Get(outcomeHeader) == keyapi.OutcomeUnknown, strings.TrimSpace(string(body)))
+}
+
+// forwardedError is what the leader's answer to a forwarded event means
+// for the client: nil when it was applied (204); an error that says
+// whether it may have been applied (unknown) and, if not, why.
+func forwardedError(status int, unknown bool, msg string) error {
+	if status == http.StatusNoContent {
 		return nil
 	}
-	msg := strings.TrimSpace(string(body))
-	if resp.Header.Get(outcomeHeader) == keyapi.OutcomeUnknown {
+	if unknown {
 		return fmt.Errorf("%w: leader: %s", core.ErrIndeterminate, msg)
 	}
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusServiceUnavailable:
 		return fmt.Errorf("%w: leader: %s", core.ErrUnavailable, msg)
 	// The leader's limits refused the event (they differ from this node's
@@ -115,7 +121,7 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 	case http.StatusInsufficientStorage:
 		return fmt.Errorf("%w: leader: %s", core.ErrNoSpace, msg)
 	}
-	return fmt.Errorf("leader answered %d: %s", resp.StatusCode, msg)
+	return fmt.Errorf("leader answered %d: %s", status, msg)
 }
 
 func (n *Node) forwardReadIndex(ctx context.Context, api string, strict bool) (uint64, error) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -65,6 +66,7 @@ func Handler(n *Node, auth Authorizers) http.Handler {
 	internal.HandleFunc(iroute(clusterapi.PathStatus), h.status).Methods(http.MethodGet)
 	internal.HandleFunc(iroute(clusterapi.PathReadIndex), h.readIndex).Methods(http.MethodGet)
 	internal.HandleFunc(iroute(clusterapi.PathPropose), h.propose).Methods(http.MethodPost)
+	internal.HandleFunc(iroute(clusterapi.PathProposeBatch), h.proposeBatch).Methods(http.MethodPost)
 	internal.HandleFunc(iroute(clusterapi.PathTerm), h.term).Methods(http.MethodGet)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, "method not allowed")
@@ -217,27 +219,81 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = h.n.ProposeLocal(r.Context(), cmd)
+	status, unknown := proposeStatus(err)
+	if status == http.StatusNoContent {
+		w.WriteHeader(status)
+		return
+	}
+	if unknown {
+		w.Header().Set(outcomeHeader, keyapi.OutcomeUnknown)
+	}
+	httpError(w, status, err.Error())
+}
+
+// proposeStatus is the answer to a forwarded event that ProposeLocal
+// answered with err, and whether the event may have been applied although
+// it failed.
+func proposeStatus(err error) (status int, unknown bool) {
 	switch {
 	case err == nil:
-		w.WriteHeader(http.StatusNoContent)
+		return http.StatusNoContent, false
 	// The limits answer as the public API does (rest.statusFor).
 	case errors.Is(err, core.ErrKeyTooLarge):
-		httpError(w, http.StatusRequestURITooLong, err.Error())
+		return http.StatusRequestURITooLong, false
 	case errors.Is(err, core.ErrValueTooLarge):
-		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return http.StatusRequestEntityTooLarge, false
 	case errors.Is(err, core.ErrCorruptEvent), errors.Is(err, core.ErrEmptyKey):
-		httpError(w, http.StatusBadRequest, err.Error())
+		return http.StatusBadRequest, false
 	case errors.Is(err, core.ErrNoSpace):
 		// Refused before it entered the log; the follower's client gets
 		// the same 507.
-		httpError(w, http.StatusInsufficientStorage, err.Error())
+		return http.StatusInsufficientStorage, false
 	case errors.Is(err, core.ErrIndeterminate), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		w.Header().Set(outcomeHeader, keyapi.OutcomeUnknown)
-		httpError(w, http.StatusServiceUnavailable, err.Error())
+		return http.StatusServiceUnavailable, true
 	default:
 		// Not the leader, or refused before entering the log: not applied.
-		httpError(w, http.StatusServiceUnavailable, err.Error())
+		return http.StatusServiceUnavailable, false
 	}
+}
+
+// proposeBatch applies each event of a batch on its own, at once, as if
+// each had come in a request of its own to propose: raft gathers them
+// into as few log writes as it would have anyway. A body that cannot be
+// split is refused whole, before anything is applied.
+func (h *handler) proposeBatch(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > clusterapi.MaxBatchBytes {
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is %d bytes; a batch is at most %d", r.ContentLength, clusterapi.MaxBatchBytes))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, clusterapi.MaxBatchBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a batch is at most %d bytes", clusterapi.MaxBatchBytes))
+			return
+		}
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	events, err := clusterapi.DecodeBatch(body)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "batch: "+err.Error())
+		return
+	}
+	results := make([]clusterapi.ProposeResult, len(events))
+	var wg sync.WaitGroup
+	for i, cmd := range events {
+		wg.Go(func() {
+			err := h.n.ProposeLocal(r.Context(), cmd)
+			status, unknown := proposeStatus(err)
+			results[i] = clusterapi.ProposeResult{Status: status, Unknown: unknown}
+			if err != nil {
+				results[i].Error = err.Error()
+			}
+		})
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, clusterapi.ProposeBatchResponse{Results: results})
 }
 
 // fail maps membership errors to statuses; a call that only the leader can

@@ -111,6 +111,7 @@ type Node struct {
 	remote       *batcher // read indexes fetched from the leader, when it does not
 	remoteStrict *batcher // the same, each from a quorum round of the leader
 	client       *http.Client
+	forwards     *forwarder
 	// running is n.raft once it exists, for the transport's goroutine.
 	running atomic.Pointer[raft.Raft]
 
@@ -208,6 +209,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 		return nil, fmt.Errorf("cluster: peer listener: %w", err)
 	}
 	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock, staleLogAfter: defaultStaleLogAfter}
+	n.forwards = newForwarder(n)
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}
@@ -409,7 +411,7 @@ func (n *Node) Propose(ctx context.Context, e core.Event) error {
 		if api == "" {
 			return struct{}{}, n.applyAdmitted(ctx, cmd, a)
 		}
-		return struct{}{}, n.forwardPropose(ctx, api, cmd)
+		return struct{}{}, n.forwards.propose(ctx, api, cmd)
 	})
 	return err
 }

@@ -11,6 +11,8 @@
 package clusterapi
 
 import (
+	"encoding/binary"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -62,10 +64,78 @@ const (
 	PathReadIndex = PathInternal + "readindex"
 	// PathPropose: POST on the leader applies an encoded event.
 	PathPropose = PathInternal + "propose"
+	// PathProposeBatch: POST on the leader applies several encoded events,
+	// each on its own (EncodeBatch), and answers a ProposeBatchResponse.
+	PathProposeBatch = PathInternal + "propose-batch"
 	// PathTerm: GET answers a TermResponse, the answering member's current
 	// Raft term: the leader's confirmation round for strict reads.
 	PathTerm = PathInternal + "term"
 )
+
+// Bounds of a POST PathProposeBatch: at most MaxBatchEvents events, each
+// at most MaxBatchEventBytes, in a body of at most MaxBatchBytes. They are
+// constants, not derived from the nodes' limits, so that a follower and a
+// leader agree on them while a change of limits rolls out; larger events
+// go one at a time through PathPropose.
+const (
+	MaxBatchEvents     = 512
+	MaxBatchEventBytes = 64 << 10
+	MaxBatchBytes      = 4 << 20
+)
+
+// ProposeBatchResponse answers POST PathProposeBatch: one result per event,
+// in the request's order.
+type ProposeBatchResponse struct {
+	Results []ProposeResult `json:"results"`
+}
+
+// ProposeResult is the outcome of one event of a batch, as POST PathPropose
+// would have answered it: Status 204 when applied; otherwise the status,
+// Unknown when the event may have been applied all the same (the header
+// keyapi.HeaderOutcome of a single proposal), and the reason.
+type ProposeResult struct {
+	Status  int    `json:"status"`
+	Unknown bool   `json:"unknown,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// EncodeBatch frames events for POST PathProposeBatch: each is its length
+// as a uvarint, then its bytes.
+func EncodeBatch(events [][]byte) []byte {
+	n := 0
+	for _, e := range events {
+		n += binary.MaxVarintLen64 + len(e)
+	}
+	b := make([]byte, 0, n)
+	for _, e := range events {
+		b = binary.AppendUvarint(b, uint64(len(e)))
+		b = append(b, e...)
+	}
+	return b
+}
+
+// DecodeBatch splits a body made by EncodeBatch, held to the bounds above.
+// The events share body's memory.
+func DecodeBatch(body []byte) ([][]byte, error) {
+	var events [][]byte
+	for off := 0; off < len(body); {
+		size, n := binary.Uvarint(body[off:])
+		switch {
+		case n <= 0:
+			return nil, fmt.Errorf("event %d at byte %d: bad length", len(events), off)
+		case size > MaxBatchEventBytes:
+			return nil, fmt.Errorf("event %d at byte %d: %d bytes, over %d", len(events), off, size, MaxBatchEventBytes)
+		case size > uint64(len(body)-off-n):
+			return nil, fmt.Errorf("event %d at byte %d: %d bytes, past the end of the body", len(events), off, size)
+		case len(events) == MaxBatchEvents:
+			return nil, fmt.Errorf("more than %d events", MaxBatchEvents)
+		}
+		off += n
+		events = append(events, body[off:off+int(size)])
+		off += int(size)
+	}
+	return events, nil
+}
 
 // TermResponse is the answer of GET PathTerm: who answers (the leader
 // counts an answer only from the member it asked), and the highest term

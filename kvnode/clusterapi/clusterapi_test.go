@@ -1,7 +1,11 @@
 package clusterapi
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,6 +51,42 @@ func TestMemberPath(t *testing.T) {
 	} {
 		if got := MemberPath(path, "kv-3"); got != want {
 			t.Errorf("MemberPath(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
+
+func TestBatchFraming(t *testing.T) {
+	events := [][]byte{[]byte("a"), {}, bytes.Repeat([]byte("x"), 300)}
+	got, err := DecodeBatch(EncodeBatch(events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(events) {
+		t.Fatalf("%d events back, want %d", len(got), len(events))
+	}
+	for i := range events {
+		if !bytes.Equal(got[i], events[i]) {
+			t.Errorf("event %d: %q, want %q", i, got[i], events[i])
+		}
+	}
+	if got, err := DecodeBatch(nil); err != nil || len(got) != 0 {
+		t.Errorf("empty body: %v, %v", got, err)
+	}
+
+	// A body from a hostile or broken sender is refused whole, naming
+	// where it went wrong, and never reads past its end.
+	tooMany := EncodeBatch(make([][]byte, MaxBatchEvents+1))
+	for name, body := range map[string][]byte{
+		"bad length":          {0x80},
+		"past the end":        append(binary.AppendUvarint(nil, 10), "short"...),
+		"over the event size": binary.AppendUvarint(nil, MaxBatchEventBytes+1),
+		"huge length":         binary.AppendUvarint(nil, math.MaxUint64),
+		"too many":            tooMany,
+	} {
+		if _, err := DecodeBatch(body); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if !strings.Contains(err.Error(), "event") {
+			t.Errorf("%s: %v does not name the event", name, err)
 		}
 	}
 }

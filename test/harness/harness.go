@@ -316,6 +316,16 @@ func (m *Member) Start() error {
 	return fmt.Errorf("%s did not answer on %s", m.ID, m.API)
 }
 
+// Pid is the process's ID, 0 when it is not running.
+func (m *Member) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Running reports whether the process is up.
 func (m *Member) Running() bool {
 	m.mu.Lock()

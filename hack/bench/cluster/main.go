@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,6 +54,8 @@ func main() {
 	valueSize := flag.Int("value", 128, "value size in bytes")
 	keys := flag.Int("keys", 10000, "distinct keys")
 	duration := flag.Duration("duration", 5*time.Second, "length of each measurement")
+	only := flag.String("only", "", "run only the rows whose name contains this")
+	profile := flag.String("profile", "", "directory to write the kvnode members' CPU profiles to, one per member and row of the first table")
 	flag.Parse()
 	if *serveCeiling != "" {
 		log.Fatal(loadgen.ServeConstant(*serveCeiling))
@@ -64,17 +67,25 @@ func main() {
 		log.Fatal("-etcd is required")
 	}
 	// log.Fatal skips deferred calls: benchmark returns, so that the stores stop.
-	if err := benchmark(*kvnode, *etcdBin, *clients, *valueSize, *keys, *duration); err != nil {
+	if err := benchmark(*kvnode, *etcdBin, *clients, *valueSize, *keys, *duration, *only, *profile); err != nil {
 		log.Fatal(err)
 	}
 }
 
 type row struct {
 	name        string
-	left, right loadgen.Result
+	left, right measured
 }
 
-func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration time.Duration) error {
+// measured is a load's result and the CPU time its servers spent per
+// successful request: on a machine where the servers and the load
+// generator share the cores, throughput follows CPU per request.
+type measured struct {
+	loadgen.Result
+	cpuPerOp time.Duration
+}
+
+func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration time.Duration, only, profileDir string) error {
 	dir, err := os.MkdirTemp("", "clusterbench")
 	if err != nil {
 		return err
@@ -97,7 +108,7 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		closers = append(closers, func() { _ = ceil.Process.Kill() })
 	}
 
-	etcdURLs, stopEtcd := startEtcd(etcdBin, dir)
+	etcdURLs, etcdPids, stopEtcd := startEtcd(etcdBin, dir)
 	defer stopEtcd()
 
 	kv, err := harness.New(harness.Options{Binary: kvnode, Dir: filepath.Join(dir, "kvnode"), Insecure: true, NoProxies: true, ExtraArgs: []string{"--max-in-flight", "0"}})
@@ -105,13 +116,26 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		return err
 	}
 	defer kv.Close()
+	var pprofAddrs []string
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+			return err
+		}
+		for i := 0; i < 3; i++ {
+			pprofAddrs = append(pprofAddrs, freeAddr("127.0.0.1"))
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	if err := kv.StartN(ctx, 3); err != nil {
+	if err := startKvnodes(ctx, kv, pprofAddrs); err != nil {
 		cancel()
 		kv.DumpLogs(os.Stderr)
 		return err
 	}
 	cancel()
+	var kvPids []int
+	for _, m := range kv.Members() {
+		kvPids = append(kvPids, m.Pid())
+	}
 	var kvURLs []string
 	var kvGRPC []pb.KeyValueClient
 	for _, m := range kv.Members() {
@@ -142,8 +166,50 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 
 	value := bytes.Repeat([]byte("v"), valueSize)
 	key := func(c, i int) string { return fmt.Sprintf("bench-%d", (c+i*clients)%keys) }
-	run := func(op func(ctx context.Context, c, i int) error) loadgen.Result {
-		return loadgen.RunFunc(clients, duration, op)
+	// on runs op against the servers pids (nil: none of the stores) and,
+	// when profile names a row, records the kvnode members' CPU profiles
+	// meanwhile.
+	on := func(pids []int, profile string, op func(ctx context.Context, c, i int) error) measured {
+		before := cpuTime(pids)
+		done := make(chan struct{})
+		if profile != "" && len(pprofAddrs) > 0 {
+			go func() {
+				defer close(done)
+				captureProfiles(profileDir, profile, pprofAddrs, duration)
+			}()
+		} else {
+			close(done)
+		}
+		r := loadgen.RunFunc(clients, duration, op)
+		<-done
+		m := measured{Result: r}
+		if n := r.Rate * duration.Seconds(); n > 0 {
+			m.cpuPerOp = time.Duration(float64(cpuTime(pids)-before) / n)
+		}
+		return m
+	}
+	run := func(op func(ctx context.Context, c, i int) error) measured { return on(nil, "", op) }
+	kvRun := func(profile string, op func(ctx context.Context, c, i int) error) measured {
+		return on(kvPids, profile, op)
+	}
+	etRun := func(op func(ctx context.Context, c, i int) error) measured { return on(etcdPids, "", op) }
+	// pick runs a row only if its name contains only.
+	pick := func(rows ...func() row) []row {
+		var out []row
+		for _, r := range rows {
+			if rw := r(); rw.name != "" {
+				out = append(out, rw)
+			}
+		}
+		return out
+	}
+	rowOf := func(name string, left, right func() measured) func() row {
+		return func() row {
+			if !strings.Contains(name, only) {
+				return row{}
+			}
+			return row{name, left(), right()}
+		}
 	}
 
 	// kvnode over gRPC.
@@ -240,28 +306,37 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		_, err := grpcCeil.Get(ctx, &pb.GetRequest{Key: key(c, i)})
 		return err
 	})
-	table("kvnode over gRPC", "etcd (native gRPC client)", grpcCeiling, []row{
-		{"durable writes", run(kvPut), run(etPut)},
-		{"strict reads (a leadership confirmation each, batched) / etcd linearizable", run(kvGet(pb.Consistency_CONSISTENCY_STRICT)), run(etGet(false))},
-		{"lease reads (kvnode's default linearizable) / etcd linearizable", run(kvGet(pb.Consistency_CONSISTENCY_LINEARIZABLE)), run(etGet(false))},
-		{"stale / serializable reads", run(kvGet(pb.Consistency_CONSISTENCY_STALE)), run(etGet(true))},
-		{"90% strict reads, 10% writes / etcd linearizable", run(mixed(kvPut, kvGet(pb.Consistency_CONSISTENCY_STRICT))), run(mixed(etPut, etGet(false)))},
-	})
+	kvW := func(p string, op func(ctx context.Context, c, i int) error) func() measured {
+		return func() measured { return kvRun(p, op) }
+	}
+	etW := func(op func(ctx context.Context, c, i int) error) func() measured {
+		return func() measured { return etRun(op) }
+	}
+	table("kvnode over gRPC", "etcd (native gRPC client)", grpcCeiling, pick(
+		rowOf("durable writes", kvW("writes", kvPut), etW(etPut)),
+		rowOf("strict reads (a leadership confirmation each, batched) / etcd linearizable", kvW("strict", kvGet(pb.Consistency_CONSISTENCY_STRICT)), etW(etGet(false))),
+		rowOf("lease reads (kvnode's default linearizable) / etcd linearizable", kvW("lease", kvGet(pb.Consistency_CONSISTENCY_LINEARIZABLE)), etW(etGet(false))),
+		rowOf("stale / serializable reads", kvW("stale", kvGet(pb.Consistency_CONSISTENCY_STALE)), etW(etGet(true))),
+		rowOf("90% strict reads, 10% writes / etcd linearizable", kvW("mixed", mixed(kvPut, kvGet(pb.Consistency_CONSISTENCY_STRICT))), etW(mixed(etPut, etGet(false)))),
+	))
+	if only != "" {
+		return nil
+	}
 	httpCeiling := run(func(ctx context.Context, c, i int) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ceilAddr+"/v1/key/"+key(c, i), nil)
 		return do(req)
 	})
-	table("kvnode REST", "kvnode gRPC", httpCeiling, []row{
-		{"durable writes", run(restOp(http.MethodPut, "")), run(kvPut)},
-		{"strict reads", run(restOp(http.MethodGet, "?consistency=strict")), run(kvGet(pb.Consistency_CONSISTENCY_STRICT))},
-		{"lease reads", run(restOp(http.MethodGet, "")), run(kvGet(pb.Consistency_CONSISTENCY_LINEARIZABLE))},
-		{"stale reads", run(restOp(http.MethodGet, "?consistency=stale")), run(kvGet(pb.Consistency_CONSISTENCY_STALE))},
-	})
-	table("etcd JSON gateway", "etcd native gRPC", httpCeiling, []row{
-		{"writes", run(jsonOp("/v3/kv/put", false)), run(etPut)},
-		{"linearizable reads", run(jsonOp("/v3/kv/range", false)), run(etGet(false))},
-		{"serializable reads", run(jsonOp("/v3/kv/range", true)), run(etGet(true))},
-	})
+	table("kvnode REST", "kvnode gRPC", httpCeiling, pick(
+		rowOf("durable writes", kvW("", restOp(http.MethodPut, "")), kvW("", kvPut)),
+		rowOf("strict reads", kvW("", restOp(http.MethodGet, "?consistency=strict")), kvW("", kvGet(pb.Consistency_CONSISTENCY_STRICT))),
+		rowOf("lease reads", kvW("", restOp(http.MethodGet, "")), kvW("", kvGet(pb.Consistency_CONSISTENCY_LINEARIZABLE))),
+		rowOf("stale reads", kvW("", restOp(http.MethodGet, "?consistency=stale")), kvW("", kvGet(pb.Consistency_CONSISTENCY_STALE))),
+	))
+	table("etcd JSON gateway", "etcd native gRPC", httpCeiling, pick(
+		rowOf("writes", etW(jsonOp("/v3/kv/put", false)), etW(etPut)),
+		rowOf("linearizable reads", etW(jsonOp("/v3/kv/range", false)), etW(etGet(false))),
+		rowOf("serializable reads", etW(jsonOp("/v3/kv/range", true)), etW(etGet(true))),
+	))
 	return nil
 }
 
@@ -293,16 +368,97 @@ func fill(clients, n int, put func(ctx context.Context, k int) error) error {
 
 // table prints rows comparing left with right; the ceiling (of left's
 // protocol) is in the last column.
-func table(left, right string, ceiling loadgen.Result, rows []row) {
-	fmt.Printf("| workload | %s req/s | p50 / p99 | %s req/s | p50 / p99 | %s / %s | %s / ceiling |\n", left, right, left, right, left)
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+func table(left, right string, ceiling measured, rows []row) {
+	fmt.Printf("| workload | %s req/s | p50 / p99 | server CPU per request | %s req/s | p50 / p99 | server CPU per request | %s / %s | %s / ceiling |\n", left, right, left, right, left)
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		fmt.Printf("| %s | %.0f | %v / %v | %.0f | %v / %v | %.2f× | %.0f%% |\n", r.name, r.left.Rate, r.left.P50, r.left.P99, r.right.Rate, r.right.P50, r.right.P99, r.left.Rate/r.right.Rate, 100*r.left.Rate/ceiling.Rate)
+		fmt.Printf("| %s | %.0f | %v / %v | %v | %.0f | %v / %v | %v | %.2f× | %.0f%% |\n", r.name, r.left.Rate, r.left.P50, r.left.P99, r.left.cpuPerOp.Round(time.Microsecond), r.right.Rate, r.right.P50, r.right.P99, r.right.cpuPerOp.Round(time.Microsecond), r.left.Rate/r.right.Rate, 100*r.left.Rate/ceiling.Rate)
 		if r.left.Errors+r.right.Errors > 0 {
-			fmt.Printf("|  errors | %d | | %d | | | |\n", r.left.Errors, r.right.Errors)
+			fmt.Printf("|  errors | %d | | | %d | | | | |\n", r.left.Errors, r.right.Errors)
 		}
 	}
-	fmt.Printf("| ceiling (a constant answer, same protocol as %s) | %.0f | %v / %v | | | | 100%% |\n\n", left, ceiling.Rate, ceiling.P50, ceiling.P99)
+	fmt.Printf("| ceiling (a constant answer, same protocol as %s) | %.0f | %v / %v | | | | | | 100%% |\n\n", left, ceiling.Rate, ceiling.P50, ceiling.P99)
+}
+
+// startKvnodes starts a 3-member kvnode cluster; with pprof addresses,
+// member i serves its profiles on pprof[i].
+func startKvnodes(ctx context.Context, kv *harness.Cluster, pprof []string) error {
+	for i := 0; i < 3; i++ {
+		m, err := kv.Add()
+		if err != nil {
+			return err
+		}
+		if len(pprof) > i {
+			m.Args = append(m.Args, "--pprof-listen", pprof[i])
+		}
+		if err := m.Start(); err != nil {
+			return err
+		}
+		if i == 0 {
+			if err := kv.Bootstrap(ctx); err != nil {
+				return fmt.Errorf("bootstrap: %w", err)
+			}
+			continue
+		}
+		if err := kv.Join(ctx, m, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// captureProfiles writes each member's CPU profile over d (less a margin,
+// so that it ends within the row) to dir/<row>-<member>.pprof.
+func captureProfiles(dir, row string, addrs []string, d time.Duration) {
+	secs := max(1, int((d-time.Second)/time.Second))
+	done := make(chan struct{}, len(addrs))
+	for i, a := range addrs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", a, secs))
+			if err != nil {
+				log.Printf("profile of member %d: %v", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", row, i)))
+			if err != nil {
+				log.Print(err)
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+		}()
+	}
+	for range addrs {
+		<-done
+	}
+}
+
+// cpuTime is the user and system CPU time the processes have used so far
+// (from /proc; 0 where it cannot be read).
+func cpuTime(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The command name, in parentheses, may hold spaces: fields are
+		// counted after its closing parenthesis. utime and stime are
+		// fields 14 and 15, in clock ticks of 10 ms.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, uerr := strconv.ParseInt(f[11], 10, 64)
+		st, serr := strconv.ParseInt(f[12], 10, 64)
+		if uerr == nil && serr == nil {
+			total += time.Duration(ut+st) * 10 * time.Millisecond
+		}
+	}
+	return total
 }
 
 // constant is the gRPC ceiling: a KeyValue server that answers at once.
@@ -324,7 +480,7 @@ func serveConstantGRPC(addr string) error {
 
 // startEtcd runs a 3-member etcd cluster on loopback (127.0.0.2x) and
 // returns its client URLs.
-func startEtcd(bin, dir string) ([]string, func()) {
+func startEtcd(bin, dir string) ([]string, []int, func()) {
 	var peers, clients []string
 	var cmds []*exec.Cmd
 	for i := 0; i < 3; i++ {
@@ -351,7 +507,11 @@ func startEtcd(bin, dir string) ([]string, func()) {
 	for _, u := range clients {
 		waitOK(u + "/health")
 	}
-	return clients, func() {
+	var pids []int
+	for _, c := range cmds {
+		pids = append(pids, c.Process.Pid)
+	}
+	return clients, pids, func() {
 		for _, c := range cmds {
 			c.Process.Kill()
 			c.Wait()
