@@ -234,7 +234,7 @@ func (n *Node) forwardBatch(ctx context.Context, api string, cmds [][]byte) []er
 		}
 		return all(fmt.Errorf("%w: forwarding to the leader: %v", core.ErrIndeterminate, err))
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp.Body)
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return nil

@@ -247,7 +247,7 @@ func (n *Node) memberStatus(ctx context.Context, id, api string) (clusterapi.Nod
 	if err != nil {
 		return self, err
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		return self, fmt.Errorf("status %d", resp.StatusCode)
 	}
