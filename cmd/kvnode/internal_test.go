@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/core"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 )
 
 func encodeEvent(t *testing.T, e core.Event) []byte {
@@ -137,5 +140,67 @@ func TestInternalEndpointsAreShed(t *testing.T) {
 	// Probes stay exempt.
 	if code, _ := request(t, http.DefaultClient, "GET", p.url("/livez"), ""); code != 200 {
 		t.Errorf("/livez = %d while shedding", code)
+	}
+}
+
+// A batch of forwarded writes is held to the same limits, event by event:
+// each gets the answer a request of its own would have had, and the valid
+// ones are stored. A batch that cannot be split is refused whole, saying
+// that nothing of it was applied.
+func TestInternalProposeBatch(t *testing.T) {
+	p := start(t, t.TempDir(), "--max-key-bytes", "16", "--max-value-bytes", "1024")
+	put := func(key string, value int) []byte {
+		return encodeEvent(t, core.Event{Type: core.EventPut, Key: key, Value: bytes.Repeat([]byte("v"), value)})
+	}
+	post := func(body []byte) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := http.Post(p.url(clusterapi.PathProposeBatch), "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	resp, body := post(clusterapi.EncodeBatch([][]byte{
+		put("a", 10),
+		put(strings.Repeat("k", 17), 1),
+		put("b", 1025),
+		put("", 1),
+		{0xff, 0x01},
+		encodeEvent(t, core.Event{Type: core.EventDelete, Key: "gone"}),
+	}))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("batch: %d %s", resp.StatusCode, body)
+	}
+	var out clusterapi.ProposeBatchResponse
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := []int{http.StatusNoContent, http.StatusRequestURITooLong, http.StatusRequestEntityTooLarge, http.StatusBadRequest, http.StatusBadRequest, http.StatusNoContent}
+	if len(out.Results) != len(want) {
+		t.Fatalf("%d results for %d events: %s", len(out.Results), len(want), body)
+	}
+	for i, r := range out.Results {
+		if r.Status != want[i] || r.Unknown || (r.Status != http.StatusNoContent) != (r.Error != "") {
+			t.Errorf("event %d: %+v, want status %d with a reason if refused", i, r, want[i])
+		}
+	}
+	if code, v := request(t, http.DefaultClient, "GET", p.url("/v1/key/a"), ""); code != 200 || len(v) != 10 {
+		t.Errorf("GET a = %d %q", code, v)
+	}
+	if code, _ := request(t, http.DefaultClient, "GET", p.url("/v1/key/b?consistency=stale"), ""); code != 404 {
+		t.Errorf("the refused event was stored: GET b = %d", code)
+	}
+
+	for name, body := range map[string][]byte{
+		"cut short":        append(binary.AppendUvarint(nil, 100), "short"...),
+		"an event too big": clusterapi.EncodeBatch([][]byte{make([]byte, clusterapi.MaxBatchEventBytes+1)}),
+		"a body too big":   make([]byte, clusterapi.MaxBatchBytes+1),
+	} {
+		resp, b := post(body)
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 || resp.Header.Get(keyapi.HeaderOutcome) != keyapi.OutcomeNotApplied {
+			t.Errorf("%s: %d %s %q, want a 4xx that says nothing was applied", name, resp.StatusCode, resp.Header.Get(keyapi.HeaderOutcome), b)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,11 @@ const (
 	// batch (an older kvnode, during an upgrade) gets one request per
 	// write.
 	batchUnsupportedFor = time.Minute
+	// batchesServedAtOnce bounds what a leader applies of batches at once:
+	// at most this many bodies of clusterapi.MaxBatchBytes, and this many
+	// times clusterapi.MaxBatchEvents goroutines. Followers send one batch
+	// at a time each.
+	batchesServedAtOnce = 16
 )
 
 // forwarder queues a follower's writes to the leader.
@@ -158,14 +164,23 @@ func (f *forwarder) send(api string, q *forwardQueue) {
 			f.mu.Unlock()
 			return
 		}
-		ws := make([]*forwarded, batch)
-		copy(ws, q.waiting)
-		q.waiting = append(q.waiting[:0], q.waiting[batch:]...)
-		for _, w := range ws {
+		ws := make([]*forwarded, 0, batch)
+		now := time.Now()
+		for _, w := range q.waiting[:batch] {
+			// A write past its deadline is not sent: its client is
+			// told, truly, that it was not applied.
+			if !now.Before(w.deadline) {
+				w.done <- fmt.Errorf("%w: the deadline passed before the write was sent to the leader", core.ErrUnavailable)
+				continue
+			}
 			w.sent = true
+			ws = append(ws, w)
 		}
+		q.waiting = slices.Delete(q.waiting, 0, batch)
 		f.mu.Unlock()
-		f.forward(api, ws)
+		if len(ws) > 0 {
+			f.forward(api, ws)
+		}
 	}
 }
 
@@ -212,8 +227,9 @@ func (f *forwarder) forward(api string, ws []*forwarded) {
 }
 
 // forwardBatch posts cmds to the leader at api as one batch and returns
-// each one's outcome, or nil if the leader does not serve batches (and so
-// applied none of them).
+// each one's outcome, or nil if the leader did not take the batch and
+// applied none of it (an older leader without batches, or one that
+// refused its shape): each goes on its own then.
 func (n *Node) forwardBatch(ctx context.Context, api string, cmds [][]byte) []error {
 	all := func(err error) []error {
 		errs := make([]error, len(cmds))
@@ -235,14 +251,27 @@ func (n *Node) forwardBatch(ctx context.Context, api string, cmds [][]byte) []er
 		return all(fmt.Errorf("%w: forwarding to the leader: %v", core.ErrIndeterminate, err))
 	}
 	defer drainClose(resp.Body)
-	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil
-	}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		err := forwardedError(resp.StatusCode, resp.Header.Get(outcomeHeader) == keyapi.OutcomeUnknown, strings.TrimSpace(string(body)))
-		return all(err)
+		msg := strings.TrimSpace(string(body))
+		notApplied := resp.Header.Get(outcomeHeader) == keyapi.OutcomeNotApplied
+		switch {
+		// A leader without the path (an older kvnode) answers from its
+		// router, before any handler runs.
+		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed:
+			return nil
+		// Shed, or too busy with batches: not applied, and worth trying
+		// again once the leader has room.
+		case notApplied && resp.StatusCode == http.StatusServiceUnavailable:
+			return all(fmt.Errorf("%w: leader: %s", core.ErrUnavailable, msg))
+		// Refused whole for its shape (the two sides' bounds differ):
+		// not applied; each write goes on its own, as to an older leader.
+		case notApplied:
+			return nil
+		}
+		// Anything else may come from between the two (a proxy that gave
+		// up after passing the batch on): each write may have been applied.
+		return all(fmt.Errorf("%w: the leader answered a batch of %d writes with %d: %s", core.ErrIndeterminate, len(cmds), resp.StatusCode, msg))
 	}
 	var out clusterapi.ProposeBatchResponse
 	// A result is a status and a reason of a few hundred bytes at most.

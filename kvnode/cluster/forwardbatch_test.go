@@ -167,7 +167,7 @@ func TestEachWriteOfABatchGetsItsOwnOutcome(t *testing.T) {
 }
 
 // A batch that fails as a whole leaves its writes indeterminate, unless
-// the leader certainly applied none of them.
+// the leader says that it applied none of them.
 func TestAFailedBatchIsIndeterminateUnlessNothingWasApplied(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -175,8 +175,15 @@ func TestAFailedBatchIsIndeterminateUnlessNothingWasApplied(t *testing.T) {
 		want   error
 	}{
 		{"shed before reading", func(w http.ResponseWriter, _ [][]byte) {
+			w.Header().Set(outcomeHeader, keyapi.OutcomeNotApplied)
 			http.Error(w, "overloaded", http.StatusServiceUnavailable)
 		}, core.ErrUnavailable},
+		{"a 503 that does not say", func(w http.ResponseWriter, _ [][]byte) {
+			http.Error(w, "upstream reset", http.StatusServiceUnavailable)
+		}, core.ErrIndeterminate},
+		{"a 400 that does not say", func(w http.ResponseWriter, _ [][]byte) {
+			http.Error(w, "bad", http.StatusBadRequest)
+		}, core.ErrIndeterminate},
 		{"outcome unknown", func(w http.ResponseWriter, _ [][]byte) {
 			w.Header().Set(outcomeHeader, keyapi.OutcomeUnknown)
 			http.Error(w, "timed out", http.StatusServiceUnavailable)
@@ -234,17 +241,50 @@ func TestAWriteGivenUpOnIsUnsentOrUnknown(t *testing.T) {
 }
 
 // A leader of an older version, without batches, gets one request per
-// write, and is not asked for a batch again for a while.
+// write, and is not asked for a batch again for a while; so does a leader
+// that refuses a batch's shape, saying that it applied none of it.
 func TestAnOlderLeaderGetsOneRequestPerWrite(t *testing.T) {
-	l := &fakeLeader{answer: func(w http.ResponseWriter, _ [][]byte) { http.NotFound(w, nil) }}
-	f, api := newForwardingNode(t, l)
-	for _, v := range []string{"a", "b"} {
-		if err := f.propose(ctxFor(t, 5*time.Second), api, []byte(v)); err != nil {
-			t.Fatal(err)
-		}
+	for name, refuse := range map[string]func(w http.ResponseWriter, _ [][]byte){
+		"no such path": func(w http.ResponseWriter, _ [][]byte) { http.NotFound(w, nil) },
+		"refused whole": func(w http.ResponseWriter, _ [][]byte) {
+			w.Header().Set(outcomeHeader, keyapi.OutcomeNotApplied)
+			http.Error(w, "batch: more than 512 events", http.StatusBadRequest)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := &fakeLeader{answer: refuse}
+			f, api := newForwardingNode(t, l)
+			for _, v := range []string{"a", "b"} {
+				if err := f.propose(ctxFor(t, 5*time.Second), api, []byte(v)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			batches, singles := l.sent()
+			if len(batches) != 1 || len(singles) != 2 {
+				t.Errorf("batches %v, singles %v: want one batch refused, then each write on its own", batches, singles)
+			}
+		})
 	}
-	batches, singles := l.sent()
-	if len(batches) != 1 || len(singles) != 2 {
-		t.Errorf("batches %v, singles %v: want one batch refused, then each write on its own", batches, singles)
+}
+
+// A write whose deadline passed while it waited is not sent, and its
+// client is told that it was not applied.
+func TestAnExpiredWriteIsNotSent(t *testing.T) {
+	l := &fakeLeader{answer: applyAll}
+	f, api := newForwardingNode(t, l)
+	q := &forwardQueue{inFlight: 1}
+	expired := &forwarded{cmd: []byte("late"), deadline: time.Now().Add(-time.Millisecond), done: make(chan error, 1)}
+	live := &forwarded{cmd: []byte("live"), deadline: time.Now().Add(5 * time.Second), done: make(chan error, 1)}
+	q.waiting = []*forwarded{expired, live}
+	f.queues[api] = q
+	f.send(api, q)
+	if err := <-expired.done; !errors.Is(err, core.ErrUnavailable) {
+		t.Errorf("expired write: %v, want %v", err, core.ErrUnavailable)
+	}
+	if err := <-live.done; err != nil {
+		t.Errorf("live write: %v", err)
+	}
+	if batches, _ := l.sent(); len(batches) != 1 || len(batches[0]) != 1 || batches[0][0] != "live" {
+		t.Errorf("batches %v, want [[live]]", batches)
 	}
 }

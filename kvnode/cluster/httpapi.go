@@ -260,26 +260,46 @@ func proposeStatus(err error) (status int, unknown bool) {
 // each had come in a request of its own to propose: raft gathers them
 // into as few log writes as it would have anyway. A body that cannot be
 // split is refused whole, before anything is applied.
+//
+// The load shedder counts a batch as one request, so batches have a bound
+// of their own: batchesServed at once (a follower sends one at a time), at
+// most clusterapi.MaxBatchBytes of body and clusterapi.MaxBatchEvents
+// goroutines each. Every refusal of the batch as a whole says that nothing
+// of it was applied (keyapi.OutcomeNotApplied), which the follower needs
+// to hear before it retries or sends the writes one by one.
 func (h *handler) proposeBatch(w http.ResponseWriter, r *http.Request) {
+	refuse := func(status int, msg string) {
+		w.Header().Set(outcomeHeader, keyapi.OutcomeNotApplied)
+		httpError(w, status, msg)
+	}
+	select {
+	case h.n.batchesServed <- struct{}{}:
+		defer func() { <-h.n.batchesServed }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		refuse(http.StatusServiceUnavailable, fmt.Sprintf("%d batches of forwarded writes are being applied already", cap(h.n.batchesServed)))
+		return
+	}
 	if r.ContentLength > clusterapi.MaxBatchBytes {
-		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is %d bytes; a batch is at most %d", r.ContentLength, clusterapi.MaxBatchBytes))
+		refuse(http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is %d bytes; a batch is at most %d", r.ContentLength, clusterapi.MaxBatchBytes))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, clusterapi.MaxBatchBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a batch is at most %d bytes", clusterapi.MaxBatchBytes))
+			refuse(http.StatusRequestEntityTooLarge, fmt.Sprintf("a batch is at most %d bytes", clusterapi.MaxBatchBytes))
 			return
 		}
-		httpError(w, http.StatusBadRequest, err.Error())
+		refuse(http.StatusBadRequest, err.Error())
 		return
 	}
 	events, err := clusterapi.DecodeBatch(body)
 	if err != nil {
-		httpError(w, http.StatusBadRequest, "batch: "+err.Error())
+		refuse(http.StatusBadRequest, "batch: "+err.Error())
 		return
 	}
+	body = nil // the events are copies
 	results := make([]clusterapi.ProposeResult, len(events))
 	var wg sync.WaitGroup
 	for i, cmd := range events {

@@ -112,6 +112,9 @@ type Node struct {
 	remoteStrict *batcher // the same, each from a quorum round of the leader
 	client       *http.Client
 	forwards     *forwarder
+	// batchesServed bounds the batches of forwarded writes applied at
+	// once (proposeBatch).
+	batchesServed chan struct{}
 	// running is n.raft once it exists, for the transport's goroutine.
 	running atomic.Pointer[raft.Raft]
 
@@ -210,6 +213,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock, staleLogAfter: defaultStaleLogAfter}
 	n.forwards = newForwarder(n)
+	n.batchesServed = make(chan struct{}, batchesServedAtOnce)
 	if n.client == nil {
 		n.client = http.DefaultClient
 	}

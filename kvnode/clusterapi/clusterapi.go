@@ -11,6 +11,7 @@
 package clusterapi
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -115,7 +116,8 @@ func EncodeBatch(events [][]byte) []byte {
 }
 
 // DecodeBatch splits a body made by EncodeBatch, held to the bounds above.
-// The events share body's memory.
+// Each event is a copy: a value the store keeps must not hold the whole
+// body in memory.
 func DecodeBatch(body []byte) ([][]byte, error) {
 	var events [][]byte
 	for off := 0; off < len(body); {
@@ -131,7 +133,7 @@ func DecodeBatch(body []byte) ([][]byte, error) {
 			return nil, fmt.Errorf("more than %d events", MaxBatchEvents)
 		}
 		off += n
-		events = append(events, body[off:off+int(size)])
+		events = append(events, bytes.Clone(body[off:off+int(size)]))
 		off += int(size)
 	}
 	return events, nil

@@ -69,6 +69,13 @@ func TestBatchFraming(t *testing.T) {
 			t.Errorf("event %d: %q, want %q", i, got[i], events[i])
 		}
 	}
+	// The events are copies: a stored value must not pin the body.
+	body := EncodeBatch(events)
+	got, _ = DecodeBatch(body)
+	clear(body)
+	if string(got[0]) != "a" {
+		t.Errorf("an event shares the body's memory")
+	}
 	if got, err := DecodeBatch(nil); err != nil || len(got) != 0 {
 		t.Errorf("empty body: %v, %v", got, err)
 	}

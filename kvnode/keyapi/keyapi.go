@@ -70,7 +70,13 @@ type ListPage struct {
 // again is not safe when others write the same key: it may overwrite a
 // write acknowledged in between. A failure without it was not applied.
 // Over gRPC the same case is DeadlineExceeded, whose meaning it is.
+//
+// OutcomeNotApplied says the opposite outright: the request was refused
+// before anything of it was done (shed, or a batch of forwarded writes
+// refused whole). The members rely on it, not on its absence, where a
+// wrong guess would apply writes twice.
 const (
-	HeaderOutcome  = "X-Kv-Outcome"
-	OutcomeUnknown = "unknown"
+	HeaderOutcome     = "X-Kv-Outcome"
+	OutcomeUnknown    = "unknown"
+	OutcomeNotApplied = "not-applied"
 )

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/shed"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 )
@@ -31,6 +32,7 @@ func Shedder(gate *shed.Gate, retryAfter time.Duration) func(http.Handler) http.
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !gate.TryEnter() {
 				w.Header().Set("Retry-After", retry)
+				w.Header().Set(keyapi.HeaderOutcome, keyapi.OutcomeNotApplied)
 				writeError(w, http.StatusServiceUnavailable, shed.Message)
 				return
 			}
