@@ -152,7 +152,7 @@ func TestInternalProposeBatch(t *testing.T) {
 	put := func(key string, value int) []byte {
 		return encodeEvent(t, core.Event{Type: core.EventPut, Key: key, Value: bytes.Repeat([]byte("v"), value)})
 	}
-	post := func(body []byte) (*http.Response, []byte) {
+	post := func(body []byte) (int, http.Header, []byte) {
 		t.Helper()
 		resp, err := http.Post(p.url(clusterapi.PathProposeBatch), "application/octet-stream", bytes.NewReader(body))
 		if err != nil {
@@ -160,9 +160,9 @@ func TestInternalProposeBatch(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp, b
+		return resp.StatusCode, resp.Header, b
 	}
-	resp, body := post(clusterapi.EncodeBatch([][]byte{
+	status, _, body := post(clusterapi.EncodeBatch([][]byte{
 		put("a", 10),
 		put(strings.Repeat("k", 17), 1),
 		put("b", 1025),
@@ -170,8 +170,8 @@ func TestInternalProposeBatch(t *testing.T) {
 		{0xff, 0x01},
 		encodeEvent(t, core.Event{Type: core.EventDelete, Key: "gone"}),
 	}))
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("batch: %d %s", resp.StatusCode, body)
+	if status != http.StatusOK {
+		t.Fatalf("batch: %d %s", status, body)
 	}
 	var out clusterapi.ProposeBatchResponse
 	if err := json.Unmarshal(body, &out); err != nil {
@@ -198,9 +198,9 @@ func TestInternalProposeBatch(t *testing.T) {
 		"an event too big": clusterapi.EncodeBatch([][]byte{make([]byte, clusterapi.MaxBatchEventBytes+1)}),
 		"a body too big":   make([]byte, clusterapi.MaxBatchBytes+1),
 	} {
-		resp, b := post(body)
-		if resp.StatusCode < 400 || resp.StatusCode >= 500 || resp.Header.Get(keyapi.HeaderOutcome) != keyapi.OutcomeNotApplied {
-			t.Errorf("%s: %d %s %q, want a 4xx that says nothing was applied", name, resp.StatusCode, resp.Header.Get(keyapi.HeaderOutcome), b)
+		status, header, b := post(body)
+		if status < 400 || status >= 500 || header.Get(keyapi.HeaderOutcome) != keyapi.OutcomeNotApplied {
+			t.Errorf("%s: %d %s %q, want a 4xx that says nothing was applied", name, status, header.Get(keyapi.HeaderOutcome), b)
 		}
 	}
 }

@@ -153,7 +153,8 @@ func (n *Node) askTerm(ctx context.Context, api string) (clusterapi.TermResponse
 	if err != nil {
 		return out, err
 	}
-	defer drainClose(resp.Body)
+	defer resp.Body.Close()
+	defer drainBody(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return out, fmt.Errorf("term: %s", resp.Status)

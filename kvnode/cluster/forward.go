@@ -92,7 +92,8 @@ func (n *Node) forwardPropose(ctx context.Context, api string, cmd []byte) error
 		}
 		return fmt.Errorf("%w: forwarding to the leader: %v", core.ErrIndeterminate, err)
 	}
-	defer drainClose(resp.Body)
+	defer resp.Body.Close()
+	defer drainBody(resp.Body)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return forwardedError(resp.StatusCode, resp.Header.Get(outcomeHeader) == keyapi.OutcomeUnknown, strings.TrimSpace(string(body)))
 }
@@ -138,7 +139,8 @@ func (n *Node) forwardReadIndex(ctx context.Context, api string, strict bool) (u
 	if err != nil {
 		return 0, fmt.Errorf("%w: leader unreachable: %v", core.ErrUnavailable, err)
 	}
-	defer drainClose(resp.Body)
+	defer resp.Body.Close()
+	defer drainBody(resp.Body)
 	var out clusterapi.ReadIndexResponse
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -158,11 +160,10 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// drainClose reads what is left of a response's body (a few bytes after
-// a JSON value, say) before closing it: a body closed before its end
+// drainBody reads what is left of a response's body (a few bytes after a
+// JSON value, say), before it is closed: a body closed before its end
 // takes its connection with it, and the next call to that member dials
 // again (with TLS, a handshake).
-func drainClose(body io.ReadCloser) {
+func drainBody(body io.Reader) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
-	_ = body.Close()
 }

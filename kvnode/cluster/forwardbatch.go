@@ -250,7 +250,8 @@ func (n *Node) forwardBatch(ctx context.Context, api string, cmds [][]byte) []er
 		}
 		return all(fmt.Errorf("%w: forwarding to the leader: %v", core.ErrIndeterminate, err))
 	}
-	defer drainClose(resp.Body)
+	defer resp.Body.Close()
+	defer drainBody(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		msg := strings.TrimSpace(string(body))

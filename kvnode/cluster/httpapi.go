@@ -299,7 +299,6 @@ func (h *handler) proposeBatch(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "batch: "+err.Error())
 		return
 	}
-	body = nil // the events are copies
 	results := make([]clusterapi.ProposeResult, len(events))
 	var wg sync.WaitGroup
 	for i, cmd := range events {

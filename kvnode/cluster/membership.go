@@ -247,7 +247,8 @@ func (n *Node) memberStatus(ctx context.Context, id, api string) (clusterapi.Nod
 	if err != nil {
 		return self, err
 	}
-	defer drainClose(resp.Body)
+	defer resp.Body.Close()
+	defer drainBody(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		return self, fmt.Errorf("status %d", resp.StatusCode)
 	}
