@@ -54,6 +54,9 @@ type Options struct {
 	// fault-injecting proxies (for benchmarks: no extra copy of peer
 	// traffic). Proxy.Cut then has no effect.
 	NoProxies bool
+	// Profiles has each member serve Go's profiles (--pprof-listen) on
+	// Member.Pprof.
+	Profiles bool
 }
 
 // Cluster is a set of kvnode processes and their proxies.
@@ -78,6 +81,8 @@ type Member struct {
 	IP    string
 	API   string // https://ip:port
 	GRPC  string // ip:port of the gRPC API, with API's TLS
+	// Pprof is ip:port of the member's profiles, with Options.Profiles.
+	Pprof string
 	// Args are extra flags for this member only, after Options.ExtraArgs.
 	Args     []string
 	PeerAddr string // the proxy, as advertised
@@ -147,14 +152,17 @@ func (c *Cluster) Add() (*Member, error) {
 	c.mu.Unlock()
 	ip := fmt.Sprintf("127.0.0.%d", 10+i)
 	m := &Member{c: c, Index: i, ID: fmt.Sprintf("kv-%d", i), IP: ip, DataDir: filepath.Join(c.opts.Dir, fmt.Sprintf("kv-%d", i), "data"), certDir: filepath.Join(c.opts.Dir, fmt.Sprintf("kv-%d", i), "certs"), logs: &bytes.Buffer{}}
-	// The three ports are held together, and the proxy takes its own
+	// The ports are held together, and the proxy takes its own
 	// while they are held, so that no two of them are the same port.
-	ports, release, err := freePorts(ip, 3)
+	ports, release, err := freePorts(ip, 4)
 	if err != nil {
 		return nil, err
 	}
 	apiPort, realPort, grpcPort := ports[0], ports[1], ports[2]
 	m.GRPC = fmt.Sprintf("%s:%d", ip, grpcPort)
+	if c.opts.Profiles {
+		m.Pprof = fmt.Sprintf("%s:%d", ip, ports[3])
+	}
 	m.API = fmt.Sprintf("https://%s:%d", ip, apiPort)
 	if c.opts.Insecure {
 		m.API = fmt.Sprintf("http://%s:%d", ip, apiPort)
@@ -262,6 +270,9 @@ func (m *Member) Start() error {
 		args = append(args,
 			"--tls-cert", filepath.Join(cd, "tls.crt"), "--tls-key", filepath.Join(cd, "tls.key"), "--tls-ca", filepath.Join(cd, "ca.crt"),
 			"--peer-tls-cert", filepath.Join(cd, "peer.crt"), "--peer-tls-key", filepath.Join(cd, "peer.key"), "--peer-tls-ca", filepath.Join(cd, "ca.crt"))
+	}
+	if m.Pprof != "" {
+		args = append(args, "--pprof-listen", m.Pprof)
 	}
 	args = append(args, m.c.opts.ExtraArgs...)
 	args = append(args, m.Args...)

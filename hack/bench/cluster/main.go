@@ -111,30 +111,30 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 	etcdURLs, etcdPids, stopEtcd := startEtcd(etcdBin, dir)
 	defer stopEtcd()
 
-	kv, err := harness.New(harness.Options{Binary: kvnode, Dir: filepath.Join(dir, "kvnode"), Insecure: true, NoProxies: true, ExtraArgs: []string{"--max-in-flight", "0"}})
-	if err != nil {
-		return err
-	}
-	defer kv.Close()
-	var pprofAddrs []string
 	if profileDir != "" {
 		if err := os.MkdirAll(profileDir, 0o755); err != nil {
 			return err
 		}
-		for i := 0; i < 3; i++ {
-			pprofAddrs = append(pprofAddrs, freeAddr("127.0.0.1"))
-		}
 	}
+	kv, err := harness.New(harness.Options{Binary: kvnode, Dir: filepath.Join(dir, "kvnode"), Insecure: true, NoProxies: true, Profiles: profileDir != "", ExtraArgs: []string{"--max-in-flight", "0"}})
+	if err != nil {
+		return err
+	}
+	defer kv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	if err := startKvnodes(ctx, kv, pprofAddrs); err != nil {
+	if err := kv.StartN(ctx, 3); err != nil {
 		cancel()
 		kv.DumpLogs(os.Stderr)
 		return err
 	}
 	cancel()
 	var kvPids []int
+	var pprofAddrs []string
 	for _, m := range kv.Members() {
 		kvPids = append(kvPids, m.Pid())
+		if m.Pprof != "" {
+			pprofAddrs = append(pprofAddrs, m.Pprof)
+		}
 	}
 	var kvURLs []string
 	var kvGRPC []pb.KeyValueClient
@@ -378,33 +378,6 @@ func table(left, right string, ceiling measured, rows []row) {
 		}
 	}
 	fmt.Printf("| ceiling (a constant answer, same protocol as %s) | %.0f | %v / %v | | | | | | 100%% |\n\n", left, ceiling.Rate, ceiling.P50, ceiling.P99)
-}
-
-// startKvnodes starts a 3-member kvnode cluster; with pprof addresses,
-// member i serves its profiles on pprof[i].
-func startKvnodes(ctx context.Context, kv *harness.Cluster, pprof []string) error {
-	for i := 0; i < 3; i++ {
-		m, err := kv.Add()
-		if err != nil {
-			return err
-		}
-		if len(pprof) > i {
-			m.Args = append(m.Args, "--pprof-listen", pprof[i])
-		}
-		if err := m.Start(); err != nil {
-			return err
-		}
-		if i == 0 {
-			if err := kv.Bootstrap(ctx); err != nil {
-				return fmt.Errorf("bootstrap: %w", err)
-			}
-			continue
-		}
-		if err := kv.Join(ctx, m, true); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // captureProfiles writes each member's CPU profile over d (less a margin,
