@@ -35,6 +35,7 @@ type config struct {
 	ClientsFile       string
 	GRPCListen        string
 	PprofListen       string
+	GRPCAdvertise     string
 	RESTAPI           bool
 	PeerDomain        string
 	TLSReload         time.Duration
@@ -74,6 +75,7 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	host, _ := os.Hostname()
 	bind("listen", "KV_LISTEN", "address of the client API, probes and metrics", func(u string) { fs.StringVar(&c.Listen, "listen", ":8080", u) })
 	bind("grpc-listen", "KV_GRPC_LISTEN", "address of the gRPC client API (keyvalue.v1.KeyValue and grpc.health.v1), with the TLS and client authentication of --listen; unset, the host of --listen and port "+defaultGRPCPort+"; empty turns it off", func(u string) { fs.StringVar(&c.GRPCListen, "grpc-listen", ":"+defaultGRPCPort, u) })
+	bind("grpc-advertise", "KV_GRPC_ADVERTISE", "address clients reach this node's gRPC API at, which the other members name to clients that send writes straight to the leader (default: the host of --api-advertise and the port of --grpc-listen)", func(u string) { fs.StringVar(&c.GRPCAdvertise, "grpc-advertise", "", u) })
 	bind("rest-api", "KV_REST_API", "serve the REST key routes on --listen; false answers them 501 (the membership API, probes and metrics stay)", func(u string) { fs.BoolVar(&c.RESTAPI, "rest-api", true, u) })
 	bind("data-dir", "KV_DATA_DIR", "directory for the transaction log and snapshots (the pod's volume)", func(u string) { fs.StringVar(&c.DataDir, "data-dir", "data", u) })
 	bind("node-id", "KV_NODE_ID", "stable identity of this node in the cluster (the pod name)", func(u string) { fs.StringVar(&c.NodeID, "node-id", host, u) })

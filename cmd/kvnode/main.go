@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -102,11 +103,16 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	if apiAdvertise == "" {
 		apiAdvertise = tlsSetup.scheme + "://" + ln.Addr().String()
 	}
+	grpcAdvertise := cfg.GRPCAdvertise
+	if grpcAdvertise == "" && grpcLn != nil {
+		grpcAdvertise = defaultGRPCAdvertise(apiAdvertise, grpcLn.Addr())
+	}
 	bootstrap, why := cfg.bootstrap()
 	limits := core.Limits{MaxKeyBytes: cfg.MaxKeyBytes, MaxValueBytes: cfg.MaxValueBytes}
 	node, err := cluster.Open(cluster.Config{
 		Limits:            limits,
 		APIAdvertise:      apiAdvertise,
+		GRPCAdvertise:     grpcAdvertise,
 		APIClient:         tlsSetup.apiClient,
 		PeerTLS:           tlsSetup.peer,
 		NodeID:            cfg.NodeID,
@@ -155,7 +161,9 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	shedding := rest.Shedder(gate, time.Second)
 	limiter := throttle.New(throttle.Config{Default: throttle.Limit{Rate: cfg.ClientRate, Burst: cfg.ClientBurst}, MaxIdentities: cfg.RateIdentities})
 	throttled := rest.Throttle(limiter, tlsSetup.guard, m.Throttled)
-	keys := throttled(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger, tlsSetup.guard)))
+	leaderAPI := func() string { api, _ := node.LeaderHint(); return api }
+	leaderGRPC := func() string { _, g := node.LeaderHint(); return g }
+	keys := throttled(rest.LeaderHint(leaderAPI)(rest.Deadline(cfg.RequestTimeout, rest.NewRouter(svc, logger, tlsSetup.guard))))
 	if !cfg.RESTAPI {
 		keys = rest.Off("the REST key API is off on this store (--rest-api=false); use gRPC")
 	}
@@ -186,7 +194,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		var grpcHealth *grpchealth.Server
 		grpcSrv, grpcHealth = grpcapi.NewServer(grpcapi.Config{
 			KV: svc, Guard: tlsSetup.guard, Gate: gate, Timeout: cfg.RequestTimeout, Limiter: limiter, Throttled: m.Throttled,
-			TLS: tlsSetup.server, Logger: logger, Observer: m,
+			TLS: tlsSetup.server, Logger: logger, Observer: m, Leader: leaderGRPC,
 		})
 		go followHealth(checker, grpcHealth, 500*time.Millisecond)
 		go func() {
@@ -250,6 +258,21 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	}
 	logger.Info("kvnode stopped; transaction log flushed and closed")
 	return nil
+}
+
+// defaultGRPCAdvertise is where clients reach this node's gRPC API when
+// --grpc-advertise is not given: the host other members reach its API at
+// (a stable DNS name in Kubernetes), and the port gRPC listens on.
+func defaultGRPCAdvertise(apiAdvertise string, grpcAddr net.Addr) string {
+	u, err := url.Parse(apiAdvertise)
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(grpcAddr.String())
+	if err != nil {
+		return ""
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // servePprof serves Go's profiles on addr (checked to be loopback by

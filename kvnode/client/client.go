@@ -3,14 +3,18 @@
 // (Config.Protocol), with TLS and mutual TLS from the files of a client
 // Secret, a timeout on every call, and retries of what is safe to retry.
 //
-// Every call of the API is idempotent (a PUT writes the same value again,
-// a DELETE of a missing key succeeds), so a call whose outcome is unknown
-// (the connection broke, the deadline passed on the server) may be sent
-// again without changing the result. Calls are retried after answers that
-// say "try again" (503, 429, 502, 504) and after transport errors, with
-// exponential backoff and full jitter, never sooner than the server's
-// Retry-After, and never past the call's deadline. Answers that will not
-// change (400, 401, 403, 404, 413, 414, 507) are returned at once.
+// Reads are retried after answers that say "try again" (503, 429, 502,
+// 504) and after transport errors; writes only when they certainly were
+// not applied (a write whose outcome is unknown, sent again, could
+// overwrite a write acknowledged in between: ErrIndeterminate). Retries
+// wait with exponential backoff and full jitter, never less than the
+// server's Retry-After, and never past the call's deadline. Answers that
+// will not change (400, 401, 403, 404, 413, 414, 507) are returned at
+// once.
+//
+// With Config.LeaderWrites, writes go straight to the member that leads,
+// as the store names it on its answers to writes, and not through a
+// follower that would forward them.
 package client
 
 import (
@@ -30,6 +34,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -39,6 +44,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/grpcapi/pb"
@@ -101,6 +107,15 @@ type Config struct {
 	// Protocol is REST (the default, port 8080) or GRPC (port 50051).
 	// An endpoint's scheme says whether TLS is used: https or http.
 	Protocol Protocol
+	// LeaderWrites sends Put and Delete straight to the member that leads,
+	// as the store names it on the answers to writes (keyapi.HeaderLeader),
+	// rather than to Endpoints: a write then makes no hop from a follower
+	// to the leader. Reads still go to Endpoints. Until the store has named
+	// a leader, and whenever the leader cannot be reached or is told to
+	// come back later, writes go to Endpoints as usual. The leader must be
+	// reachable at the address the members know it by (in Kubernetes, the
+	// pod's name under the store's headless Service), with the same TLS.
+	LeaderWrites bool
 }
 
 // Protocol is the front end a client talks to.
@@ -119,6 +134,34 @@ type Client struct {
 	grpc      []pb.KeyValueClient // one per endpoint, with Protocol GRPC
 	conns     []*grpc.ClientConn
 	next      atomic.Uint32 // the endpoint to try first
+
+	// leader is where writes go, with Config.LeaderWrites, once the store
+	// has named it; nil: to the endpoints.
+	leader atomic.Pointer[leaderTarget]
+	tls    *tls.Config
+	// leaderConns are the gRPC connections to leaders, by address, kept
+	// until Close (calls may be in flight on an older one).
+	leaderMu    sync.Mutex
+	leaderConns map[string]*grpc.ClientConn
+}
+
+// leaderTarget is a leader that writes go to: its API URL (REST) or its
+// gRPC address and client.
+type leaderTarget struct {
+	url  *url.URL
+	addr string
+	kv   pb.KeyValueClient
+}
+
+// maxLeaderConns bounds the gRPC connections kept to leaders: a store
+// that names more than this many leaders in a client's life gets its
+// writes through the endpoints from then on.
+const maxLeaderConns = 16
+
+// target is where one attempt of a call goes: endpoint i, or the leader.
+type target struct {
+	i      int
+	leader *leaderTarget
 }
 
 // New checks cfg and reads its files.
@@ -153,10 +196,11 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.tls = tc
 	switch cfg.Protocol {
 	case "", REST:
 	case GRPC:
-		if err := c.dialGRPC(tc); err != nil {
+		if err := c.dialGRPC(); err != nil {
 			return nil, err
 		}
 		return c, nil
@@ -325,12 +369,12 @@ func (o readOptions) pb() pb.Consistency {
 // none.
 func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) ([]byte, error) {
 	o := reads(opts)
-	return c.do(ctx, false, func(ctx context.Context, i int) ([]byte, error) {
+	return c.do(ctx, false, func(ctx context.Context, t target) ([]byte, error) {
 		if c.grpc != nil {
-			r, err := c.grpc[i].Get(ctx, &pb.GetRequest{Key: key, Consistency: o.pb()})
+			r, err := c.grpc[t.i].Get(ctx, &pb.GetRequest{Key: key, Consistency: o.pb()})
 			return r.GetValue(), fromGRPC(err)
 		}
-		return c.once(ctx, c.endpoints[i], http.MethodGet, keyapi.KeyPath(key), o.query(url.Values{}), nil, http.StatusOK)
+		return c.once(ctx, c.endpoints[t.i], http.MethodGet, keyapi.KeyPath(key), o.query(url.Values{}), nil, http.StatusOK)
 	})
 }
 
@@ -339,24 +383,28 @@ func (c *Client) Put(ctx context.Context, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
-	_, err := c.do(ctx, true, func(ctx context.Context, i int) ([]byte, error) {
+	_, err := c.do(ctx, true, func(ctx context.Context, t target) ([]byte, error) {
 		if c.grpc != nil {
-			_, err := c.grpc[i].Put(ctx, &pb.PutRequest{Key: key, Value: value})
+			var md metadata.MD
+			_, err := c.grpcFor(t).Put(ctx, &pb.PutRequest{Key: key, Value: value}, grpc.Header(&md))
+			c.noteGRPCLeader(md)
 			return nil, fromGRPC(err)
 		}
-		return c.once(ctx, c.endpoints[i], http.MethodPut, keyapi.KeyPath(key), nil, value, http.StatusCreated)
+		return c.once(ctx, c.urlFor(t), http.MethodPut, keyapi.KeyPath(key), nil, value, http.StatusCreated)
 	})
 	return err
 }
 
 // Delete removes key; deleting a missing key succeeds.
 func (c *Client) Delete(ctx context.Context, key string) error {
-	_, err := c.do(ctx, true, func(ctx context.Context, i int) ([]byte, error) {
+	_, err := c.do(ctx, true, func(ctx context.Context, t target) ([]byte, error) {
 		if c.grpc != nil {
-			_, err := c.grpc[i].Delete(ctx, &pb.DeleteRequest{Key: key})
+			var md metadata.MD
+			_, err := c.grpcFor(t).Delete(ctx, &pb.DeleteRequest{Key: key}, grpc.Header(&md))
+			c.noteGRPCLeader(md)
 			return nil, fromGRPC(err)
 		}
-		return c.once(ctx, c.endpoints[i], http.MethodDelete, keyapi.KeyPath(key), nil, nil, http.StatusOK)
+		return c.once(ctx, c.urlFor(t), http.MethodDelete, keyapi.KeyPath(key), nil, nil, http.StatusOK)
 	})
 	return err
 }
@@ -367,9 +415,9 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 func (c *Client) List(ctx context.Context, prefix, after string, limit int, opts ...ReadOption) (keyapi.ListPage, error) {
 	o := reads(opts)
 	var page keyapi.ListPage
-	_, err := c.do(ctx, false, func(ctx context.Context, i int) ([]byte, error) {
+	_, err := c.do(ctx, false, func(ctx context.Context, t target) ([]byte, error) {
 		if c.grpc != nil {
-			r, err := c.grpc[i].List(ctx, &pb.ListRequest{Prefix: prefix, After: after, Limit: int32(min(limit, keyapi.MaxListLimit+1)), Consistency: o.pb()})
+			r, err := c.grpc[t.i].List(ctx, &pb.ListRequest{Prefix: prefix, After: after, Limit: int32(min(limit, keyapi.MaxListLimit+1)), Consistency: o.pb()})
 			if err == nil {
 				page = keyapi.ListPage{Keys: r.GetKeys(), Next: r.GetNext()}
 			}
@@ -385,7 +433,7 @@ func (c *Client) List(ctx context.Context, prefix, after string, limit int, opts
 		if limit != 0 {
 			q.Set(keyapi.QueryLimit, strconv.Itoa(limit))
 		}
-		b, err := c.once(ctx, c.endpoints[i], http.MethodGet, keyapi.PathKeys, o.query(q), nil, http.StatusOK)
+		b, err := c.once(ctx, c.endpoints[t.i], http.MethodGet, keyapi.PathKeys, o.query(q), nil, http.StatusOK)
 		if err != nil {
 			return nil, err
 		}
@@ -402,9 +450,10 @@ func (c *Client) List(ctx context.Context, prefix, after string, limit int, opts
 }
 
 // do sends the call until it succeeds, fails for good, runs out of
-// attempts or reaches its deadline. call sends it once, to endpoint i.
-// A write is sent again only when it certainly was not applied.
-func (c *Client) do(ctx context.Context, write bool, call func(ctx context.Context, i int) ([]byte, error)) ([]byte, error) {
+// attempts or reaches its deadline. call sends it once, to the target
+// (a write goes to the leader, with Config.LeaderWrites, once known). A
+// write is sent again only when it certainly was not applied.
+func (c *Client) do(ctx context.Context, write bool, call func(ctx context.Context, t target) ([]byte, error)) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok && c.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
@@ -426,7 +475,11 @@ func (c *Client) do(ctx context.Context, write bool, call func(ctx context.Conte
 			}
 		}
 		i := int(c.next.Load()) % len(c.endpoints)
-		b, err := call(ctx, i)
+		t := target{i: i}
+		if write && c.cfg.LeaderWrites {
+			t.leader = c.leader.Load()
+		}
+		b, err := call(ctx, t)
 		if err == nil {
 			return b, nil
 		}
@@ -436,6 +489,13 @@ func (c *Client) do(ctx context.Context, write bool, call func(ctx context.Conte
 				return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
 			}
 			return nil, err
+		}
+		if t.leader != nil {
+			// The leader could not serve it now (it may lead no more):
+			// the next attempt goes to the endpoints, until the store
+			// names a leader again.
+			c.leader.CompareAndSwap(t.leader, nil)
+			continue
 		}
 		// This endpoint could not serve it now: the next attempt goes to
 		// the next one (another member, when several are configured).
@@ -521,6 +581,7 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 		return nil, err
 	}
 	defer resp.Body.Close()
+	c.noteRESTLeader(base, resp.Header.Get(keyapi.HeaderLeader))
 	if resp.StatusCode != want {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
 		e := &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(msg)), Indeterminate: resp.Header.Get(keyapi.HeaderOutcome) == keyapi.OutcomeUnknown}
@@ -541,14 +602,9 @@ func (c *Client) once(ctx context.Context, base *url.URL, method, path string, q
 
 // dialGRPC makes a connection per endpoint. grpc connects lazily and
 // reconnects by itself; a failed connection is an Unavailable call.
-func (c *Client) dialGRPC(tc *tls.Config) error {
+func (c *Client) dialGRPC() error {
 	for _, u := range c.endpoints {
-		creds := insecure.NewCredentials()
-		if u.Scheme == "https" {
-			creds = credentials.NewTLS(tc)
-		}
-		cc, err := grpc.NewClient("passthrough:///"+u.Host, grpc.WithTransportCredentials(creds),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(min(c.cfg.MaxValueBytes+64<<10, 1<<30)))))
+		cc, err := c.dial(u.Host, u.Scheme == "https")
 		if err != nil {
 			_ = c.Close()
 			return fmt.Errorf("client: endpoint %s: %w", u, err)
@@ -559,11 +615,122 @@ func (c *Client) dialGRPC(tc *tls.Config) error {
 	return nil
 }
 
+// Leader is where writes go, with Config.LeaderWrites: the leader's API
+// URL (REST) or gRPC address, as the store last named it; "" while writes
+// go to the endpoints.
+func (c *Client) Leader() string {
+	t := c.leader.Load()
+	switch {
+	case t == nil:
+		return ""
+	case t.url != nil:
+		return t.url.String()
+	}
+	return t.addr
+}
+
+func (c *Client) urlFor(t target) *url.URL {
+	if t.leader != nil && t.leader.url != nil {
+		return t.leader.url
+	}
+	return c.endpoints[t.i]
+}
+
+func (c *Client) grpcFor(t target) pb.KeyValueClient {
+	if t.leader != nil && t.leader.kv != nil {
+		return t.leader.kv
+	}
+	return c.grpc[t.i]
+}
+
+// noteRESTLeader follows the leader's API URL that the member at from
+// named, if it is a URL of the same scheme: a store reached over HTTPS
+// never sends a client's writes over plain HTTP.
+func (c *Client) noteRESTLeader(from *url.URL, hint string) {
+	if !c.cfg.LeaderWrites || hint == "" {
+		return
+	}
+	if t := c.leader.Load(); t != nil && t.url != nil && t.url.String() == hint {
+		return
+	}
+	u, err := url.Parse(hint)
+	if err != nil || u.Scheme != from.Scheme || !reachable(u.Host) || (u.Path != "" && u.Path != "/") || u.User != nil || u.RawQuery != "" {
+		return
+	}
+	u.Path = ""
+	c.leader.Store(&leaderTarget{url: u})
+}
+
+// noteGRPCLeader follows the leader's gRPC address in a response header,
+// with the TLS the endpoints have.
+func (c *Client) noteGRPCLeader(md metadata.MD) {
+	if !c.cfg.LeaderWrites {
+		return
+	}
+	v := md.Get(keyapi.MetadataLeader)
+	if len(v) == 0 || v[0] == "" {
+		return
+	}
+	addr := v[0]
+	if t := c.leader.Load(); t != nil && t.addr == addr {
+		return
+	}
+	if !reachable(addr) {
+		return
+	}
+	c.leaderMu.Lock()
+	defer c.leaderMu.Unlock()
+	cc := c.leaderConns[addr]
+	if cc == nil {
+		if len(c.leaderConns) >= maxLeaderConns {
+			return
+		}
+		var err error
+		if cc, err = c.dial(addr, c.endpoints[0].Scheme == "https"); err != nil {
+			return
+		}
+		if c.leaderConns == nil {
+			c.leaderConns = map[string]*grpc.ClientConn{}
+		}
+		c.leaderConns[addr] = cc
+	}
+	c.leader.Store(&leaderTarget{addr: addr, kv: pb.NewKeyValueClient(cc)})
+}
+
+// dial makes a gRPC connection to addr (host:port), with the client's TLS
+// when secure.
+func (c *Client) dial(addr string, secure bool) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if secure {
+		creds = credentials.NewTLS(c.tls)
+	}
+	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(min(c.cfg.MaxValueBytes+64<<10, 1<<30)))))
+}
+
+// reachable reports whether hostport names a host a client can dial: not
+// empty, not an unspecified address (0.0.0.0, ::) that a node listening
+// on every interface might advertise.
+func reachable(hostport string) bool {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" || port == "" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsUnspecified()
+}
+
 // Close releases the client's connections.
 func (c *Client) Close() error {
 	for _, cc := range c.conns {
 		_ = cc.Close()
 	}
+	c.leaderMu.Lock()
+	for _, cc := range c.leaderConns {
+		_ = cc.Close()
+	}
+	c.leaderConns = nil
+	c.leaderMu.Unlock()
 	if c.http != nil {
 		c.http.CloseIdleConnections()
 	}

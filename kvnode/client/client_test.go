@@ -202,3 +202,104 @@ func TestLargeAnswerIsBounded(t *testing.T) {
 		t.Fatal("a 2 KiB value passed a 1 KiB bound")
 	}
 }
+
+// hinting answers every write (201, or 200 to a DELETE, or status when it
+// fails), naming leader as the leader, and every read 200; it counts them.
+type hinting struct {
+	mu     sync.Mutex
+	leader string
+	status int
+	writes int
+}
+
+func (h *hinting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.writes++ // and reads: the leader must get none
+	if r.Method == http.MethodGet {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if h.leader != "" {
+		w.Header().Set(keyapi.HeaderLeader, h.leader)
+	}
+	status := h.status
+	if status == http.StatusCreated && r.Method == http.MethodDelete {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+}
+
+func (h *hinting) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.writes
+}
+
+// A client with LeaderWrites follows only a leader URL of its endpoints'
+// scheme and a host it can dial, and goes back to its endpoints when the
+// leader cannot take a write.
+func TestLeaderWritesFollowOnlyWhatIsSafe(t *testing.T) {
+	leader := &hinting{status: http.StatusCreated}
+	ls := httptest.NewServer(leader)
+	defer ls.Close()
+	member := &hinting{status: http.StatusCreated}
+	ms := httptest.NewServer(member)
+	defer ms.Close()
+	c := newClient(t, client.Config{LeaderWrites: true, MaxAttempts: 3, BaseBackoff: time.Millisecond}, ms.URL)
+	ctx := context.Background()
+	for _, bad := range []string{
+		"https" + ls.URL[len("http"):], // another scheme
+		"http://0.0.0.0:8080",          // a node that listens everywhere
+		"http://[::]:8080",
+		ls.URL + "/elsewhere",
+		"::not a url",
+	} {
+		member.mu.Lock()
+		member.leader = bad
+		member.mu.Unlock()
+		if err := c.Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Leader(); got != "" {
+			t.Errorf("hint %q followed: writes go to %q", bad, got)
+		}
+	}
+	member.mu.Lock()
+	member.leader = ls.URL
+	member.mu.Unlock()
+	if err := c.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Leader() != ls.URL {
+		t.Fatalf("writes go to %q, want the leader %s", c.Leader(), ls.URL)
+	}
+	before := member.count()
+	if err := c.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if leader.count() != 1 || member.count() != before {
+		t.Errorf("the delete went to the member (%d) rather than the leader (%d)", member.count()-before, leader.count())
+	}
+	// Reads stay with the endpoints.
+	if _, err := c.Get(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if leader.count() != 1 {
+		t.Errorf("a read went to the leader")
+	}
+	// A leader that says "not now" (nothing applied) loses the writes to
+	// the endpoints until a member names a leader again.
+	leader.mu.Lock()
+	leader.status = http.StatusServiceUnavailable
+	leader.mu.Unlock()
+	member.mu.Lock()
+	member.leader = ""
+	member.mu.Unlock()
+	if err := c.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("a write the leader refused was not sent to the endpoints: %v", err)
+	}
+	if c.Leader() != "" {
+		t.Errorf("writes still go to %q", c.Leader())
+	}
+}

@@ -115,7 +115,7 @@ func (n *Node) LocalStatus() clusterapi.NodeStatus {
 		ID: n.cfg.NodeID, State: s.State, Term: s.Term, LeaderID: s.LeaderID,
 		AppliedIndex: n.store.AppliedIndex(), CommitIndex: s.CommitIndex, LastIndex: s.LastIndex,
 		Ready: n.Ready() == nil, ClusterID: n.clusterID(), Storage: s.Storage,
-		Version: Version(), LogFormat: txlog.FormatVersion,
+		Version: Version(), LogFormat: txlog.FormatVersion, GRPC: n.cfg.GRPCAdvertise,
 	}
 	inc := n.vol.get()
 	self.Incarnation, self.Admitted = inc.ID, inc.Admitted

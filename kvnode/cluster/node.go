@@ -58,6 +58,10 @@ type Config struct {
 	// (https://kvs-0.kvs-peers.ns.svc:8080): followers forward writes and
 	// linearizable reads to the leader there.
 	APIAdvertise string
+	// GRPCAdvertise is the address clients reach this node's gRPC API at,
+	// which the other members name to clients as the leader's (LeaderHint);
+	// "" when it serves none.
+	GRPCAdvertise string
 	// APIClient makes those calls; it must trust the members' server
 	// certificates and present this member's peer certificate, the
 	// identity the internal calls require. nil means http.DefaultClient.
@@ -112,6 +116,7 @@ type Node struct {
 	remoteStrict *batcher // the same, each from a quorum round of the leader
 	client       *http.Client
 	forwards     *forwarder
+	hint         leaderHint
 	// batchesServed bounds the batches of forwarded writes applied at
 	// once (proposeBatch).
 	batchesServed chan struct{}

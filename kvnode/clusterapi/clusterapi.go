@@ -239,7 +239,10 @@ type NodeStatus struct {
 	Version string `json:"version,omitempty"`
 	// LogFormat is the newest transaction-log format this kvnode reads
 	// and writes; 0 from a kvnode that predates it.
-	LogFormat    int       `json:"logFormat,omitempty"`
+	LogFormat int `json:"logFormat,omitempty"`
+	// GRPC is the address clients reach the node's gRPC API at; "" when
+	// it serves none, or predates it.
+	GRPC         string    `json:"grpc,omitempty"`
 	State        string    `json:"state"`
 	Term         uint64    `json:"term"`
 	LeaderID     string    `json:"leaderID"`

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -56,6 +57,9 @@ type Config struct {
 	TLS      *tls.Config
 	Logger   *slog.Logger
 	Observer Observer
+	// Leader returns the leader's gRPC address ("" when not known), sent
+	// on the answers to writes as keyapi.MetadataLeader; nil sends none.
+	Leader func() string
 }
 
 // retryAfter is what a call told to come back is asked to wait, as REST's
@@ -235,6 +239,7 @@ func (s *server) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, er
 	if v == nil {
 		v = []byte{}
 	}
+	s.hintLeader(ctx)
 	if err := s.cfg.KV.Put(ctx, r.GetKey(), v); err != nil {
 		return nil, s.fail(ctx, "Put", err)
 	}
@@ -245,10 +250,22 @@ func (s *server) Delete(ctx context.Context, r *pb.DeleteRequest) (*pb.DeleteRes
 	if err := s.allowed(ctx, access.Write, r.GetKey()); err != nil {
 		return nil, err
 	}
+	s.hintLeader(ctx)
 	if err := s.cfg.KV.Delete(ctx, r.GetKey()); err != nil {
 		return nil, s.fail(ctx, "Delete", err)
 	}
 	return &pb.DeleteResponse{}, nil
+}
+
+// hintLeader names the leader in the response header of a write, for
+// clients that send their writes straight to it.
+func (s *server) hintLeader(ctx context.Context) {
+	if s.cfg.Leader == nil {
+		return
+	}
+	if a := s.cfg.Leader(); a != "" {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(keyapi.MetadataLeader, a))
+	}
 }
 
 func (s *server) List(ctx context.Context, r *pb.ListRequest) (*pb.ListResponse, error) {

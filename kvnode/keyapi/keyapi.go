@@ -80,3 +80,15 @@ const (
 	OutcomeUnknown    = "unknown"
 	OutcomeNotApplied = "not-applied"
 )
+
+// HeaderLeader, on the answer to a PUT or DELETE, is the API URL of the
+// member that leads, as the member that answered knows it; over gRPC,
+// the response header MetadataLeader is the leader's gRPC address. A
+// client may send its next writes there, and save the hop from a
+// follower to the leader (kvnode/client's Config.LeaderWrites). It is a
+// hint: the leader may change at any time, and a write sent to a member
+// that no longer leads is forwarded as any other.
+const (
+	HeaderLeader   = "X-Kv-Leader"
+	MetadataLeader = "kv-leader"
+)

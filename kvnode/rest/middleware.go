@@ -107,3 +107,19 @@ type identified struct {
 }
 
 type identifiedKey struct{}
+
+// LeaderHint names the leader's API URL (keyapi.HeaderLeader) on the
+// answers to PUTs and DELETEs, when leader knows it, for clients that
+// send their writes straight to the leader.
+func LeaderHint(leader func() string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut || r.Method == http.MethodDelete {
+				if api := leader(); api != "" {
+					w.Header().Set(keyapi.HeaderLeader, api)
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

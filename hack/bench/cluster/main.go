@@ -319,6 +319,28 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 		rowOf("stale / serializable reads", kvW("stale", kvGet(pb.Consistency_CONSISTENCY_STALE)), etW(etGet(true))),
 		rowOf("90% strict reads, 10% writes / etcd linearizable", kvW("mixed", mixed(kvPut, kvGet(pb.Consistency_CONSISTENCY_STRICT))), etW(mixed(etPut, etGet(false)))),
 	))
+	// What the forwarding from followers costs: the same writes, each
+	// client sending straight to the leader (kvnode/client's LeaderWrites).
+	info, err := kv.Info(context.Background())
+	if err != nil {
+		return err
+	}
+	leader := -1
+	for i, m := range kv.Members() {
+		if m.ID == info.Leader {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		return fmt.Errorf("no leader among the members: %+v", info)
+	}
+	kvPutLeader := func(ctx context.Context, c, i int) error {
+		_, err := kvGRPC[leader].Put(ctx, &pb.PutRequest{Key: key(c, i), Value: value})
+		return err
+	}
+	table("kvnode gRPC, writes straight to the leader", "kvnode gRPC, writes spread over the members", grpcCeiling, pick(
+		rowOf("durable writes (LeaderWrites)", kvW("", kvPutLeader), kvW("", kvPut)),
+	))
 	if only != "" {
 		return nil
 	}
