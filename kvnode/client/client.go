@@ -138,25 +138,51 @@ type Client struct {
 	// leader is where writes go, with Config.LeaderWrites, once the store
 	// has named it; nil: to the endpoints.
 	leader atomic.Pointer[leaderTarget]
-	tls    *tls.Config
-	// leaderConns are the gRPC connections to leaders, by address, kept
-	// until Close (calls may be in flight on an older one).
+	// benched is a leader that failed a write: it is not followed again
+	// until its time is up.
+	benched atomic.Pointer[benchedLeader]
+	tls     *tls.Config
+	// leaderConns are the gRPC connections to leaders, by scheme and
+	// address, kept until Close (calls may be in flight on an older one).
 	leaderMu    sync.Mutex
 	leaderConns map[string]*grpc.ClientConn
+	closed      bool
 }
 
 // leaderTarget is a leader that writes go to: its API URL (REST) or its
 // gRPC address and client.
 type leaderTarget struct {
-	url  *url.URL
-	addr string
-	kv   pb.KeyValueClient
+	url    *url.URL
+	addr   string
+	secure bool // gRPC: with TLS
+	kv     pb.KeyValueClient
+	since  time.Time
 }
 
-// maxLeaderConns bounds the gRPC connections kept to leaders: a store
-// that names more than this many leaders in a client's life gets its
-// writes through the endpoints from then on.
-const maxLeaderConns = 16
+func (t *leaderTarget) key() string {
+	if t.url != nil {
+		return t.url.String()
+	}
+	return t.addr
+}
+
+type benchedLeader struct {
+	key   string
+	until time.Time
+}
+
+const (
+	// maxLeaderConns bounds the gRPC connections kept to leaders: a store
+	// that names more than this many leaders in a client's life gets its
+	// writes through the endpoints from then on.
+	maxLeaderConns = 16
+	// leaderFor is how long a leader is written to before the client
+	// asks the endpoints again: a member that named a wrong leader (a bug,
+	// a stale address) does not hold the client's writes for good.
+	leaderFor = 30 * time.Second
+	// benchFor is how long a leader that failed a write sits out.
+	benchFor = 30 * time.Second
+)
 
 // target is where one attempt of a call goes: endpoint i, or the leader.
 type target struct {
@@ -387,7 +413,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte) error {
 		if c.grpc != nil {
 			var md metadata.MD
 			_, err := c.grpcFor(t).Put(ctx, &pb.PutRequest{Key: key, Value: value}, grpc.Header(&md))
-			c.noteGRPCLeader(md)
+			c.noteGRPCLeader(t, md)
 			return nil, fromGRPC(err)
 		}
 		return c.once(ctx, c.urlFor(t), http.MethodPut, keyapi.KeyPath(key), nil, value, http.StatusCreated)
@@ -401,7 +427,7 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 		if c.grpc != nil {
 			var md metadata.MD
 			_, err := c.grpcFor(t).Delete(ctx, &pb.DeleteRequest{Key: key}, grpc.Header(&md))
-			c.noteGRPCLeader(md)
+			c.noteGRPCLeader(t, md)
 			return nil, fromGRPC(err)
 		}
 		return c.once(ctx, c.urlFor(t), http.MethodDelete, keyapi.KeyPath(key), nil, nil, http.StatusOK)
@@ -460,6 +486,7 @@ func (c *Client) do(ctx context.Context, write bool, call func(ctx context.Conte
 		defer cancel()
 	}
 	var last error
+	leaderTried := false
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
 		if attempt > 0 {
 			wait := c.backoff(attempt, last)
@@ -476,26 +503,35 @@ func (c *Client) do(ctx context.Context, write bool, call func(ctx context.Conte
 		}
 		i := int(c.next.Load()) % len(c.endpoints)
 		t := target{i: i}
-		if write && c.cfg.LeaderWrites {
-			t.leader = c.leader.Load()
+		if write && c.cfg.LeaderWrites && !leaderTried {
+			t.leader = c.currentLeader()
 		}
 		b, err := call(ctx, t)
 		if err == nil {
 			return b, nil
 		}
 		last = err
+		if t.leader != nil {
+			// The leader could not take the write (it may lead no more,
+			// or be out of this client's reach): it sits out for a
+			// while, and the write goes to the endpoints, which name a
+			// leader again, if it certainly was not applied: refused
+			// before it was sent (a certificate or handshake refused),
+			// or retryable. The attempt does not count: a client whose
+			// leader is out of reach is no worse off than one without
+			// LeaderWrites.
+			leaderTried = true
+			c.dropLeader(t.leader)
+			if ctx.Err() == nil && (refusedBeforeSent(err) || retryable(err, write)) {
+				attempt--
+				continue
+			}
+		}
 		if ctx.Err() != nil || !retryable(err, write) {
 			if write && isTransport(err) && !notSent(err) {
 				return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
 			}
 			return nil, err
-		}
-		if t.leader != nil {
-			// The leader could not serve it now (it may lead no more):
-			// the next attempt goes to the endpoints, until the store
-			// names a leader again.
-			c.leader.CompareAndSwap(t.leader, nil)
-			continue
 		}
 		// This endpoint could not serve it now: the next attempt goes to
 		// the next one (another member, when several are configured).
@@ -529,6 +565,23 @@ func isTransport(err error) bool {
 		return false
 	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
 		return true
+	}
+	return false
+}
+
+// refusedBeforeSent reports whether err says that the request never left:
+// a connection that could not be made, or a TLS handshake that failed (a
+// certificate refused), over either protocol.
+func refusedBeforeSent(err error) bool {
+	var x509Err x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var certErr *tls.CertificateVerificationError
+	var e *Error
+	switch {
+	case notSent(err), errors.As(err, &x509Err), errors.As(err, &hostErr), errors.As(err, &certErr):
+		return true
+	case errors.As(err, &e):
+		return e.Code == codes.Unavailable && !e.Indeterminate && e.RetryAfter == 0
 	}
 	return false
 }
@@ -615,6 +668,30 @@ func (c *Client) dialGRPC() error {
 	return nil
 }
 
+// currentLeader is the leader that writes go to, nil when they go to the
+// endpoints.
+func (c *Client) currentLeader() *leaderTarget {
+	t := c.leader.Load()
+	if t != nil && time.Since(t.since) > leaderFor {
+		c.leader.CompareAndSwap(t, nil)
+		return nil
+	}
+	return t
+}
+
+// dropLeader sends the writes back to the endpoints after t failed one,
+// and keeps the store's hints from naming t again for a while.
+func (c *Client) dropLeader(t *leaderTarget) {
+	c.leader.CompareAndSwap(t, nil)
+	c.benched.Store(&benchedLeader{key: t.key(), until: time.Now().Add(benchFor)})
+}
+
+// isBenched reports whether key names a leader that failed a write lately.
+func (c *Client) isBenched(key string) bool {
+	b := c.benched.Load()
+	return b != nil && b.key == key && time.Now().Before(b.until)
+}
+
 // Leader is where writes go, with Config.LeaderWrites: the leader's API
 // URL (REST) or gRPC address, as the store last named it; "" while writes
 // go to the endpoints.
@@ -623,10 +700,8 @@ func (c *Client) Leader() string {
 	switch {
 	case t == nil:
 		return ""
-	case t.url != nil:
-		return t.url.String()
 	}
-	return t.addr
+	return t.key()
 }
 
 func (c *Client) urlFor(t target) *url.URL {
@@ -658,12 +733,15 @@ func (c *Client) noteRESTLeader(from *url.URL, hint string) {
 		return
 	}
 	u.Path = ""
-	c.leader.Store(&leaderTarget{url: u})
+	if c.isBenched(u.String()) {
+		return
+	}
+	c.leader.Store(&leaderTarget{url: u, since: time.Now()})
 }
 
-// noteGRPCLeader follows the leader's gRPC address in a response header,
-// with the TLS the endpoints have.
-func (c *Client) noteGRPCLeader(md metadata.MD) {
+// noteGRPCLeader follows the leader's gRPC address in the response header
+// of a call to t, with TLS when that call had it.
+func (c *Client) noteGRPCLeader(t target, md metadata.MD) {
 	if !c.cfg.LeaderWrites {
 		return
 	}
@@ -672,29 +750,40 @@ func (c *Client) noteGRPCLeader(md metadata.MD) {
 		return
 	}
 	addr := v[0]
-	if t := c.leader.Load(); t != nil && t.addr == addr {
+	secure := c.endpoints[t.i].Scheme == "https"
+	if t.leader != nil {
+		secure = t.leader.secure
+	}
+	if l := c.leader.Load(); l != nil && l.addr == addr && l.secure == secure {
 		return
 	}
-	if !reachable(addr) {
+	if !reachable(addr) || c.isBenched(addr) {
 		return
+	}
+	key := "http://" + addr
+	if secure {
+		key = "https://" + addr
 	}
 	c.leaderMu.Lock()
 	defer c.leaderMu.Unlock()
-	cc := c.leaderConns[addr]
+	if c.closed {
+		return
+	}
+	cc := c.leaderConns[key]
 	if cc == nil {
 		if len(c.leaderConns) >= maxLeaderConns {
 			return
 		}
 		var err error
-		if cc, err = c.dial(addr, c.endpoints[0].Scheme == "https"); err != nil {
+		if cc, err = c.dial(addr, secure); err != nil {
 			return
 		}
 		if c.leaderConns == nil {
 			c.leaderConns = map[string]*grpc.ClientConn{}
 		}
-		c.leaderConns[addr] = cc
+		c.leaderConns[key] = cc
 	}
-	c.leader.Store(&leaderTarget{addr: addr, kv: pb.NewKeyValueClient(cc)})
+	c.leader.Store(&leaderTarget{addr: addr, secure: secure, kv: pb.NewKeyValueClient(cc), since: time.Now()})
 }
 
 // dial makes a gRPC connection to addr (host:port), with the client's TLS
@@ -730,6 +819,7 @@ func (c *Client) Close() error {
 		_ = cc.Close()
 	}
 	c.leaderConns = nil
+	c.closed = true
 	c.leaderMu.Unlock()
 	if c.http != nil {
 		c.http.CloseIdleConnections()
@@ -772,9 +862,10 @@ func fromGRPC(err error) error {
 	case codes.Unavailable:
 		e.Status = http.StatusServiceUnavailable
 		// The store's own Unavailable carries RetryInfo (not applied); a
-		// connection that could not be made says so. Anything else is a
-		// connection that broke during the call.
-		e.Indeterminate = e.RetryAfter == 0 && !strings.Contains(st.Message(), "while dialing")
+		// connection that could not be made, or whose TLS handshake
+		// failed, says so. Anything else is a connection that broke
+		// during the call.
+		e.Indeterminate = e.RetryAfter == 0 && !strings.Contains(st.Message(), "while dialing") && !strings.Contains(st.Message(), "authentication handshake failed")
 	case codes.DeadlineExceeded:
 		// The node's deadline (a leader or quorum late, a write that may
 		// have been applied); the call's own deadline ends the retries in

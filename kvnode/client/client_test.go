@@ -303,3 +303,57 @@ func TestLeaderWritesFollowOnlyWhatIsSafe(t *testing.T) {
 		t.Errorf("writes still go to %q", c.Leader())
 	}
 }
+
+// A write the leader may have applied is not sent again anywhere; a
+// leader out of reach costs no attempt, and is not followed again for a
+// while.
+func TestLeaderWritesNeverSendAWriteTwice(t *testing.T) {
+	unknown := &script{answers: []answer{{status: http.StatusServiceUnavailable, body: "timed out"}}}
+	us := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(keyapi.HeaderOutcome, keyapi.OutcomeUnknown)
+		unknown.ServeHTTP(w, r)
+	}))
+	defer us.Close()
+	member := &hinting{status: http.StatusCreated, leader: us.URL}
+	ms := httptest.NewServer(member)
+	defer ms.Close()
+	ctx := context.Background()
+	c := newClient(t, client.Config{LeaderWrites: true, BaseBackoff: time.Millisecond}, ms.URL)
+	if err := c.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	before := member.count()
+	if err := c.Put(ctx, "k", []byte("v2")); !errors.Is(err, client.ErrIndeterminate) {
+		t.Fatalf("a write the leader may have applied: %v, want ErrIndeterminate", err)
+	}
+	if member.count() != before || unknown.requests() != 1 {
+		t.Errorf("the write was sent again: %d to the member, %d to the leader", member.count()-before, unknown.requests())
+	}
+	if c.Leader() != "" {
+		t.Errorf("writes still go to %q", c.Leader())
+	}
+
+	// A leader nobody can reach: the write goes to the member at once,
+	// within one attempt, and the member's naming it again is ignored.
+	gone := httptest.NewServer(http.NotFoundHandler())
+	goneURL := gone.URL
+	gone.Close()
+	member.mu.Lock()
+	member.leader = goneURL
+	member.mu.Unlock()
+	c = newClient(t, client.Config{LeaderWrites: true, MaxAttempts: 1}, ms.URL)
+	if err := c.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Leader() != goneURL {
+		t.Fatalf("writes go to %q, want %s", c.Leader(), goneURL)
+	}
+	for i := 0; i < 3; i++ {
+		if err := c.Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatalf("write %d with the leader out of reach: %v", i, err)
+		}
+		if c.Leader() != "" {
+			t.Fatalf("write %d: the leader that failed is followed again", i)
+		}
+	}
+}

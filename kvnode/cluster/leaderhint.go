@@ -14,15 +14,20 @@ import (
 // asking the leader (its status names it), for LeaderHint.
 type leaderHint struct {
 	mu       sync.Mutex
-	id       string // the leader it is of
+	id, api  string // the leader it is of, and where its API is
 	grpc     string
 	asked    time.Time
 	fetching bool
 }
 
 // hintRetry is how long a follower waits before it asks a leader again
-// for its gRPC address, after a failure or an answer without one.
-const hintRetry = 10 * time.Second
+// for its gRPC address, after a failure or an answer without one; and
+// hintFor how long an address it learnt is named before it asks again (a
+// leader that restarted may listen elsewhere).
+const (
+	hintRetry = 10 * time.Second
+	hintFor   = time.Minute
+)
 
 // LeaderHint returns the addresses of the member that leads, as far as
 // this node knows them: its API URL and its gRPC address (each "" when
@@ -38,30 +43,44 @@ func (n *Node) LeaderHint() (api, grpcAddr string) {
 		return "", ""
 	case raft.ServerID(n.cfg.NodeID):
 		// A standalone node listening on every interface advertises an
-		// address nobody else can dial: no hint then.
-		if !dialable(n.cfg.APIAdvertise) {
+		// address nobody else can dial: no hint then (hintSelf).
+		if !n.hintSelf {
 			return "", ""
 		}
 		return n.cfg.APIAdvertise, n.cfg.GRPCAdvertise
 	}
 	api = n.store.Meta(metaAPIKey(string(id)))
+	if api == "" {
+		return "", ""
+	}
 	h := &n.hint
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.id == string(id) && h.grpc != "" {
+	same := h.id == string(id) && h.api == api
+	if same && h.grpc != "" && time.Since(h.asked) < hintFor {
 		return api, h.grpc
 	}
-	if api != "" && !h.fetching && (h.id != string(id) || time.Since(h.asked) > hintRetry) {
-		h.id, h.grpc, h.asked, h.fetching = string(id), "", time.Now(), true
+	if !h.fetching && (!same || time.Since(h.asked) > hintRetry) {
+		if !same {
+			h.grpc = ""
+		}
+		h.id, h.api, h.asked, h.fetching = string(id), api, time.Now(), true
 		go func() {
 			st, err := n.memberStatus(context.Background(), string(id), api)
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.fetching = false
-			if err == nil && st.ID == string(id) && h.id == string(id) {
-				h.grpc = st.GRPC
+			if h.id == string(id) && h.api == api {
+				h.grpc = ""
+				if err == nil && st.ID == string(id) {
+					h.grpc = st.GRPC
+				}
 			}
 		}()
+	}
+	if same {
+		// The address learnt last, while it is asked again.
+		return api, h.grpc
 	}
 	return api, ""
 }

@@ -117,6 +117,7 @@ type Node struct {
 	client       *http.Client
 	forwards     *forwarder
 	hint         leaderHint
+	hintSelf     bool // cfg.APIAdvertise can be dialled by others
 	// batchesServed bounds the batches of forwarded writes applied at
 	// once (proposeBatch).
 	batchesServed chan struct{}
@@ -218,6 +219,7 @@ func Open(cfg Config, store *core.Store) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, store: store, log: log, snaps: snaps, vol: vol, storage: storage, readyChanged: make(chan struct{}), closed: make(chan struct{}), client: cfg.APIClient, clock: clock, staleLogAfter: defaultStaleLogAfter}
 	n.forwards = newForwarder(n)
+	n.hintSelf = dialable(cfg.APIAdvertise)
 	n.batchesServed = make(chan struct{}, batchesServedAtOnce)
 	if n.client == nil {
 		n.client = http.DefaultClient

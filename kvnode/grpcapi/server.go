@@ -239,10 +239,10 @@ func (s *server) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, er
 	if v == nil {
 		v = []byte{}
 	}
-	s.hintLeader(ctx)
 	if err := s.cfg.KV.Put(ctx, r.GetKey(), v); err != nil {
 		return nil, s.fail(ctx, "Put", err)
 	}
+	s.hintLeader(ctx)
 	return &pb.PutResponse{}, nil
 }
 
@@ -250,15 +250,15 @@ func (s *server) Delete(ctx context.Context, r *pb.DeleteRequest) (*pb.DeleteRes
 	if err := s.allowed(ctx, access.Write, r.GetKey()); err != nil {
 		return nil, err
 	}
-	s.hintLeader(ctx)
 	if err := s.cfg.KV.Delete(ctx, r.GetKey()); err != nil {
 		return nil, s.fail(ctx, "Delete", err)
 	}
+	s.hintLeader(ctx)
 	return &pb.DeleteResponse{}, nil
 }
 
-// hintLeader names the leader in the response header of a write, for
-// clients that send their writes straight to it.
+// hintLeader names the leader in the response header of a successful
+// write, for clients that send their writes straight to it.
 func (s *server) hintLeader(ctx context.Context) {
 	if s.cfg.Leader == nil {
 		return

@@ -109,17 +109,43 @@ type identified struct {
 type identifiedKey struct{}
 
 // LeaderHint names the leader's API URL (keyapi.HeaderLeader) on the
-// answers to PUTs and DELETEs, when leader knows it, for clients that
-// send their writes straight to the leader.
+// successful answers to PUTs and DELETEs, when leader knows it, for
+// clients that send their writes straight to the leader. Only a client
+// allowed to write learns the members' addresses.
 func LeaderHint(leader func() string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodPut || r.Method == http.MethodDelete {
-				if api := leader(); api != "" {
-					w.Header().Set(keyapi.HeaderLeader, api)
-				}
+				w = &hintingWriter{ResponseWriter: w, leader: leader}
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
 }
+
+// hintingWriter adds the leader to a successful answer's header.
+type hintingWriter struct {
+	http.ResponseWriter
+	leader func() string
+	wrote  bool
+}
+
+func (h *hintingWriter) WriteHeader(status int) {
+	if !h.wrote && status >= 200 && status < 300 {
+		if api := h.leader(); api != "" {
+			h.Header().Set(keyapi.HeaderLeader, api)
+		}
+	}
+	h.wrote = true
+	h.ResponseWriter.WriteHeader(status)
+}
+
+func (h *hintingWriter) Write(b []byte) (int, error) {
+	if !h.wrote {
+		h.WriteHeader(http.StatusOK)
+	}
+	return h.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (h *hintingWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
