@@ -697,8 +697,7 @@ func (c *Client) isBenched(key string) bool {
 // go to the endpoints.
 func (c *Client) Leader() string {
 	t := c.leader.Load()
-	switch {
-	case t == nil:
+	if t == nil {
 		return ""
 	}
 	return t.key()
