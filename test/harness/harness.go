@@ -383,6 +383,38 @@ func (m *Member) Pause() {
 	if m.cmd != nil && !m.paused {
 		m.cmd.Process.Signal(syscall.SIGSTOP)
 		m.paused = true
+		waitStopped(m.cmd.Process.Pid)
+	}
+}
+
+// waitStopped waits until every thread of the process has stopped. A
+// SIGSTOP sent to a process stops its threads one after the other: under
+// load, one of them answered a request a millisecond after kill returned,
+// and a test took the answer of a "paused" member.
+func waitStopped(pid int) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return // gone
+		}
+		stopped := true
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+			if err != nil {
+				continue // the thread has exited
+			}
+			// The state follows the command name, which is in
+			// parentheses and may hold spaces.
+			s := string(b)
+			i := strings.LastIndexByte(s, ')')
+			if i < 0 || i+2 >= len(s) || (s[i+2] != 'T' && s[i+2] != 't') {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
 	}
 }
 
