@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/client"
-	"github.com/kvstore-operator/kvstore-operator/test/harness"
 )
 
 // A client with LeaderWrites learns the leader from a follower's answer to
@@ -22,13 +21,7 @@ func TestClientWritesStraightToTheLeader(t *testing.T) {
 	}
 	waitVoters(t, c, "kv-0", "kv-1", "kv-2")
 	leader := stableLeader(t, c)
-	var follower *harness.Member
-	for _, m := range c.Members() {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower, _ := followers(c, leader)
 	caFile := filepath.Join(t.TempDir(), "ca.crt")
 	if err := os.WriteFile(caFile, c.CA.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
