@@ -109,47 +109,67 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 	}
 	bootstrap, why := cfg.bootstrap()
 	limits := core.Limits{MaxKeyBytes: cfg.MaxKeyBytes, MaxValueBytes: cfg.MaxValueBytes}
-	node, err := cluster.Open(cluster.Config{
-		Limits:            limits,
-		APIAdvertise:      apiAdvertise,
-		GRPCAdvertise:     grpcAdvertise,
-		APIClient:         tlsSetup.apiClient,
-		PeerTLS:           tlsSetup.peer,
-		NodeID:            cfg.NodeID,
-		DataDir:           cfg.DataDir,
-		PeerBind:          cfg.PeerListen,
-		PeerAdvertise:     cfg.PeerAdvertise,
-		Bootstrap:         bootstrap,
-		SnapshotThreshold: cfg.SnapshotThreshold,
-		SnapshotInterval:  cfg.SnapshotInterval,
-		// 0 on the command line turns the rule off; the cluster package
-		// reads a zero as its default.
-		SnapshotLogRatio:    cmp.Or(cfg.SnapshotLogRatio, -1),
-		SnapshotMinLogBytes: cfg.SnapshotMinLog,
-		SegmentBytes:        cfg.SegmentBytes,
-		ReadLease:           cfg.ReadLease,
-		RestoreFrom:         cfg.RestoreFrom,
-		RecoverAlone:        cfg.RecoverAlone,
-		Restart: func() {
-			select {
-			case sigs <- syscall.SIGTERM:
-			default:
+	var node backend
+	var clusterHandler http.Handler
+	var raftNode *cluster.Node
+	if cfg.Log == logPostgres {
+		pg, err := openPostgres(cfg, logger, store, m)
+		if err != nil {
+			_ = ln.Close()
+			if grpcLn != nil {
+				_ = grpcLn.Close()
 			}
-		},
-		TrailingLogs: min(10240, max(cfg.SnapshotThreshold, 64)),
-		LogObserver:  m,
-		Logger:       cluster.SlogLogger(logger, "raft"),
-	}, store)
-	if err != nil {
-		_ = ln.Close() // nothing was served on it
-		if grpcLn != nil {
-			_ = grpcLn.Close()
+			return err
 		}
-		return fmt.Errorf("open the store in %s: %w", cfg.DataDir, err)
+		node, clusterHandler = pg, noClusterAPI()
+	} else {
+		raftNode, err = cluster.Open(cluster.Config{
+			Limits:            limits,
+			APIAdvertise:      apiAdvertise,
+			GRPCAdvertise:     grpcAdvertise,
+			APIClient:         tlsSetup.apiClient,
+			PeerTLS:           tlsSetup.peer,
+			NodeID:            cfg.NodeID,
+			DataDir:           cfg.DataDir,
+			PeerBind:          cfg.PeerListen,
+			PeerAdvertise:     cfg.PeerAdvertise,
+			Bootstrap:         bootstrap,
+			SnapshotThreshold: cfg.SnapshotThreshold,
+			SnapshotInterval:  cfg.SnapshotInterval,
+			// 0 on the command line turns the rule off; the cluster package
+			// reads a zero as its default.
+			SnapshotLogRatio:    cmp.Or(cfg.SnapshotLogRatio, -1),
+			SnapshotMinLogBytes: cfg.SnapshotMinLog,
+			SegmentBytes:        cfg.SegmentBytes,
+			ReadLease:           cfg.ReadLease,
+			RestoreFrom:         cfg.RestoreFrom,
+			RecoverAlone:        cfg.RecoverAlone,
+			Restart: func() {
+				select {
+				case sigs <- syscall.SIGTERM:
+				default:
+				}
+			},
+			TrailingLogs: min(10240, max(cfg.SnapshotThreshold, 64)),
+			LogObserver:  m,
+			Logger:       cluster.SlogLogger(logger, "raft"),
+		}, store)
+		if err != nil {
+			_ = ln.Close() // nothing was served on it
+			if grpcLn != nil {
+				_ = grpcLn.Close()
+			}
+			return fmt.Errorf("open the store in %s: %w", cfg.DataDir, err)
+		}
+		m.WatchNode(raftNode.Status, store.Len)
+		node, clusterHandler = raftNode, cluster.Handler(raftNode, cluster.Authorizers{Admin: tlsSetup.authorizeAdmin, Peer: tlsSetup.authorizePeer})
 	}
 	svc := core.NewService(store, node, limits)
-	m.WatchNode(node.Status, store.Len)
-	checker := &health.Checker{DataDir: cfg.DataDir, Cluster: node, Reader: prober{svc}}
+	dataDir := cfg.DataDir
+	if cfg.Log == logPostgres {
+		dataDir = "" // stateless: no volume to check
+	}
+	checker := &health.Checker{DataDir: dataDir, Cluster: node, Reader: prober{svc}}
 
 	// One bound for the client API and the internal calls: a flood of
 	// either is load on the same node. The membership API stays outside,
@@ -168,7 +188,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		keys = rest.Off("the REST key API is off on this store (--rest-api=false); use gRPC")
 	}
 	api := m.Instrument(shedding(keys))
-	clusterAPI := rest.Deadline(cfg.RequestTimeout, cluster.Handler(node, cluster.Authorizers{Admin: tlsSetup.authorizeAdmin, Peer: tlsSetup.authorizePeer}))
+	clusterAPI := rest.Deadline(cfg.RequestTimeout, clusterHandler)
 	members := m.Instrument(clusterAPI)
 	internal := m.Instrument(shedding(clusterAPI))
 	srv := &http.Server{
@@ -212,7 +232,7 @@ func serve(cfg *config, logger *slog.Logger, stdout io.Writer) error {
 		logger.Info("profiles served", "addr", addr)
 	}
 	logger.Info("kvnode listening", "addr", ln.Addr().String(), "scheme", scheme, "node", cfg.NodeID, "dataDir", cfg.DataDir, "peer", cfg.PeerListen, "api", apiAdvertise, "peerTLS", tlsSetup.peer != nil, "clientAuth", cfg.ClientAuth, "clientRate", limiter.Default().String())
-	if !bootstrap && node.Status().LastIndex == 0 {
+	if raftNode != nil && !bootstrap && raftNode.Status().LastIndex == 0 {
 		// Without this line the only sign is raft's "no known peers" warning.
 		logger.Info("no cluster state: waiting to be added to a cluster by its leader (or bootstrapped through the membership API)", "why", why)
 	}

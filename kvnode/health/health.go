@@ -84,8 +84,10 @@ func (c *Checker) ready() error {
 	if c.draining.Load() {
 		return errors.New("shutting down")
 	}
-	if err := writable(c.DataDir); err != nil {
-		return err
+	if c.DataDir != "" { // a Postgres-mode node has none
+		if err := writable(c.DataDir); err != nil {
+			return err
+		}
 	}
 	if c.Cluster != nil {
 		return c.Cluster.Ready()

@@ -101,7 +101,7 @@ func (m *Metrics) WatchNode(status func() cluster.Status, keys func() int) {
 		gauge("kvnode_raft_last_index", "Last index in the log.", func(s cluster.Status) float64 { return float64(s.LastIndex) }),
 		gauge("kvnode_raft_leader", "1 when this node is the leader.", func(s cluster.Status) float64 { return b2f(s.State == "Leader") }),
 		gauge("kvnode_txlog_bytes", "Bytes of records in the transaction log.", func(s cluster.Status) float64 { return float64(s.LogBytes) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvnode_keys", Help: "Keys in the store."}, func() float64 { return float64(keys()) }),
+		keysGauge(keys),
 	)
 	storage := func(name, help string, f func(*clusterapi.StorageStatus) float64) prometheus.Collector {
 		return gauge(name, help, func(s cluster.Status) float64 {
@@ -119,6 +119,25 @@ func (m *Metrics) WatchNode(status func() cluster.Status, keys func() int) {
 	)
 	states := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kvnode_raft_state", Help: "1 for the node's current Raft state."}, []string{"state"})
 	m.reg.MustRegister(stateCollector{states: states, status: status})
+}
+
+// WatchPostgres exports a Postgres-mode node's place in the log, read at
+// scrape time: the head it has seen, what it applied, and whether the
+// circuit to PostgreSQL is open.
+func (m *Metrics) WatchPostgres(status func() (head, applied uint64, open bool), keys func() int) {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		gauge("kvnode_pglog_head_sequence", "Highest log sequence this node has seen committed in postgres.", func() float64 { h, _, _ := status(); return float64(h) }),
+		gauge("kvnode_pglog_applied_sequence", "Last log sequence applied to the store.", func() float64 { _, a, _ := status(); return float64(a) }),
+		gauge("kvnode_pglog_circuit_open", "1 while postgres is taken to be unreachable (calls fail at once; not ready).", func() float64 { _, _, o := status(); return b2f(o) }),
+		keysGauge(keys),
+	)
+}
+
+func keysGauge(keys func() int) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kvnode_keys", Help: "Keys in the store."}, func() float64 { return float64(keys()) })
 }
 
 // WatchCertificate exports the expiry of a TLS certificate the node
