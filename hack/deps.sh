@@ -29,6 +29,7 @@ verify=(
   "shellcheck shellcheck"       # make verify lints every shell script
   "mkfs.ext4 e2fsprogs"         # the full-disk tests on an ext4 volume (test/tmpfs)
   "protoc protobuf-compiler"    # make generate: the gRPC API (kvnode/grpcapi)
+  "/usr/lib/postgresql/*/bin/initdb postgresql" # the Postgres mode's tests start their own server (kvnode/pglog/pgtest)
 )
 
 [ $# -gt 0 ] || die "usage: $0 cluster|verify ..."
@@ -41,7 +42,12 @@ for group in "$@"; do
   esac
   for e in "${entries[@]}"; do
     what=${e%% *} pkg=${e#* }
-    if [[ $what == /* ]]; then [ -x "$what" ] && continue; else command -v "$what" >/dev/null && continue; fi
+    if [[ $what == /* ]]; then
+      # An absolute path may be a pattern (a versioned directory).
+      for f in $what; do [ -x "$f" ] && continue 2; done
+    else
+      command -v "$what" >/dev/null && continue
+    fi
     [[ " ${need[*]} " == *" $pkg "* ]] || need+=("$pkg")
   done
 done

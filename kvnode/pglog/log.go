@@ -64,12 +64,23 @@ type Log struct {
 }
 
 type proposal struct {
-	ctx  context.Context
-	e    core.Event
-	done chan struct{}
+	ctx context.Context
+	e   core.Event
+	// state is queued until the writer sends the write (sending), and
+	// queued again if it certainly was not applied. A caller whose
+	// context ends while it is queued takes it back (abandoned): the
+	// write is then never sent, and the caller can say so.
+	state atomic.Int32
+	done  chan struct{}
 	seq  uint64
 	err  error
 }
+
+const (
+	queued int32 = iota
+	sending
+	abandoned
+)
 
 type round struct {
 	done chan struct{}
@@ -224,7 +235,10 @@ func (l *Log) Propose(ctx context.Context, e core.Event) error {
 	select {
 	case <-p.done:
 	case <-ctx.Done():
-		return ctx.Err() // the write may still commit: its outcome is unknown
+		if p.state.CompareAndSwap(queued, abandoned) {
+			return fmt.Errorf("%w: not sent before the deadline: %v", core.ErrUnavailable, ctx.Err())
+		}
+		return ctx.Err() // on its way: the write may still commit
 	}
 	if p.err != nil {
 		return p.err
@@ -269,14 +283,12 @@ func (l *Log) writer() {
 func (l *Log) write(batch []*proposal) {
 	bo := backoff{base: 10 * time.Millisecond, max: time.Second}
 	for {
-		// A write whose caller has gone is not sent: its caller was told
-		// the outcome is unknown, and not sending it is one of the
-		// outcomes.
+		// A write whose caller gave up while it was queued is not sent:
+		// its caller was told it was not applied.
 		live := batch[:0]
 		for _, p := range batch {
-			if p.ctx.Err() != nil {
-				p.answer(0, fmt.Errorf("%w: not sent: %v", core.ErrUnavailable, p.ctx.Err()))
-				continue
+			if !p.state.CompareAndSwap(queued, sending) {
+				continue // abandoned by its caller, who was told
 			}
 			live = append(live, p)
 		}
@@ -302,10 +314,11 @@ func (l *Log) write(batch []*proposal) {
 		msg := l.clean(err)
 		switch {
 		case !applied && retry && !l.stopping():
-			if l.sleep(bo.next(), batch) {
-				continue
+			for _, p := range batch {
+				p.state.Store(queued)
 			}
-			fallthrough
+			l.sleep(bo.next())
+			continue
 		case !applied:
 			for _, p := range batch {
 				p.answer(0, fmt.Errorf("%w: postgres: %s", core.ErrUnavailable, msg))
@@ -330,18 +343,15 @@ func (l *Log) stopping() bool {
 	return l.closed
 }
 
-// sleep waits d, or less if every write of batch is given up on first.
-// It reports whether any still waits.
-func (l *Log) sleep(d time.Duration, batch []*proposal) bool {
+// sleep waits d before a retry; callers may abandon their writes
+// meanwhile.
+func (l *Log) sleep(d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	<-t.C
-	for _, p := range batch {
-		if p.ctx.Err() == nil {
-			return true
-		}
+	select {
+	case <-t.C:
+	case <-l.stop:
 	}
-	return false
 }
 
 // commit sends the batch as one implicit transaction (one round trip):
@@ -465,12 +475,8 @@ func (l *Log) ReadBarrier(ctx context.Context, _ core.Consistency) error {
 		}
 		return fmt.Errorf("%w: read the log's head: %s", core.ErrUnavailable, l.clean(err))
 	}
-	if applied := l.store.AppliedIndex(); seq < applied {
-		// The database has less than this node applied: PostgreSQL lost
-		// committed transactions (a restore, an asynchronous standby
-		// promoted). This node's copy is no longer the log's.
-		l.fail(fmt.Errorf("the log's head in postgres is sequence %d, behind the %d this node applied: postgres lost committed writes; restart the node to load the database's state", seq, applied))
-		return fmt.Errorf("%w: %v", core.ErrUnavailable, l.Live())
+	if err := l.Live(); err != nil {
+		return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
 	}
 	if l.store.AppliedIndex() < seq {
 		l.wake()
@@ -523,7 +529,15 @@ func (l *Log) rounds() {
 		if r == nil {
 			continue
 		}
+		// What was applied before the query was sent had committed by
+		// then, so the head cannot be below it, unless PostgreSQL lost
+		// committed transactions (a restore, an asynchronous standby
+		// promoted): this node's copy is then no longer the log's.
+		before := l.store.AppliedIndex()
 		r.seq, r.err = l.queryHead()
+		if r.err == nil && r.seq < before {
+			l.fail(fmt.Errorf("the log's head in postgres is sequence %d, behind the %d this node applied: postgres lost committed writes; restart the node to load the database's state", r.seq, before))
+		}
 		if r.err == nil {
 			l.noteHead(r.seq)
 		}

@@ -2,9 +2,11 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 	"github.com/kvstore-operator/kvstore-operator/test/harness"
 )
 
@@ -163,6 +166,16 @@ func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 	if err := c.StartN(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
+	checkLinearizable(t, c, seed, false, func() map[string]int { return runFaults(t, c, seed, duration) })
+}
+
+// checkLinearizable runs the clients while faults injects faults, then
+// heals the members, reads every key, and checks the history. With
+// trustOutcome, a write that failed without keyapi.OutcomeUnknown is taken
+// at its word, as not applied, and left out of the history: if it was
+// applied after all, its value appears from nowhere and the check fails.
+// Without it, every failed write may have been applied.
+func checkLinearizable(t *testing.T, c *harness.Cluster, seed int64, trustOutcome bool, faults func() map[string]int) {
 	h := &history{counts: map[string]int{}}
 	const clients = 8
 	keys := []string{"a", "b", "c", "d", "e", "f"}
@@ -199,7 +212,7 @@ func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 					query = "consistency=strict"
 				}
 				call := time.Now().UnixNano()
-				code, body, err := kv(c, m, method, in.key, in.value, query)
+				code, body, outcome, err := kvOutcome(c, m, method, in.key, in.value, query)
 				ret := time.Now().UnixNano()
 				switch {
 				case in.op == "get" && err == nil && code == 200:
@@ -211,8 +224,26 @@ func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 					time.Sleep(10 * time.Millisecond)
 				case err == nil && (code == 201 || code == 200):
 					h.add(cl, in, kvOutput{}, call, ret)
+				case neverSent(err):
+					// A connection refused (a member down): the
+					// request never left the client.
+					h.mu.Lock()
+					h.counts["not sent "+in.op]++
+					h.mu.Unlock()
+					time.Sleep(10 * time.Millisecond)
+				case trustOutcome && err == nil && outcome != keyapi.OutcomeUnknown:
+					h.mu.Lock()
+					h.counts["not applied "+in.op]++
+					h.mu.Unlock()
+					time.Sleep(10 * time.Millisecond)
 				default:
 					// The write may still be applied at any later moment.
+					if os.Getenv("KV_LIN_DEBUG") != "" {
+						why := fmt.Sprint(code, " ", body, err)
+						h.mu.Lock()
+						h.counts["why "+why[:min(len(why), 70)]]++
+						h.mu.Unlock()
+					}
 					h.add(cl, in, kvOutput{unknown: true}, call, math.MaxInt64)
 					time.Sleep(10 * time.Millisecond)
 				}
@@ -220,7 +251,7 @@ func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 		}(cl)
 	}
 
-	faults := runFaults(t, c, seed, duration)
+	injected := faults()
 	close(stop)
 	wg.Wait()
 
@@ -256,7 +287,7 @@ func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("%v of faults: %v", time.Since(start).Round(time.Second), faults)
+	t.Logf("%v of faults: %v", time.Since(start).Round(time.Second), injected)
 	t.Logf("operations: %v", h.counts)
 	if h.counts["ok put"] < 50 || h.counts["ok get"] < 50 {
 		t.Fatalf("too few successful operations to mean anything: %v", h.counts)
@@ -277,6 +308,13 @@ func linearizableUnderFaults(t *testing.T, seed int64, duration time.Duration) {
 	default:
 		t.Fatalf("the checker timed out on %d operations (seed %d)", len(h.ops), seed)
 	}
+}
+
+// neverSent reports whether err is a failure to connect, so that nothing
+// of the request was sent.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // runFaults injects one fault at a time until duration has passed and

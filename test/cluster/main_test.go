@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvstore-operator/kvstore-operator/kvnode/keyapi"
 	"github.com/kvstore-operator/kvstore-operator/test/harness"
 )
 
@@ -58,6 +59,12 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 
 // kv calls the client API of m; it returns the status and body.
 func kv(c *harness.Cluster, m *harness.Member, method, key, value string, query string) (int, string, error) {
+	code, body, _, err := kvOutcome(c, m, method, key, value, query)
+	return code, body, err
+}
+
+// kvOutcome is kv, and the answer's keyapi.HeaderOutcome.
+func kvOutcome(c *harness.Cluster, m *harness.Member, method, key, value string, query string) (int, string, string, error) {
 	var body io.Reader
 	if method == "PUT" {
 		body = strings.NewReader(value)
@@ -68,15 +75,15 @@ func kv(c *harness.Cluster, m *harness.Member, method, key, value string, query 
 	}
 	req, err := http.NewRequest(method, u, body)
 	if err != nil {
-		return 0, "", err
+		return 0, "", "", err
 	}
 	resp, err := c.Client.Do(req)
 	if err != nil {
-		return 0, "", err
+		return 0, "", "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return resp.StatusCode, string(b), resp.Header.Get(keyapi.HeaderOutcome), err
 }
 
 func jsonDecode(resp *http.Response, v any) error {

@@ -57,6 +57,10 @@ type Options struct {
 	// Profiles has each member serve Go's profiles (--pprof-listen) on
 	// Member.Pprof.
 	Profiles bool
+	// Postgres, when set, runs the members in Postgres mode
+	// (--log=postgres) with these TLOG_* variables added to their
+	// environment: no peers, no data directory, nothing to bootstrap.
+	Postgres []string
 }
 
 // Cluster is a set of kvnode processes and their proxies.
@@ -255,21 +259,28 @@ func (m *Member) Start() error {
 	args := []string{
 		"--node-id", m.ID,
 		"--listen", u.Host,
-		"--api-advertise", m.API,
-		"--data-dir", m.DataDir,
-		"--peer-listen", m.peerReal,
-		"--peer-advertise", m.PeerAddr,
 		"--grpc-listen", m.GRPC,
-		// A member is added by the cluster's leader (or bootstrapped through
-		// the API); one that lost its data directory must not start a
-		// second cluster.
-		"--bootstrap", clusterapi.BootstrapNever,
 		"--log-level", "warn",
 	}
-	if !m.c.opts.Insecure {
+	pg := m.c.opts.Postgres != nil
+	if pg {
+		args = append(args, "--log", "postgres")
+	} else {
 		args = append(args,
-			"--tls-cert", filepath.Join(cd, "tls.crt"), "--tls-key", filepath.Join(cd, "tls.key"), "--tls-ca", filepath.Join(cd, "ca.crt"),
-			"--peer-tls-cert", filepath.Join(cd, "peer.crt"), "--peer-tls-key", filepath.Join(cd, "peer.key"), "--peer-tls-ca", filepath.Join(cd, "ca.crt"))
+			"--api-advertise", m.API,
+			"--data-dir", m.DataDir,
+			"--peer-listen", m.peerReal,
+			"--peer-advertise", m.PeerAddr,
+			// A member is added by the cluster's leader (or bootstrapped
+			// through the API); one that lost its data directory must not
+			// start a second cluster.
+			"--bootstrap", clusterapi.BootstrapNever)
+	}
+	if !m.c.opts.Insecure {
+		args = append(args, "--tls-cert", filepath.Join(cd, "tls.crt"), "--tls-key", filepath.Join(cd, "tls.key"), "--tls-ca", filepath.Join(cd, "ca.crt"))
+		if !pg {
+			args = append(args, "--peer-tls-cert", filepath.Join(cd, "peer.crt"), "--peer-tls-key", filepath.Join(cd, "peer.key"), "--peer-tls-ca", filepath.Join(cd, "ca.crt"))
+		}
 	}
 	if m.Pprof != "" {
 		args = append(args, "--pprof-listen", m.Pprof)
@@ -277,6 +288,9 @@ func (m *Member) Start() error {
 	args = append(args, m.c.opts.ExtraArgs...)
 	args = append(args, m.Args...)
 	cmd := exec.Command(m.c.opts.Binary, args...)
+	if pg {
+		cmd.Env = append(os.Environ(), m.c.opts.Postgres...)
+	}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -585,7 +599,8 @@ func (c *Cluster) anyRunning(not *Member) *Member {
 	return nil
 }
 
-// StartN adds, starts and joins n voters.
+// StartN adds, starts and joins n voters (in Postgres mode: starts n
+// nodes, which need no joining).
 func (c *Cluster) StartN(ctx context.Context, n int) error {
 	for i := 0; i < n; i++ {
 		m, err := c.Add()
@@ -594,6 +609,9 @@ func (c *Cluster) StartN(ctx context.Context, n int) error {
 		}
 		if err := m.Start(); err != nil {
 			return err
+		}
+		if c.opts.Postgres != nil {
+			continue
 		}
 		if i == 0 {
 			if err := c.Bootstrap(ctx); err != nil {
