@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -35,10 +36,15 @@ func CacheOptions(namespaces []string) cache.Options {
 		&corev1.ConfigMap{}: {Label: managedBySelector()},
 		// spec.networkPolicy's.
 		&networkingv1.NetworkPolicy{}: {Label: managedBySelector()},
-		// The kvnode pods (the StatefulSet's template carries
-		// kvv1.Labels). A Job's pods are listed around the cache
-		// (jobPods).
+		// The kvnode pods (the StatefulSet's and the Deployment's
+		// template carries kvv1.Labels). A Job's pods are listed around
+		// the cache (jobPods).
 		&corev1.Pod{}: {Label: managedBySelector()},
+		// The Deployments of stores whose log is in PostgreSQL: a cluster
+		// runs many Deployments, and the operator's are few. One of a
+		// store's name that the operator did not make is read around the
+		// cache (observeDeployment).
+		&appsv1.Deployment{}: {Label: managedBySelector()},
 		// The backup and restore Jobs. Selected by the store label they
 		// have always carried, so that Jobs made by an earlier version are
 		// still seen.

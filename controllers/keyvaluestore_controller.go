@@ -90,6 +90,7 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kvv1.KeyValueStore{}).
 		Owns(&appsv1.StatefulSet{}).
+		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.Secret{}).
 		Owns(&corev1.ConfigMap{}).
@@ -97,9 +98,10 @@ func (r *KeyValueStoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Owns(&batchv1.Job{}).
-		// The pods belong to the StatefulSet, not to the store: found by
-		// their labels. Status names the leader and counts ready members,
-		// which a pod deleted or turning ready changes at once.
+		// The pods belong to the StatefulSet (or the Deployment), not to
+		// the store: found by their labels. Status names the leader and
+		// counts ready members, which a pod deleted or turning ready
+		// changes at once.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podStore), builder.WithPredicates(podChanged)).
 		Named("keyvaluestore").
 		WithOptions(controllerOptions(mgr, "keyvaluestore", "keyvaluestore")).
@@ -142,7 +144,7 @@ func podReady(p *corev1.Pod) bool {
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=kv.kvstore.dev,resources=keyvaluestores/scale,verbs=get;update;patch
-// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets;deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
@@ -161,6 +163,10 @@ func podReady(p *corev1.Pod) bool {
 //     PodDisruptionBudget → HorizontalPodAutoscaler → PodMonitor →
 //     settled;
 //  3. compute status from what was observed and patch it once.
+//
+// A store whose log is in PostgreSQL has steps of its own (steps,
+// observeDeployment): a Deployment instead of the StatefulSet and nothing
+// of Raft.
 //
 // With spec.paused the steps that change something are skipped (in one
 // place, run); status is still refreshed.
@@ -255,6 +261,11 @@ type state struct {
 	certs tlssecrets.State
 	// live is the StatefulSet as it is; nil before it exists.
 	live *appsv1.StatefulSet
+	// deployment is, with the log in PostgreSQL, the Deployment as it is;
+	// nil before it exists. taken says why it is not the store's to apply
+	// (one of its name that the store does not own), "" when it is.
+	deployment *appsv1.Deployment
+	taken      string
 	// pods is how many pods should exist: spec.replicas, or the
 	// autoscaler's count within its bounds.
 	pods int
@@ -286,7 +297,21 @@ type step struct {
 }
 
 // steps are run in this order (DESIGN §4).
-func (r *KeyValueStoreReconciler) steps() []step {
+func (r *KeyValueStoreReconciler) steps(kvs *kvv1.KeyValueStore) []step {
+	if kvs.PostgresLog() {
+		// PostgreSQL holds and orders the log: no membership, no volumes
+		// to restore, grow or replace, and the Deployment controller rolls
+		// the pods, which need no leader handed over.
+		return []step{
+			{"tls", true, r.syncTLS},
+			{"access", true, r.syncAccess},
+			{"services", true, r.syncServices},
+			{"deployment", true, r.syncDeployment},
+			{"pdb", true, r.syncPDB},
+			{"hpa", true, r.syncHPA},
+			{"podmonitor", true, r.syncPodMonitor},
+		}
+	}
 	return []step{
 		{"tls", true, r.syncTLS},
 		{"access", true, r.syncAccess},
@@ -316,7 +341,7 @@ func (r *KeyValueStoreReconciler) run(ctx context.Context, kvs *kvv1.KeyValueSto
 		}
 		return st, res
 	}
-	for _, s := range r.steps() {
+	for _, s := range r.steps(kvs) {
 		if kvs.Spec.Paused && s.changes {
 			continue
 		}
@@ -344,6 +369,9 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 	if certs.Waiting != "" {
 		return st, waitFor("%s", certs.Waiting)
 	}
+	if kvs.PostgresLog() {
+		return st, r.observeDeployment(ctx, st)
+	}
 
 	live := &appsv1.StatefulSet{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.StatefulSetName(kvs)}, live); err != nil {
@@ -353,15 +381,15 @@ func (r *KeyValueStoreReconciler) observe(ctx context.Context, kvs *kvv1.KeyValu
 		live = nil
 	}
 	st.live = live
-	recorded := ""
-	rules := &corev1.ConfigMap{}
-	switch err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.AccessConfigMapName(kvs)}, rules); {
-	case err == nil && metav1.IsControlledBy(rules, kvs):
-		recorded = rules.Data[clientaccess.ModeKey]
-	case err != nil && !apierrors.IsNotFound(err):
+	recorded, err := r.recordedClientAuth(ctx, kvs)
+	if err != nil {
 		return st, fail(err)
 	}
-	kvs.Status.ClientAuth = statefulset.ClientAuth(kvs, live, recorded)
+	var template *corev1.PodTemplateSpec
+	if live != nil {
+		template = &live.Spec.Template
+	}
+	kvs.Status.ClientAuth = statefulset.ClientAuth(kvs, template, recorded)
 	// The ID recorded on the StatefulSet outlives status (a store
 	// re-applied from a manifest); status still holds it for a store made
 	// before the annotation existed.
@@ -501,6 +529,19 @@ func mismatchMessage(kvs *kvv1.KeyValueStore, m membership.Mismatch) string {
 		kvv1.PodName(kvs, m.Ordinal), m.Reported, kvv1.PodName(kvs, m.ExpectedFrom), m.Expected, stop)
 }
 
+// recordedClientAuth is the client authentication recorded with the
+// store's access rules (clientaccess.ModeKey), "" when there is none.
+func (r *KeyValueStoreReconciler) recordedClientAuth(ctx context.Context, kvs *kvv1.KeyValueStore) (string, error) {
+	rules := &corev1.ConfigMap{}
+	switch err := r.Get(ctx, types.NamespacedName{Namespace: kvs.Namespace, Name: kvv1.AccessConfigMapName(kvs)}, rules); {
+	case err == nil && metav1.IsControlledBy(rules, kvs):
+		return rules.Data[clientaccess.ModeKey], nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return "", err
+	}
+	return "", nil
+}
+
 // setCerts records what the TLS provider found.
 func (r *KeyValueStoreReconciler) setCerts(st *state, certs tlssecrets.State) {
 	st.certs = certs
@@ -540,8 +581,15 @@ func (r *KeyValueStoreReconciler) secretReader(kvs *kvv1.KeyValueStore) client.R
 	return cacheThenAPI{cached: r.Client, api: r.APIReader}
 }
 
+// syncServices applies the client Service and, for a Raft log, the
+// headless one the members find each other by; the pods of a store whose
+// log is in PostgreSQL never call each other.
 func (r *KeyValueStoreReconciler) syncServices(ctx context.Context, st *state) result {
-	for _, s := range []*corev1.Service{services.BuildHeadless(st.kvs), services.BuildClient(st.kvs)} {
+	svcs := []*corev1.Service{services.BuildClient(st.kvs)}
+	if !st.kvs.PostgresLog() {
+		svcs = append([]*corev1.Service{services.BuildHeadless(st.kvs)}, svcs...)
+	}
+	for _, s := range svcs {
 		if err := apply(ctx, r.Client, s); err != nil {
 			return fail(err)
 		}
@@ -586,20 +634,10 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 		// Autoscaled: the HPA owns the count. The StatefulSet is created
 		// with it (st.pods, at least the pods that run) rather than with
 		// the default of 1, which the StatefulSet controller could act on
-		// before the count is set, deleting running pods. The count is
-		// then held by a field owner of its own, and released by the
-		// operator's, so that the HPA can take it over.
+		// before the count is set, deleting running pods.
 		first := desired.DeepCopy()
 		first.Spec.Replicas = ptr.To(int32(st.pods))
-		if err := apply(ctx, r.Client, first); err != nil {
-			return fail(err)
-		}
-		initial := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "apps/v1", "kind": "StatefulSet",
-			"metadata": map[string]any{"name": desired.Name, "namespace": desired.Namespace},
-			"spec":     map[string]any{"replicas": int64(st.pods)},
-		}}
-		if err := applyUnstructured(ctx, r.Client, initial, FieldOwner+"-initial-replicas"); err != nil {
+		if err := r.createAutoscaled(ctx, first, int32(st.pods)); err != nil {
 			return fail(err)
 		}
 	}
@@ -607,6 +645,26 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 		return fail(err)
 	}
 	return done()
+}
+
+// createAutoscaled creates first, a StatefulSet or Deployment whose count
+// the HPA is to own, with count pods. The count is then held by a field
+// owner of its own, and released by the operator's with the next apply
+// (which leaves it out), so that the HPA can take it over.
+func (r *KeyValueStoreReconciler) createAutoscaled(ctx context.Context, first client.Object, count int32) error {
+	if err := apply(ctx, r.Client, first); err != nil {
+		return err
+	}
+	kind := "StatefulSet"
+	if _, ok := first.(*appsv1.Deployment); ok {
+		kind = "Deployment"
+	}
+	initial := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": kind,
+		"metadata": map[string]any{"name": first.GetName(), "namespace": first.GetNamespace()},
+		"spec":     map[string]any{"replicas": int64(count)},
+	}}
+	return applyUnstructured(ctx, r.Client, initial, FieldOwner+"-initial-replicas")
 }
 
 // stepMembership makes the one membership step the plan chose, recording
@@ -679,7 +737,11 @@ func (r *KeyValueStoreReconciler) syncPDB(ctx context.Context, st *state) result
 
 // syncHPA applies the autoscaler, or deletes it when autoscaling is off.
 func (r *KeyValueStoreReconciler) syncHPA(ctx context.Context, st *state) result {
-	if h := hpa.Build(st.kvs, st.voterPods()); h != nil {
+	floor := int32(0) // no voters to keep with the log in PostgreSQL
+	if !st.kvs.PostgresLog() {
+		floor = st.voterPods()
+	}
+	if h := hpa.Build(st.kvs, floor); h != nil {
 		return fail(apply(ctx, r.Client, h))
 	}
 	err := r.Delete(ctx, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Namespace: st.kvs.Namespace, Name: kvv1.HPAName(st.kvs)}})

@@ -91,6 +91,18 @@ func (r *KeyValueStoreBackupReconciler) step(ctx context.Context, b *kvv1.KeyVal
 		}
 		return 0, err
 	}
+	if kvs.PostgresLog() {
+		// Refused for good, before any Job or claim is made: there is no
+		// Raft log on the kvnodes to copy, and a copy through the key API
+		// would be neither consistent nor what a restore could read.
+		now := metav1.NewTime(r.Now())
+		b.Status.Phase, b.Status.CompletionTime = kvv1.BackupFailed, &now
+		b.Status.Message = fmt.Sprintf("KeyValueStore %q keeps its log in PostgreSQL (spec.log.type postgres): its backups are PostgreSQL's own (pg_dump, base backups, point-in-time recovery), not KeyValueStoreBackups", kvs.Name)
+		meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{Type: kvv1.BackupConditionFailed, Status: metav1.ConditionTrue, Reason: kvv1.BackupReasonPostgresLog, Message: b.Status.Message, ObservedGeneration: b.Generation})
+		r.event(b, corev1.EventTypeWarning, "BackupRefused", b.Status.Message)
+		opmetrics.BackupFailed(b.Namespace, b.Spec.Store)
+		return 0, nil
+	}
 	job := &batchv1.Job{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: kvv1.BackupJobName(b)}, job)
 	switch {

@@ -17,23 +17,24 @@ type observation struct {
 	leader          string
 	members         []kvv1.MemberStatus
 	clusterID       string
-	reachable       bool     // a member answered the membership API
-	step            string   // the membership step made or awaited, "" when settled
-	stepDone        bool     // the step was made: the next one can follow at once
-	stepFailed      string   // the step was tried and failed: the step and the error
-	blocked         string   // why the membership change the spec asks for waits
-	mismatch        string   // a pod reports another cluster ID than the store's
-	quorumLost      string   // a majority of the voters lost their volumes
-	waiting         string   // what the reconcile waits for, "" when nothing
-	volumesRefused  string   // the volumes cannot grow to the size asked
-	resizing        string   // volume claims growing, "" when none
-	invalid         string   // a spec the operator refuses (statefulset.Refuse)
-	upgrade         string   // a rollout in progress ("updated 1/3: image a → b"), "" when none
-	restarting      string   // the member the rollout restarted, expected down until it is back
-	upgradeStopped  string   // the restarted member did not come back in time
-	restoreFailed   string   // spec.restore cannot be done
-	storageFull     []string // members whose volume is full, with their numbers
-	err             error    // the first real error of the reconcile
+	reachable       bool            // a member answered the membership API
+	step            string          // the membership step made or awaited, "" when settled
+	stepDone        bool            // the step was made: the next one can follow at once
+	stepFailed      string          // the step was tried and failed: the step and the error
+	blocked         string          // why the membership change the spec asks for waits
+	mismatch        string          // a pod reports another cluster ID than the store's
+	quorumLost      string          // a majority of the voters lost their volumes
+	waiting         string          // what the reconcile waits for, "" when nothing
+	volumesRefused  string          // the volumes cannot grow to the size asked
+	resizing        string          // volume claims growing, "" when none
+	invalid         string          // a spec the operator refuses (statefulset.Refuse)
+	upgrade         string          // a rollout in progress ("updated 1/3: image a → b"), "" when none
+	restarting      string          // the member the rollout restarted, expected down until it is back
+	upgradeStopped  string          // the restarted member did not come back in time
+	restoreFailed   string          // spec.restore cannot be done
+	storageFull     []string        // members whose volume is full, with their numbers
+	deployment      *deploymentView // with the log in PostgreSQL, the Deployment
+	err             error           // the first real error of the reconcile
 }
 
 // setStatus fills kvs.Status from obs: phase, counts, members and the
@@ -44,8 +45,13 @@ type observation struct {
 // leader, a failed step, a change that waits for safety); a member on its
 // way in (added or promoted, not yet healthy) or a pod not yet counted
 // ready while every member is healthy is a planned change: Progressing,
-// phase Scaling.
+// phase Scaling. A store whose log is in PostgreSQL has none of this:
+// setPostgresStatus.
 func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
+	if kvs.PostgresLog() {
+		setPostgresStatus(kvs, obs)
+		return
+	}
 	st := &kvs.Status
 	want := kvs.Voters()
 	st.Replicas, st.ReadyReplicas = obs.pods, obs.readyPods

@@ -224,16 +224,25 @@ func TestCRDPodOverrides(t *testing.T) {
 			"volumes":          []any{volume("extra")},
 			"volumeMounts":     []any{mount("/etc/ssl/extra"), mount("/var/lib/kvnode-cache"), mount("/tmpfiles")},
 		}, "", ""},
-		{"volume named data", map[string]any{"volumes": []any{volume("data")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
-		{"volume named tls", map[string]any{"volumes": []any{volume("extra"), volume("tls")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
-		{"volume named tmp", map[string]any{"volumes": []any{volume("tmp")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
-		{"volume named access", map[string]any{"volumes": []any{volume("access")}}, "spec.pod.volumes", "may not be named data, tls, tmp or access"},
+		{"volume named data", map[string]any{"volumes": []any{volume("data")}}, "spec.pod.volumes", "may not be named data, tls, tmp, access or postgres-ca"},
+		{"volume named tls", map[string]any{"volumes": []any{volume("extra"), volume("tls")}}, "spec.pod.volumes", "may not be named data, tls, tmp, access or postgres-ca"},
+		{"volume named tmp", map[string]any{"volumes": []any{volume("tmp")}}, "spec.pod.volumes", "may not be named data, tls, tmp, access or postgres-ca"},
+		{"volume named access", map[string]any{"volumes": []any{volume("access")}}, "spec.pod.volumes", "may not be named data, tls, tmp, access or postgres-ca"},
 	}
 	// Every variable the operator sets, as the builder sets it (with a
-	// rate limit, so that its variables are among them).
+	// rate limit, so that its variables are among them), for a Raft log
+	// and for one in PostgreSQL (verified with a CA: every variable).
 	rated := testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) { k.Spec.Limits.RequestsPerSecond = 100 })
-	for _, e := range statefulset.Build(rated, ptr.To[int32](3)).Spec.Template.Spec.Containers[0].Env {
-		cases = append(cases, refusal{"env " + e.Name, map[string]any{"env": []any{map[string]any{"name": e.Name, "value": "x"}}}, "spec.pod.env", "may not set a variable the operator sets: "})
+	pg := testutil.StoredKVS("demo", postgresLog(true))
+	seen := map[string]bool{}
+	for _, k := range []*kvv1.KeyValueStore{rated, pg} {
+		for _, e := range statefulset.PodTemplate(k).Spec.Containers[0].Env {
+			if seen[e.Name] {
+				continue
+			}
+			seen[e.Name] = true
+			cases = append(cases, refusal{"env " + e.Name, map[string]any{"env": []any{map[string]any{"name": e.Name, "value": "x"}}}, "spec.pod.env", "may not set a variable the operator sets: "})
+		}
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,7 +257,11 @@ func TestCRDPodOverrides(t *testing.T) {
 		})
 	}
 	// The operator's volumes: the rule's names are the builder's.
-	for _, v := range statefulset.Build(testutil.StoredKVS("demo"), ptr.To[int32](3)).Spec.Template.Spec.Volumes {
+	mtls := testutil.StoredKVS("demo", postgresLog(true))
+	mtls.Status.ClientAuth = kvv1.ClientAuthMTLS
+	volumes := statefulset.Build(testutil.StoredKVS("demo"), ptr.To[int32](3)).Spec.Template.Spec.Volumes
+	volumes = append(volumes, statefulset.PodTemplate(mtls).Spec.Volumes...)
+	for _, v := range volumes {
 		if err := k8s.Create(ctx, rawSpecKVS(ns, "vol-"+v.Name, map[string]any{"pod": map[string]any{"volumes": []any{volume(v.Name)}}})); err == nil {
 			t.Fatalf("a volume named %s, as the operator's, was accepted", v.Name)
 		}

@@ -11,12 +11,15 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || !has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas >= self.replicas",message="autoscaling.minReplicas may not be below replicas: the voters are always there"
 // +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || !self.autoscaling.enabled || self.autoscaling.maxReplicas >= self.replicas",message="autoscaling.maxReplicas may not be below replicas"
 // +kubebuilder:validation:XValidation:rule="has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)",message="restore can be set only when the store is created, and not changed"
+// +kubebuilder:validation:XValidation:rule="!has(self.backup) || !has(self.log) || !has(self.log.type) || self.log.type != 'postgres'",message="backup is for stores with log.type raft: a store whose log is in PostgreSQL is backed up with PostgreSQL's own backups",fieldPath=".backup"
+// +kubebuilder:validation:XValidation:rule="!has(self.restore) || !has(self.log) || !has(self.log.type) || self.log.type != 'postgres'",message="restore is for stores with log.type raft: a store whose log is in PostgreSQL is restored with PostgreSQL's own backups",fieldPath=".restore"
 type KeyValueStoreSpec struct {
 	// Replicas is the number of voting members, 1 to 9. A cluster of 2n+1
 	// voters survives the loss of n; odd numbers are recommended, 1 is for
 	// development. Every write waits for a majority of the voters, so more
 	// voters make writes slower; autoscaling adds read capacity with
-	// non-voters instead.
+	// non-voters instead. With log.type postgres it is the number of
+	// kvnode pods, none of which votes: PostgreSQL orders the writes.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=9
@@ -35,7 +38,15 @@ type KeyValueStoreSpec struct {
 	// +optional
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
+	// Log chooses where the store's transaction log lives: replicated by
+	// the kvnodes with Raft (raft, the default) or in PostgreSQL
+	// (postgres). Immutable once set.
+	// +kubebuilder:default={}
+	// +optional
+	Log LogSpec `json:"log,omitempty"`
+
 	// Storage is the volume each member keeps its transaction log on.
+	// With log.type postgres there is none, and it is ignored.
 	// +kubebuilder:default={}
 	// +optional
 	Storage StorageSpec `json:"storage,omitempty"`
@@ -49,7 +60,8 @@ type KeyValueStoreSpec struct {
 	// +optional
 	TLS TLSSpec `json:"tls,omitempty"`
 
-	// Autoscaling adds non-voting read replicas beyond Replicas under load.
+	// Autoscaling adds non-voting read replicas beyond Replicas under load
+	// (with log.type postgres, kvnode pods: none of them votes).
 	// +optional
 	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
@@ -98,13 +110,14 @@ type KeyValueStoreSpec struct {
 
 	// Backup takes backups on a schedule (KeyValueStoreBackup objects
 	// named <store>-<UTC time>) and keeps the last spec.backup.keep.
+	// Only with log.type raft: PostgreSQL backs up a postgres store's log.
 	// +optional
 	Backup *BackupSchedule `json:"backup,omitempty"`
 
 	// Restore starts a new store from a backup: pod 0 is restored before
 	// it first starts, with a new cluster ID, and the other members join
 	// it. It can be set only when the store is created, and a restore into
-	// volumes that already hold data is refused.
+	// volumes that already hold data is refused. Only with log.type raft.
 	// +optional
 	Restore *RestoreSource `json:"restore,omitempty"`
 
@@ -113,7 +126,8 @@ type KeyValueStoreSpec struct {
 	// operator deletes its volume claim and pod, and the member comes back
 	// on a new volume, to be removed and re-added by the lost-volume
 	// steps. Only one member at a time, and only while the other voters
-	// hold a healthy quorum. Unset: never.
+	// hold a healthy quorum. Unset: never. Ignored with log.type postgres,
+	// whose pods have no volume to replace.
 	// +optional
 	ReplaceAfter *metav1.Duration `json:"replaceAfter,omitempty"`
 
@@ -190,22 +204,24 @@ type PodOverrides struct {
 	// Env adds environment variables to the kvnode container, such as
 	// KV_LOG_LEVEL or the KV_SNAPSHOT_ settings. The variables the operator
 	// sets (the node's identity, addresses, data and TLS paths, bootstrap
-	// mode, spec.limits, drain and shutdown times) are refused.
+	// mode, spec.limits, drain and shutdown times, spec.log.postgres) are
+	// refused.
 	// +kubebuilder:validation:MaxItems=64
-	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['KV_NODE_ID', 'KV_LISTEN', 'KV_API_ADVERTISE', 'KV_PEER_LISTEN', 'KV_PEER_ADVERTISE', 'KV_BOOTSTRAP', 'KV_DATA_DIR', 'KV_TLS_CERT', 'KV_TLS_KEY', 'KV_TLS_CA', 'KV_PEER_TLS_CERT', 'KV_PEER_TLS_KEY', 'KV_PEER_TLS_CA', 'KV_MAX_KEY_BYTES', 'KV_MAX_VALUE_BYTES', 'KV_MAX_IN_FLIGHT', 'KV_CLIENT_RATE', 'KV_CLIENT_BURST', 'KV_DRAIN_DELAY', 'KV_SHUTDOWN_TIMEOUT', 'KV_PEER_DOMAIN']))",message="may not set a variable the operator sets: KV_NODE_ID, KV_LISTEN, KV_API_ADVERTISE, KV_PEER_LISTEN, KV_PEER_ADVERTISE, KV_BOOTSTRAP, KV_DATA_DIR, KV_TLS_CERT, KV_TLS_KEY, KV_TLS_CA, KV_PEER_TLS_CERT, KV_PEER_TLS_KEY, KV_PEER_TLS_CA, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_IN_FLIGHT, KV_CLIENT_RATE, KV_CLIENT_BURST, KV_DRAIN_DELAY, KV_SHUTDOWN_TIMEOUT, KV_PEER_DOMAIN (spec.limits sets the limits)"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['KV_NODE_ID', 'KV_LISTEN', 'KV_API_ADVERTISE', 'KV_PEER_LISTEN', 'KV_PEER_ADVERTISE', 'KV_BOOTSTRAP', 'KV_DATA_DIR', 'KV_TLS_CERT', 'KV_TLS_KEY', 'KV_TLS_CA', 'KV_PEER_TLS_CERT', 'KV_PEER_TLS_KEY', 'KV_PEER_TLS_CA', 'KV_MAX_KEY_BYTES', 'KV_MAX_VALUE_BYTES', 'KV_MAX_IN_FLIGHT', 'KV_CLIENT_RATE', 'KV_CLIENT_BURST', 'KV_DRAIN_DELAY', 'KV_SHUTDOWN_TIMEOUT', 'KV_PEER_DOMAIN', 'TLOG_DB_HOST', 'TLOG_DB_PORT', 'TLOG_DB_DATABASE', 'TLOG_DB_SSLMODE', 'TLOG_DB_STORE', 'TLOG_DB_USERNAME', 'TLOG_DB_PASSWORD', 'TLOG_DB_CA']))",message="may not set a variable the operator sets: KV_NODE_ID, KV_LISTEN, KV_API_ADVERTISE, KV_PEER_LISTEN, KV_PEER_ADVERTISE, KV_BOOTSTRAP, KV_DATA_DIR, KV_TLS_CERT, KV_TLS_KEY, KV_TLS_CA, KV_PEER_TLS_CERT, KV_PEER_TLS_KEY, KV_PEER_TLS_CA, KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_IN_FLIGHT, KV_CLIENT_RATE, KV_CLIENT_BURST, KV_DRAIN_DELAY, KV_SHUTDOWN_TIMEOUT, KV_PEER_DOMAIN, TLOG_DB_* (spec.limits sets the limits, spec.log.postgres the database)"
 	// +optional
 	Env []corev1.EnvVar `json:"env,omitempty"`
 	// Volumes adds volumes to the kvnode pods, to mount with VolumeMounts.
-	// The names data, tls and tmp are the operator's.
+	// The names data, tls, tmp, access and postgres-ca are the operator's.
 	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:validation:XValidation:rule="self.all(v, !(v.name in ['data', 'tls', 'tmp', 'access']))",message="may not be named data, tls, tmp or access: the operator's volumes have these names"
+	// +kubebuilder:validation:XValidation:rule="self.all(v, !(v.name in ['data', 'tls', 'tmp', 'access', 'postgres-ca']))",message="may not be named data, tls, tmp, access or postgres-ca: the operator's volumes have these names"
 	// +optional
 	Volumes []corev1.Volume `json:"volumes,omitempty"`
 	// VolumeMounts adds mounts to the kvnode container, of Volumes (or of
 	// the operator's volumes elsewhere). A mount at, inside or above the
 	// operator's own (/var/lib/kvnode for the data, /etc/kvnode/tls,
-	// /tmp) is refused: the store is Degraded, reason InvalidSpec, and
-	// the StatefulSet is left as it is until the mount is changed.
+	// /etc/kvnode/access, /etc/kvnode/postgres-ca, /tmp) is refused: the
+	// store is Degraded, reason InvalidSpec, and the StatefulSet (or
+	// Deployment) is left as it is until the mount is changed.
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
@@ -478,10 +494,10 @@ type KeyValueStoreStatus struct {
 	// Ready is "ready/replicas" for kubectl get.
 	// +optional
 	Ready string `json:"ready,omitempty"`
-	// Voters is the number of voting members.
+	// Voters is the number of voting members (none with log.type postgres).
 	// +optional
 	Voters int32 `json:"voters,omitempty"`
-	// Leader is the pod that leads.
+	// Leader is the pod that leads (none with log.type postgres).
 	// +optional
 	Leader string `json:"leader,omitempty"`
 	// Members of the Raft configuration.
@@ -552,6 +568,7 @@ type KeyValueStoreStatus struct {
 // +kubebuilder:resource:shortName={kvs,kvstores},categories=all
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Log",type=string,JSONPath=`.spec.log.type`
 // +kubebuilder:printcolumn:name="Leader",type=string,JSONPath=`.status.leader`
 // +kubebuilder:printcolumn:name="Updated",type=string,JSONPath=`.status.upgrade.updated`,priority=1
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`,priority=0

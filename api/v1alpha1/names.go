@@ -8,7 +8,8 @@ import (
 
 // Condition types.
 const (
-	// ConditionReady: every voter is ready and the cluster has a leader.
+	// ConditionReady: every voter is ready and the cluster has a leader
+	// (with the log in PostgreSQL: spec.replicas pods are ready).
 	ConditionReady = "Ready"
 	// ConditionProgressing: the operator is changing the cluster.
 	ConditionProgressing = "Progressing"
@@ -85,6 +86,14 @@ const (
 	// that the CRD's rules cannot check; the message names the field. The
 	// children are left as they are until the spec is changed.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonPodsNotReady: with the log in PostgreSQL, fewer pods are
+	// ready than spec.replicas; the message names the pods that are down
+	// (restarted, or not ready for minutes) and why.
+	ReasonPodsNotReady = "PodsNotReady"
+	// ReasonRolloutStopped: with the log in PostgreSQL, the Deployment
+	// reports that its rollout or its pods cannot go on (its own
+	// ProgressDeadlineExceeded or ReplicaFailure); the message is its.
+	ReasonRolloutStopped = "RolloutStopped"
 )
 
 // Phases of a KeyValueStoreBackup.
@@ -100,6 +109,11 @@ const (
 	BackupConditionComplete = "Complete"
 	BackupConditionFailed   = "Failed"
 )
+
+// BackupReasonPostgresLog: the backup is of a store whose log is in
+// PostgreSQL, which a KeyValueStoreBackup cannot copy: PostgreSQL's own
+// backups hold that store's data.
+const BackupReasonPostgresLog = "PostgresLog"
 
 // Labels on the KeyValueStoreBackups of a store: which store, and whether
 // spec.backup.schedule made it (only those are pruned).
@@ -185,6 +199,7 @@ const (
 // Names of the objects of a KeyValueStore: one place, so that builders,
 // the reconciler and tests agree.
 func StatefulSetName(kvs *KeyValueStore) string     { return kvs.Name }
+func DeploymentName(kvs *KeyValueStore) string      { return kvs.Name }
 func ClientServiceName(kvs *KeyValueStore) string   { return kvs.Name }
 func HeadlessServiceName(kvs *KeyValueStore) string { return kvs.Name + "-peers" }
 func PDBName(kvs *KeyValueStore) string             { return kvs.Name }
@@ -321,6 +336,10 @@ func (kvs *KeyValueStore) Voters() int32 {
 	}
 	return *kvs.Spec.Replicas
 }
+
+// Replicas is spec.replicas with its default: the voters of a raft
+// store, the pods of a postgres one.
+func (kvs *KeyValueStore) Replicas() int32 { return kvs.Voters() }
 
 // MonitoringEnabled reports whether the operator keeps a PodMonitor for
 // the store (when the Prometheus Operator's API is installed).

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/pgenv"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/throttle"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/txlog"
 )
@@ -125,13 +126,13 @@ func parseConfig(args []string, getenv func(string) (string, bool), usageOut io.
 	bind("read-lease", "KV_READ_LEASE", "let the leader answer linearizable reads without a quorum round for 250ms after one (its read lease). This assumes that the members' clocks run at rates within a factor of two of each other (wall-clock steps do not matter); false makes every linearizable read make a quorum round, like ?consistency=strict", func(u string) { fs.BoolVar(&c.ReadLease, "read-lease", true, u) })
 	bind("pprof-listen", "KV_PPROF_LISTEN", "loopback address (e.g. 127.0.0.1:6060) to serve Go's profiles on, under /debug/pprof/, for finding where time goes (kubectl port-forward reaches it); empty: off. A profile shows keys and values in memory, so it is never served beyond loopback", func(u string) { fs.StringVar(&c.PprofListen, "pprof-listen", "", u) })
 	bind("log", "KV_LOG", "where the transaction log lives: raft (each node keeps it in --data-dir and the members replicate it) or postgres (a table in PostgreSQL, which orders every write; the node keeps nothing on disk, and any number of nodes share the log). The password comes from TLOG_DB_PASSWORD only", func(u string) { fs.StringVar(&c.Log, "log", logRaft, u) })
-	bind("postgres-host", "TLOG_DB_HOST", "with --log=postgres: PostgreSQL's host, or the directory of its Unix socket", func(u string) { fs.StringVar(&c.PGHost, "postgres-host", "", u) })
-	bind("postgres-port", "TLOG_DB_PORT", "with --log=postgres: PostgreSQL's port", func(u string) { fs.IntVar(&c.PGPort, "postgres-port", 5432, u) })
-	bind("postgres-database", "TLOG_DB_DATABASE", "with --log=postgres: the database, one per store (the node creates its tables)", func(u string) { fs.StringVar(&c.PGDatabase, "postgres-database", "", u) })
-	bind("postgres-user", "TLOG_DB_USERNAME", "with --log=postgres: the user to connect as", func(u string) { fs.StringVar(&c.PGUser, "postgres-user", "", u) })
-	bind("postgres-sslmode", "TLOG_DB_SSLMODE", "with --log=postgres: disable, require (encrypted, server not verified), verify-ca or verify-full (both need --postgres-ca)", func(u string) { fs.StringVar(&c.PGSSLMode, "postgres-sslmode", "require", u) })
-	bind("postgres-ca", "TLOG_DB_CA", "with --log=postgres: PEM CA file that verifies PostgreSQL's certificate", func(u string) { fs.StringVar(&c.PGCA, "postgres-ca", "", u) })
-	bind("postgres-store", "TLOG_DB_STORE", "with --log=postgres: the store's name (namespace/name); a database that holds another store's log is refused", func(u string) { fs.StringVar(&c.PGStore, "postgres-store", "", u) })
+	bind("postgres-host", pgenv.Host, "with --log=postgres: PostgreSQL's host, or the directory of its Unix socket", func(u string) { fs.StringVar(&c.PGHost, "postgres-host", "", u) })
+	bind("postgres-port", pgenv.Port, "with --log=postgres: PostgreSQL's port", func(u string) { fs.IntVar(&c.PGPort, "postgres-port", 5432, u) })
+	bind("postgres-database", pgenv.Database, "with --log=postgres: the database, one per store (the node creates its tables)", func(u string) { fs.StringVar(&c.PGDatabase, "postgres-database", "", u) })
+	bind("postgres-user", pgenv.Username, "with --log=postgres: the user to connect as", func(u string) { fs.StringVar(&c.PGUser, "postgres-user", "", u) })
+	bind("postgres-sslmode", pgenv.SSLMode, "with --log=postgres: disable, require (encrypted, server not verified), verify-ca or verify-full (both need --postgres-ca)", func(u string) { fs.StringVar(&c.PGSSLMode, "postgres-sslmode", "require", u) })
+	bind("postgres-ca", pgenv.CA, "with --log=postgres: PEM CA file that verifies PostgreSQL's certificate", func(u string) { fs.StringVar(&c.PGCA, "postgres-ca", "", u) })
+	bind("postgres-store", pgenv.Store, "with --log=postgres: the store's name (namespace/name); a database that holds another store's log is refused", func(u string) { fs.StringVar(&c.PGStore, "postgres-store", "", u) })
 	bind("postgres-retain", "KV_POSTGRES_RETAIN", "with --log=postgres: events the log keeps behind its head when pruned (every 30 s); a node further behind loads the state table instead", func(u string) { fs.Int64Var(&c.PGRetain, "postgres-retain", 100_000, u) })
 	bind("log-level", "KV_LOG_LEVEL", "debug, info, warn or error", func(u string) { fs.StringVar(&c.LogLevel, "log-level", "info", u) })
 	fs.Usage = func() {
@@ -187,7 +188,7 @@ Flags:
 			c.GRPCListen = net.JoinHostPort(host, defaultGRPCPort)
 		}
 	}
-	c.PGPassword, _ = getenv("TLOG_DB_PASSWORD")
+	c.PGPassword, _ = getenv(pgenv.Password)
 	err = c.validate()
 	return c, err
 }

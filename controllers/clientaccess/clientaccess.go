@@ -87,7 +87,8 @@ type Operator struct {
 //     operator (it calls the membership API), the store's members (they
 //     forward writes and read indexes to each other), the store's backup
 //     Jobs, and spec.networkPolicy.from;
-//   - the Raft port admits the members only;
+//   - the Raft port admits the members only (a store whose log is in
+//     PostgreSQL has none: its pods do not speak to each other);
 //   - the gRPC port, while spec.frontends.grpc is on, admits the clients
 //     and spec.networkPolicy.from: the operator, the members and backup
 //     Jobs speak only to the API port.
@@ -122,9 +123,9 @@ func NetworkPolicy(kvs *kvv1.KeyValueStore, op Operator) *networkingv1.NetworkPo
 	port := func(p int) []networkingv1.NetworkPolicyPort {
 		return []networkingv1.NetworkPolicyPort{{Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(intstr.FromInt32(int32(p)))}}
 	}
-	ingress := []networkingv1.NetworkPolicyIngressRule{
-		{Ports: port(kvv1.APIPort), From: api},
-		{Ports: port(kvv1.PeerPort), From: []networkingv1.NetworkPolicyPeer{members}},
+	ingress := []networkingv1.NetworkPolicyIngressRule{{Ports: port(kvv1.APIPort), From: api}}
+	if !kvs.PostgresLog() {
+		ingress = append(ingress, networkingv1.NetworkPolicyIngressRule{Ports: port(kvv1.PeerPort), From: []networkingv1.NetworkPolicyPeer{members}})
 	}
 	// A rule without peers would admit every source: with no client and
 	// nothing in from, the gRPC port gets no rule, and stays closed.

@@ -1,7 +1,8 @@
 // Package hpa builds the HorizontalPodAutoscaler that adds and removes
 // non-voting read replicas: it scales the StatefulSet between
 // max(minReplicas, replicas) and maxReplicas, so the voters are never
-// touched.
+// touched. A store whose log is in PostgreSQL has no voters: the HPA
+// scales its Deployment within the same bounds, every pod alike.
 package hpa
 
 import (
@@ -26,6 +27,10 @@ func Build(kvs *kvv1.KeyValueStore, floor int32) *autoscalingv2.HorizontalPodAut
 		lo = *a.MinReplicas
 	}
 	lo = max(lo, floor)
+	ref := autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: kvv1.StatefulSetName(kvs)}
+	if kvs.PostgresLog() {
+		ref = autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: kvv1.DeploymentName(kvs)}
+	}
 	target := a.TargetCPUUtilizationPercentage
 	if target == 0 {
 		target = 70
@@ -34,7 +39,7 @@ func Build(kvs *kvv1.KeyValueStore, floor int32) *autoscalingv2.HorizontalPodAut
 		TypeMeta:   metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
 		ObjectMeta: kvv1.ChildMeta(kvs, kvv1.HPAName(kvs)),
 		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: kvv1.StatefulSetName(kvs)},
+			ScaleTargetRef: ref,
 			MinReplicas:    ptr.To(lo),
 			MaxReplicas:    max(a.MaxReplicas, lo),
 			Metrics: []autoscalingv2.MetricSpec{{

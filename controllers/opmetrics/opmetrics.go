@@ -73,10 +73,18 @@ func ObserveStore(kvs *kvv1.KeyValueStore) {
 			healthy++
 		}
 	}
-	desiredVoters.With(l).Set(float64(kvs.Voters()))
-	voters.With(l).Set(float64(st.Voters))
-	healthyVoters.With(l).Set(float64(healthy))
-	hasLeader.With(l).Set(b2f(st.Leader != ""))
+	if kvs.PostgresLog() {
+		// No voters and no leader, ever: series at 0 would raise the
+		// no-leader and quorum alerts for a store that has neither.
+		for _, v := range []*prometheus.GaugeVec{desiredVoters, voters, healthyVoters, hasLeader} {
+			v.Delete(l)
+		}
+	} else {
+		desiredVoters.With(l).Set(float64(kvs.Voters()))
+		voters.With(l).Set(float64(st.Voters))
+		healthyVoters.With(l).Set(float64(healthy))
+		hasLeader.With(l).Set(b2f(st.Leader != ""))
+	}
 	if st.CertificateNotAfter != nil {
 		certNotAfter.With(l).Set(float64(st.CertificateNotAfter.Unix()))
 	}

@@ -81,6 +81,25 @@ func TestObserveStoreCountsHealthyVotersOnly(t *testing.T) {
 	}
 }
 
+// A store whose log is in PostgreSQL has no Raft series: the no-leader
+// and quorum alerts would fire for it for ever.
+func TestObserveStoreWithoutRaft(t *testing.T) {
+	kvs := &kvv1.KeyValueStore{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pg"}, Spec: kvv1.KeyValueStoreSpec{Replicas: ptr.To[int32](3)}}
+	kvs.Status.CertificateNotAfter = &metav1.Time{Time: time.Unix(2000, 0)}
+	kvs.Spec.Log.Type = kvv1.LogPostgres
+	ObserveStore(kvs)
+	l := prometheus.Labels{"namespace": "ns", "store": "pg"}
+	for name, v := range map[string]*prometheus.GaugeVec{"desired voters": desiredVoters, "voters": voters, "healthy voters": healthyVoters, "has leader": hasLeader} {
+		if v.Delete(l) {
+			t.Errorf("%s exported for a store without Raft", name)
+		}
+	}
+	if value(t, certNotAfter.With(l)) != 2000 {
+		t.Error("the certificate's expiry not exported")
+	}
+	ForgetStore("ns", "pg")
+}
+
 func TestMembershipStepResult(t *testing.T) {
 	MembershipStep(kvv1.ActionPromote, nil)
 	MembershipStep(kvv1.ActionPromote, errors.New("no leader"))

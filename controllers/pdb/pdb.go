@@ -1,5 +1,7 @@
 // Package pdb builds the PodDisruptionBudget that keeps quorum through
 // voluntary disruptions (node drains): at most one member down at a time.
+// A store whose log is in PostgreSQL has no quorum to keep; the same
+// budget keeps all but one of its pods serving through a drain.
 package pdb
 
 import (

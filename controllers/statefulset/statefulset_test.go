@@ -165,7 +165,11 @@ func TestClientAuthOfAStore(t *testing.T) {
 	} {
 		k := testutil.StoredKVS("demo")
 		k.Spec.ClientAuth = c.spec
-		if got := ClientAuth(k, c.live, c.recorded); got != c.want {
+		var running *corev1.PodTemplateSpec
+		if c.live != nil {
+			running = &c.live.Spec.Template
+		}
+		if got := ClientAuth(k, running, c.recorded); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}
@@ -297,5 +301,31 @@ func TestBuildClientRate(t *testing.T) {
 	}), ptr.To[int32](3))
 	if !equality.Semantic.DeepEqual(plain.Spec.Template, withClientLimits.Spec.Template) {
 		t.Error("a client's own limits changed the pod template: they would restart the pods")
+	}
+}
+
+// With the log in PostgreSQL there is no data volume to protect, and the
+// PostgreSQL CA's mount is the operator's; the refusal names the
+// Deployment, which is what is left as it is.
+func TestRefusePostgresMounts(t *testing.T) {
+	kvs := func(path string, ca bool) *kvv1.KeyValueStore {
+		return testutil.StoredKVS("demo", func(k *kvv1.KeyValueStore) {
+			k.Spec.Log = kvv1.LogSpec{Type: kvv1.LogPostgres, Postgres: &kvv1.PostgresLogSpec{Host: "pg", Database: "kv"}}
+			if ca {
+				k.Spec.Log.Postgres.CASecretRef = &corev1.LocalObjectReference{Name: "pg-ca"}
+			}
+			k.Spec.Pod = &kvv1.PodOverrides{VolumeMounts: []corev1.VolumeMount{{Name: "extra", MountPath: path}}}
+		})
+	}
+	if why := Refuse(kvs("/var/lib/kvnode", false)); why != "" {
+		t.Errorf("a mount where a Raft store keeps its data: %s", why)
+	}
+	if why := Refuse(kvs("/etc/kvnode/postgres-ca", false)); why != "" {
+		t.Errorf("the CA's path without a CA: %s", why)
+	}
+	for _, p := range []string{"/etc/kvnode/postgres-ca", "/etc/kvnode/postgres-ca/x", "/etc/kvnode", "/etc/kvnode/tls"} {
+		if why := Refuse(kvs(p, true)); !strings.Contains(why, "the Deployment is not updated") {
+			t.Errorf("mount at %s: %q", p, why)
+		}
 	}
 }
