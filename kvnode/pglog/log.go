@@ -72,8 +72,8 @@ type proposal struct {
 	// write is then never sent, and the caller can say so.
 	state atomic.Int32
 	done  chan struct{}
-	seq  uint64
-	err  error
+	seq   uint64
+	err   error
 }
 
 const (
