@@ -8,7 +8,6 @@ package statefulset
 
 import (
 	"fmt"
-	"github.com/kvstore-operator/kvstore-operator/kvnode/pgenv"
 	"path"
 	"slices"
 	"strconv"
@@ -24,6 +23,7 @@ import (
 	kvv1 "github.com/kvstore-operator/kvstore-operator/api/v1alpha1"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/access"
 	"github.com/kvstore-operator/kvstore-operator/kvnode/clusterapi"
+	"github.com/kvstore-operator/kvstore-operator/kvnode/pgenv"
 )
 
 // Refuse refuses mounts over these paths; the CRD's rules on spec.pod.env

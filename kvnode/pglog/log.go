@@ -623,7 +623,7 @@ func (l *Log) followOnce(bo *backoff) error {
 	}()
 	defer func() {
 		lcancel()
-		<-lost
+		<-lost //nolint:errcheck // the listener's end, awaited; why it ended is moot now
 		_ = conn.Close(context.Background())
 	}()
 	if !l.synced.Load() && l.store.AppliedIndex() == 0 {
