@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -336,21 +335,7 @@ type s3Server struct{ *testutil.S3 }
 
 func startS3(t *testing.T) s3Server {
 	t.Helper()
-	lo, err := net.InterfaceByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := lo.Addrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-			return s3Server{testutil.StartS3On(t, n.IP.String())}
-		}
-	}
-	t.Fatalf("no node address on lo (addresses %v): run inside the cluster's network namespace", addrs)
-	return s3Server{}
+	return s3Server{testutil.StartS3On(t, nodeIP(t))}
 }
 
 // Corrupt copies the object at from to to with one byte in its middle

@@ -64,7 +64,7 @@ func dump(t *testing.T, ns string) {
 		return
 	}
 	for _, args := range [][]string{
-		{"get", "kvs,statefulsets,pods,services,pdb,hpa", "-n", ns, "-o", "wide"},
+		{"get", "kvs,statefulsets,deployments,pods,services,pdb,hpa", "-n", ns, "-o", "wide"},
 		{"describe", "kvs", "-n", ns},
 		{"get", "events", "-n", ns, "--sort-by=.lastTimestamp"},
 		{"logs", "-n", "kvstore-system", "deployment/kvstore-controller-manager", "--tail=100"},

@@ -35,8 +35,22 @@ const (
 type Server struct {
 	Dir  string // holds data/, the socket and the log
 	Port int
+	// IP is the address it listens on besides its socket.
+	IP   string
 	bin  string
 	cred *syscall.Credential
+	// allow is a CIDR whose clients may connect with the password, besides
+	// loopback and the socket.
+	allow string
+}
+
+// Options place a server elsewhere than loopback.
+type Options struct {
+	// IP to listen on; empty is 127.0.0.1.
+	IP string
+	// Allow is a CIDR of clients that may connect over TCP with the
+	// password (e.g. the pods of a test cluster).
+	Allow string
 }
 
 // Bin finds Debian's PostgreSQL binaries: on PATH, else the newest
@@ -73,9 +87,23 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartWith is Start with opts.
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s, err := NewWith(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
 // New initialises and starts a server; Close stops it and removes it.
 // For a server shared by a package's tests (TestMain).
-func New() (*Server, error) {
+func New() (*Server, error) { return NewWith(Options{}) }
+
+// NewWith is New with opts.
+func NewWith(opts Options) (*Server, error) {
 	bin, err := Bin()
 	if err != nil {
 		return nil, err
@@ -86,7 +114,10 @@ func New() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Dir: dir, bin: bin}
+	s := &Server{Dir: dir, bin: bin, IP: opts.IP, allow: opts.Allow}
+	if s.IP == "" {
+		s.IP = "127.0.0.1"
+	}
 	if err := s.init(); err != nil {
 		s.Close()
 		return nil, err
@@ -119,7 +150,20 @@ func (s *Server) init() error {
 	if err != nil {
 		return err
 	}
-	if s.Port, err = freePort(); err != nil {
+	if s.allow != "" {
+		hba, err := os.OpenFile(filepath.Join(s.data(), "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(hba, "host all all %s scram-sha-256\n", s.allow)
+		if cerr := hba.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if s.Port, err = freePort(s.IP); err != nil {
 		return err
 	}
 	return s.start()
@@ -145,7 +189,7 @@ func (s *Server) Start(t testing.TB) {
 }
 
 func (s *Server) start() error {
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on -c synchronous_commit=on", s.Port, s.Dir)
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=%s -c max_connections=200 -c fsync=on -c synchronous_commit=on", s.Port, s.Dir, s.IP)
 	return s.run("pg_ctl", "-D", s.data(), "-l", filepath.Join(s.Dir, "server.log"), "-o", opts, "-w", "-t", "60", "start")
 }
 
@@ -218,8 +262,8 @@ func (s *Server) Exec(t testing.TB, database, sql string, args ...any) {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return 0, err
 	}
