@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -341,6 +342,44 @@ func benchmark(kvnode, etcdBin string, clients, valueSize, keys int, duration ti
 	table("kvnode gRPC, writes straight to the leader", "kvnode gRPC, writes spread over the members", grpcCeiling, pick(
 		rowOf("durable writes (LeaderWrites)", kvW("", kvPutLeader), kvW("", kvPut)),
 	))
+	// The Postgres mode against the Raft mode: the same three kvnodes,
+	// their log in one PostgreSQL server instead of Raft.
+	pgRows := []string{"postgres: durable writes", "postgres: linearizable reads / strict", "postgres: linearizable reads / lease", "postgres: stale reads"}
+	if slices.ContainsFunc(pgRows, func(n string) bool { return strings.Contains(n, only) }) {
+		pm, err := startPostgresMode(kvnode, dir)
+		if err != nil {
+			return fmt.Errorf("postgres mode: %w", err)
+		}
+		defer pm.close()
+		if err := fill(clients, keys, func(ctx context.Context, k int) error {
+			_, err := pm.clients[k%3].Put(ctx, &pb.PutRequest{Key: fmt.Sprintf("bench-%d", k), Value: value})
+			return err
+		}); err != nil {
+			return fmt.Errorf("fill the postgres mode: %w", err)
+		}
+		pgPids := pm.pids()
+		pgW := func(op func(ctx context.Context, c, i int) error) func() measured {
+			return func() measured { return on(pgPids, "", op) }
+		}
+		pgPut := func(ctx context.Context, c, i int) error {
+			_, err := pm.clients[c%3].Put(ctx, &pb.PutRequest{Key: key(c, i), Value: value})
+			return err
+		}
+		pgGet := func(cons pb.Consistency) func(ctx context.Context, c, i int) error {
+			return func(ctx context.Context, c, i int) error {
+				_, err := pm.clients[c%3].Get(ctx, &pb.GetRequest{Key: key(c, i), Consistency: cons})
+				return err
+			}
+		}
+		fmt.Println("Server CPU per request counts PostgreSQL's processes on the left, the three kvnodes' on both sides.")
+		fmt.Println()
+		table("kvnode, log in PostgreSQL", "kvnode, Raft", grpcCeiling, pick(
+			rowOf(pgRows[0], pgW(pgPut), kvW("", kvPut)),
+			rowOf(pgRows[1], pgW(pgGet(pb.Consistency_CONSISTENCY_STRICT)), kvW("", kvGet(pb.Consistency_CONSISTENCY_STRICT))),
+			rowOf(pgRows[2], pgW(pgGet(pb.Consistency_CONSISTENCY_LINEARIZABLE)), kvW("", kvGet(pb.Consistency_CONSISTENCY_LINEARIZABLE))),
+			rowOf(pgRows[3], pgW(pgGet(pb.Consistency_CONSISTENCY_STALE)), kvW("", kvGet(pb.Consistency_CONSISTENCY_STALE))),
+		))
+	}
 	if only != "" {
 		return nil
 	}

@@ -223,19 +223,25 @@ func (s *Server) run(name string, args ...string) error {
 // NewDatabase creates an empty database and returns its name.
 func (s *Server) NewDatabase(t testing.TB) string {
 	t.Helper()
-	name := fmt.Sprintf("kv_%d", time.Now().UnixNano())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cfg := s.Config("postgres")
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=postgres", cfg.Host, cfg.Port, User)+" password="+quote(Password))
+	name, err := s.CreateDatabase()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = conn.Close(ctx) }()
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
 	return name
+}
+
+// CreateDatabase creates an empty database and returns its name.
+func (s *Server) CreateDatabase() (string, error) {
+	name := fmt.Sprintf("kv_%d", time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=postgres", s.Dir, s.Port, User)+" password="+quote(Password))
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+name)
+	return name, err
 }
 
 func quote(s string) string {
