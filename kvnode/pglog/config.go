@@ -126,6 +126,9 @@ func (c Config) poolConfig() (*pgxpool.Config, error) {
 		q.Set("sslrootcert", c.CAFile)
 	}
 	q.Set("application_name", "kvnode")
+	// Never a standby: a read-only server would answer the head query
+	// from behind, and take no writes.
+	q.Set("target_session_attrs", "read-write")
 	u.RawQuery = q.Encode()
 	pc, err := pgxpool.ParseConfig(u.String())
 	if err != nil {

@@ -61,7 +61,14 @@
 // transactions. If PostgreSQL loses a committed transaction (fsync off, an
 // asynchronous standby promoted), acknowledged writes are lost with it, and
 // a node that applied them keeps a copy the log no longer has: after such a
-// failover, restart the kvnodes. The tests that would catch a violation are
+// failover, restart the kvnodes. With a synchronous standby, a commit
+// whose wait for the standby is cancelled (this node's 5 s query deadline,
+// or its shutdown) becomes visible on the primary anyway: its writer was
+// told the outcome is unknown, but other nodes may serve it, and a
+// failover before the standby has it takes it back. Keep the standby's
+// lag well under the query deadline. Connections ask for a read-write
+// server (target_session_attrs), so a standby never answers the head
+// query, and a database with synchronous_commit off is refused. The tests that would catch a violation are
 // TestSequenceIsCommitOrder (concurrent writers, every node applies the
 // same sequence) and test/cluster's TestLinearizablePostgres (kills
 // kvnodes, restarts PostgreSQL, checks the history).

@@ -40,10 +40,13 @@ type Log struct {
 	br    *breaker
 	log   *slog.Logger
 
-	// mu guards closed and the sends on proposals, so that Close can
-	// close the channel once no Propose is sending.
-	mu         sync.RWMutex
-	closed     bool
+	// closing is closed by Close: Propose takes no more writes, the
+	// writer commits what is queued and ends (writerDone). proposals is
+	// never closed, so a late Propose cannot panic; one that slips in
+	// after the writer ended takes its write back (see Propose).
+	closeOnce  sync.Once
+	closed     atomic.Bool
+	closing    chan struct{}
 	proposals  chan *proposal
 	writerDone chan struct{}
 
@@ -109,7 +112,7 @@ func Open(ctx context.Context, cfg Config, store *core.Store) (*Log, error) {
 	bg, cancel := context.WithCancel(context.Background())
 	l := &Log{
 		cfg: cfg, store: store, pool: pool, br: newBreaker(), log: cfg.Logger,
-		proposals: make(chan *proposal, 4096), writerDone: make(chan struct{}),
+		proposals: make(chan *proposal, 4096), writerDone: make(chan struct{}), closing: make(chan struct{}),
 		stop: make(chan struct{}), bg: bg, cancel: cancel,
 		kick: make(chan struct{}, 1), roundCh: make(chan struct{}, 1),
 	}
@@ -219,17 +222,20 @@ func (l *Log) wake() {
 // its own stale reads see it. A write that committed is acknowledged even
 // if that wait runs out: it is durable, and every node will apply it.
 func (l *Log) Propose(ctx context.Context, e core.Event) error {
-	p := &proposal{ctx: ctx, e: e, done: make(chan struct{})}
-	l.mu.RLock()
-	if l.closed {
-		l.mu.RUnlock()
+	if e.Type != core.EventPut && e.Type != core.EventDelete {
+		// The log holds client writes only; a follower would stop at
+		// anything else.
+		return fmt.Errorf("%w: the postgres log takes PUT and DELETE, not %v", core.ErrCorruptEvent, e.Type)
+	}
+	if l.closed.Load() {
 		return fmt.Errorf("%w: shutting down", core.ErrUnavailable)
 	}
+	p := &proposal{ctx: ctx, e: e, done: make(chan struct{})}
 	select {
 	case l.proposals <- p:
-		l.mu.RUnlock()
+	case <-l.closing:
+		return fmt.Errorf("%w: shutting down", core.ErrUnavailable)
 	case <-ctx.Done():
-		l.mu.RUnlock()
 		return fmt.Errorf("%w: the write queue is full: %v", core.ErrUnavailable, ctx.Err())
 	}
 	select {
@@ -239,6 +245,13 @@ func (l *Log) Propose(ctx context.Context, e core.Event) error {
 			return fmt.Errorf("%w: not sent before the deadline: %v", core.ErrUnavailable, ctx.Err())
 		}
 		return ctx.Err() // on its way: the write may still commit
+	case <-l.writerDone:
+		// Queued as the writer ended: nobody will send it, unless the
+		// writer took it in its last batch.
+		if p.state.CompareAndSwap(queued, abandoned) {
+			return fmt.Errorf("%w: shutting down", core.ErrUnavailable)
+		}
+		<-p.done
 	}
 	if p.err != nil {
 		return p.err
@@ -259,15 +272,23 @@ func (l *Log) Propose(ctx context.Context, e core.Event) error {
 // closed the queue and every write in it has been answered.
 func (l *Log) writer() {
 	defer close(l.writerDone)
-	for first := range l.proposals {
+	for {
+		var first *proposal
+		select {
+		case first = <-l.proposals:
+		case <-l.closing:
+			// Commit what is queued, then end.
+			select {
+			case first = <-l.proposals:
+			default:
+				return
+			}
+		}
 		batch, size := []*proposal{first}, len(first.e.Key)+len(first.e.Value)
 	fill:
 		for len(batch) < maxBatchEvents && size < maxBatchBytes {
 			select {
-			case p, ok := <-l.proposals:
-				if !ok {
-					break fill
-				}
+			case p := <-l.proposals:
 				batch = append(batch, p)
 				size += len(p.e.Key) + len(p.e.Value)
 			default:
@@ -313,7 +334,7 @@ func (l *Log) write(batch []*proposal) {
 		applied, retry := classify(err)
 		msg := l.clean(err)
 		switch {
-		case !applied && retry && !l.stopping():
+		case !applied && retry && !l.stopping() && l.Live() == nil:
 			for _, p := range batch {
 				p.state.Store(queued)
 			}
@@ -337,11 +358,7 @@ func (p *proposal) answer(seq uint64, err error) {
 	close(p.done)
 }
 
-func (l *Log) stopping() bool {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.closed
-}
+func (l *Log) stopping() bool { return l.closed.Load() }
 
 // sleep waits d before a retry; callers may abandon their writes
 // meanwhile.
@@ -387,19 +404,20 @@ func (l *Log) commit(batch []*proposal) (uint64, error) {
 			delK = append(delK, keys[i])
 		}
 	}
+	// One statement, so that every change hangs on the head row: without
+	// it (a damaged database) nothing at all is written. The
+	// data-modifying CTEs touch disjoint rows (a key is put or deleted,
+	// not both), so the order PostgreSQL runs them in does not matter.
 	b := &pgx.Batch{}
 	b.Queue(`WITH h AS (UPDATE kv_head SET sequence = sequence + $1 RETURNING sequence),
 		ins AS (INSERT INTO transactions (sequence, event_type, key, value)
 			SELECT h.sequence - $1 + e.n, e.t, e.k, e.v
-			FROM h, unnest($2::smallint[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS e(t, k, v, n))
-		SELECT sequence FROM h`, int64(n), types, keys, values)
-	if len(putK) > 0 {
-		b.Queue(`INSERT INTO kv_state (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])
-			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, putK, putV)
-	}
-	if len(delK) > 0 {
-		b.Queue(`DELETE FROM kv_state WHERE key = ANY($1::bytea[])`, delK)
-	}
+			FROM h, unnest($2::smallint[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS e(t, k, v, n)),
+		up AS (INSERT INTO kv_state (key, value)
+			SELECT u.k, u.v FROM h, unnest($5::bytea[], $6::bytea[]) AS u(k, v)
+			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value),
+		del AS (DELETE FROM kv_state WHERE key = ANY($7::bytea[]) AND EXISTS (SELECT FROM h))
+		SELECT sequence FROM h`, int64(n), types, keys, values, putK, putV, delK)
 	b.Queue(`SELECT pg_notify($1, '')`, Channel)
 	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
@@ -415,6 +433,12 @@ func (l *Log) commit(batch []*proposal) (uint64, error) {
 	// Close reads up to ReadyForQuery, which comes after the commit.
 	if cerr := res.Close(); err == nil {
 		err = cerr
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The statement changed nothing: kv_head has lost its row.
+		err = errors.New("table kv_head has no row: the database was changed behind the log's back")
+		l.fail(err)
+		return 0, notSent{err}
 	}
 	if err != nil {
 		return 0, err
@@ -465,6 +489,9 @@ func (b *backoff) reset() { b.cur = 0 }
 // (shared with the reads waiting with it), then waits to apply it. Both
 // consistencies are the same here: no lease, no clock.
 func (l *Log) ReadBarrier(ctx context.Context, _ core.Consistency) error {
+	if l.closed.Load() {
+		return fmt.Errorf("%w: shutting down", core.ErrUnavailable)
+	}
 	if err := l.Ready(); err != nil {
 		return fmt.Errorf("%w: %v", core.ErrUnavailable, err)
 	}
@@ -503,6 +530,8 @@ func (l *Log) readHead(ctx context.Context) (uint64, error) {
 		return r.seq, r.err
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	case <-l.stop:
+		return 0, errors.New("shutting down")
 	}
 }
 
@@ -696,12 +725,13 @@ func (l *Log) readEvents(after uint64) ([]core.Indexed, error) {
 	if err := l.br.allow(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(l.bg, l.cfg.QueryTimeout)
+	// Up to 128 rows of up to 1 MiB: more time than a query's.
+	ctx, cancel := context.WithTimeout(l.bg, 6*l.cfg.QueryTimeout)
 	defer cancel()
 	rows, err := l.pool.Query(ctx, `SELECT sequence, event_type, key, value FROM transactions
 		WHERE sequence > $1 ORDER BY sequence LIMIT $2`, int64(after), catchUpRows)
 	if err != nil {
-		l.br.done(err)
+		l.br.done(slowRead(err))
 		return nil, err
 	}
 	var events []core.Indexed
@@ -711,7 +741,7 @@ func (l *Log) readEvents(after uint64) ([]core.Indexed, error) {
 		var key, value []byte
 		if err := rows.Scan(&seq, &typ, &key, &value); err != nil {
 			rows.Close()
-			l.br.done(err)
+			l.br.done(slowRead(err))
 			return nil, err
 		}
 		t := core.EventType(typ)
@@ -732,8 +762,18 @@ func (l *Log) readEvents(after uint64) ([]core.Indexed, error) {
 		events = append(events, core.Indexed{Index: uint64(seq), Event: e})
 	}
 	err = rows.Err()
-	l.br.done(err)
+	l.br.done(slowRead(err))
 	return events, err
+}
+
+// slowRead is err as the breaker should count it after a long read: a
+// deadline that passes while rows stream says the link is slow, not that
+// the server is gone, and must not refuse this node's writes.
+func slowRead(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
 }
 
 // resync replaces the store with kv_state as of kv_head's sequence, read
@@ -774,7 +814,7 @@ func (l *Log) resync() error {
 		fresh.ApplyBatch(chunk)
 		return rows.Err()
 	})
-	l.br.done(err)
+	l.br.done(slowRead(err))
 	if err != nil {
 		return err
 	}
@@ -844,14 +884,15 @@ func (l *Log) pruneOnce() (int64, error) {
 // its caller's deadline), and then stops following the log and closes
 // the connections. ctx bounds the wait for the queue.
 func (l *Log) Close(ctx context.Context) error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	first := false
+	l.closeOnce.Do(func() {
+		first = true
+		l.closed.Store(true)
+		close(l.closing)
+	})
+	if !first {
 		return nil
 	}
-	l.closed = true
-	close(l.proposals)
-	l.mu.Unlock()
 	var err error
 	select {
 	case <-l.writerDone:

@@ -339,3 +339,89 @@ func TestCloseDrainsTheQueue(t *testing.T) {
 	}
 	t.Logf("%d of 200 acknowledged before and during Close", len(acked))
 }
+
+// TestCloseWithAFullQueue closes a node whose writes are stuck behind a
+// lock on the head row, with more writes than the queue holds and no
+// deadline on them: Close returns within its own deadline, and every
+// writer is answered.
+func TestCloseWithAFullQueue(t *testing.T) {
+	s := server(t)
+	db := s.NewDatabase(t)
+	cfg := s.Config(db)
+	cfg.QueryTimeout = 500 * time.Millisecond
+	a := open(t, cfg, nil)
+	holder := s.Connect(t, db)
+	defer func() { _ = holder.Close(context.Background()) }()
+	tx, err := holder.Begin(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx(t), `SELECT FROM kv_head FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 5000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = a.svc.Put(context.Background(), fmt.Sprintf("k%d", i), []byte("v"))
+		}()
+	}
+	time.Sleep(time.Second)
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	_ = a.log.Close(c)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v with a 2 s deadline", d)
+	}
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writers still waiting 10 s after Close")
+	}
+	_ = tx.Rollback(ctx(t))
+	if err := a.log.ReadBarrier(ctx(t), core.Linearizable); !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("a read after Close: %v", err)
+	}
+}
+
+// TestAHeadlessLogIsRefused deletes kv_head's row behind the log's back:
+// a write changes nothing and says it was not applied, the node stops
+// being live, and a node starting on the database refuses it.
+func TestAHeadlessLogIsRefused(t *testing.T) {
+	s := server(t)
+	db := s.NewDatabase(t)
+	cfg := s.Config(db)
+	a := open(t, cfg, nil)
+	if err := a.svc.Put(ctx(t), "before", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	s.Exec(t, db, `DELETE FROM kv_head`)
+	if err := a.svc.Put(ctx(t), "after", []byte("v")); !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("a write without a head: %v", err)
+	}
+	if a.log.Live() == nil {
+		t.Fatal("still live without a head row")
+	}
+	if _, err := pglog.Open(ctx(t), cfg, core.NewStore()); !errors.Is(err, pglog.ErrForeignDatabase) {
+		t.Fatalf("opening a headless log: %v", err)
+	}
+	conn := s.Connect(t, db)
+	defer func() { _ = conn.Close(context.Background()) }()
+	var n int
+	if err := conn.QueryRow(ctx(t), `SELECT count(*) FROM kv_state WHERE key = 'after'::bytea`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the refused write reached kv_state: %d, %v", n, err)
+	}
+}
+
+func TestAsynchronousCommitIsRefused(t *testing.T) {
+	s := server(t)
+	db := s.NewDatabase(t)
+	s.Exec(t, db, `ALTER DATABASE `+db+` SET synchronous_commit = off`)
+	if _, err := pglog.Open(ctx(t), s.Config(db), core.NewStore()); !errors.Is(err, pglog.ErrForeignDatabase) || !strings.Contains(err.Error(), "synchronous_commit") {
+		t.Fatalf("synchronous_commit off: %v", err)
+	}
+}

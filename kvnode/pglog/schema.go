@@ -46,6 +46,15 @@ var ErrForeignDatabase = errors.New("refusing the database")
 // claims the database for store, or checks that it is store's.
 func migrate(ctx context.Context, pool *pgxpool.Pool, store string) (from int, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// An acknowledged write is a committed one: with
+		// synchronous_commit off, a commit returns before it is durable.
+		var syncCommit string
+		if err := tx.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&syncCommit); err != nil {
+			return err
+		}
+		if syncCommit == "off" {
+			return fmt.Errorf("%w: synchronous_commit is off for this user and database, so a commit may be lost in a crash after it was acknowledged; set it to on (ALTER ROLE or ALTER DATABASE … SET synchronous_commit = on)", ErrForeignDatabase)
+		}
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(schemaLock)); err != nil {
 			return err
 		}
@@ -72,6 +81,16 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, store string) (from int, e
 		if _, err := tx.Exec(ctx, `INSERT INTO kv_schema_version (version) VALUES ($1)
 			ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version`, SchemaVersion); err != nil {
 			return err
+		}
+		// A log without its head would hand out sequences it already
+		// holds: refuse it rather than start counting again.
+		var headless bool
+		if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM kv_head)
+			AND (EXISTS (SELECT FROM transactions) OR EXISTS (SELECT FROM kv_state))`).Scan(&headless); err != nil {
+			return err
+		}
+		if headless {
+			return fmt.Errorf("%w: table kv_head has lost its row while transactions or kv_state hold data", ErrForeignDatabase)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO kv_head (sequence, store) VALUES (0, $1)
 			ON CONFLICT (one) DO NOTHING`, store); err != nil {

@@ -256,16 +256,26 @@ func (s *Server) Config(database string) pglog.Config {
 // Exec runs SQL on database, for tests that look behind the log's back.
 func (s *Server) Exec(t testing.TB, database, sql string, args ...any) {
 	t.Helper()
+	conn := s.Connect(t, database)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defer func() { _ = conn.Close(ctx) }()
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Connect opens a connection to database as the superuser; the caller
+// closes it.
+func (s *Server) Connect(t testing.TB, database string) *pgx.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s dbname=%s", s.Dir, s.Port, User, database)+" password="+quote(Password))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = conn.Close(ctx) }()
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatal(err)
-	}
+	return conn
 }
 
 func freePort(ip string) (int, error) {
