@@ -188,14 +188,7 @@ func setPostgresStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	if len(d.down) > 0 {
 		pods += ", not ready: " + strings.Join(d.down, ", ")
 	}
-	gen := kvs.Generation
-	cond := func(t string, ok bool, reason, msg string) {
-		s := metav1.ConditionFalse
-		if ok {
-			s = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
-	}
+	cond := conditions(kvs)
 	switch {
 	case ready:
 		where := ""
@@ -250,6 +243,6 @@ func setPostgresStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		st.Phase = kvv1.PhaseRunning
 	}
 	if obs.err == nil {
-		st.ObservedGeneration = gen
+		st.ObservedGeneration = kvs.Generation
 	}
 }

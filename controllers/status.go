@@ -87,14 +87,7 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 	// What is missing is on its way: members joining, voters still to be
 	// promoted, pods the kubelet has not found ready yet.
 	catchingUp := st.Bootstrapped && !ready && obs.leader != "" && len(unhealthy) == 0
-	gen := kvs.Generation
-	cond := func(t string, ok bool, reason, msg string) {
-		s := metav1.ConditionFalse
-		if ok {
-			s = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
-	}
+	cond := conditions(kvs)
 	switch {
 	case ready:
 		cond(kvv1.ConditionReady, true, kvv1.ReasonAvailable, fmt.Sprintf("%d voters, leader %s", obs.voters, obs.leader))
@@ -178,7 +171,7 @@ func setStatus(kvs *kvv1.KeyValueStore, obs observation) {
 		st.Phase = kvv1.PhaseRunning
 	}
 	if obs.err == nil {
-		st.ObservedGeneration = gen
+		st.ObservedGeneration = kvs.Generation
 	}
 }
 
@@ -220,4 +213,16 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// conditions returns a setter of kvs's status conditions, observed at
+// its current generation.
+func conditions(kvs *kvv1.KeyValueStore) func(t string, ok bool, reason, msg string) {
+	return func(t string, ok bool, reason, msg string) {
+		s := metav1.ConditionFalse
+		if ok {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&kvs.Status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: kvs.Generation})
+	}
 }
