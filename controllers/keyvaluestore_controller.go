@@ -641,6 +641,11 @@ func (r *KeyValueStoreReconciler) syncStatefulSet(ctx context.Context, st *state
 			return fail(err)
 		}
 	}
+	if st.live != nil && replicas == nil {
+		if err := r.keepReplicas(ctx, st.live, ptr.Deref(st.live.Spec.Replicas, 1)); err != nil {
+			return fail(err)
+		}
+	}
 	if err := apply(ctx, r.Client, desired); err != nil {
 		return fail(err)
 	}
@@ -663,6 +668,34 @@ func (r *KeyValueStoreReconciler) createAutoscaled(ctx context.Context, first cl
 		"apiVersion": "apps/v1", "kind": kind,
 		"metadata": map[string]any{"name": first.GetName(), "namespace": first.GetNamespace()},
 		"spec":     map[string]any{"replicas": int64(count)},
+	}}
+	return applyUnstructured(ctx, r.Client, initial, FieldOwner+"-initial-replicas")
+}
+
+// keepReplicas hands the live count of obj (a StatefulSet or Deployment
+// the operator applied a count to, before autoscaling was turned on) to
+// the field owner createAutoscaled uses, before the operator's next apply
+// leaves the count out. Otherwise server-side apply would reset a count
+// nobody else owns to its default, 1, until the HPA acts: pods, and for
+// a Raft store voters, gone at once.
+func (r *KeyValueStoreReconciler) keepReplicas(ctx context.Context, obj client.Object, live int32) error {
+	owned := false
+	for _, mf := range obj.GetManagedFields() {
+		if mf.Manager == FieldOwner && mf.Operation == metav1.ManagedFieldsOperationApply && mf.FieldsV1 != nil && strings.Contains(mf.FieldsV1.GetRawString(), `"f:replicas"`) {
+			owned = true
+		}
+	}
+	if !owned {
+		return nil
+	}
+	kind := "StatefulSet"
+	if _, ok := obj.(*appsv1.Deployment); ok {
+		kind = "Deployment"
+	}
+	initial := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": kind,
+		"metadata": map[string]any{"name": obj.GetName(), "namespace": obj.GetNamespace()},
+		"spec":     map[string]any{"replicas": int64(live)},
 	}}
 	return applyUnstructured(ctx, r.Client, initial, FieldOwner+"-initial-replicas")
 }

@@ -60,8 +60,11 @@ func (r *KeyValueStoreReconciler) observeDeployment(ctx context.Context, st *sta
 	case err != nil:
 		return fail(err)
 	case !metav1.IsControlledBy(dep, kvs):
+		// Stop here, before any step: the client Service's selector and
+		// an HPA would act on the other's pods too.
 		st.taken = fmt.Sprintf("Deployment %s exists and does not belong to this store: the operator leaves it alone; delete it, or give the store another name", dep.Name)
-		dep = nil
+		st.obs.invalid = st.taken
+		return waitFor("%s", st.taken)
 	}
 	st.deployment = dep
 	recorded, err := r.recordedClientAuth(ctx, kvs)
@@ -147,6 +150,11 @@ func (r *KeyValueStoreReconciler) syncDeployment(ctx context.Context, st *state)
 		first := desired.DeepCopy()
 		first.Spec.Replicas = ptr.To(int32(st.pods))
 		if err := r.createAutoscaled(ctx, first, int32(st.pods)); err != nil {
+			return fail(err)
+		}
+	}
+	if st.deployment != nil && replicas == nil {
+		if err := r.keepReplicas(ctx, st.deployment, ptr.Deref(st.deployment.Spec.Replicas, 1)); err != nil {
 			return fail(err)
 		}
 	}

@@ -218,8 +218,12 @@ func TestCRDLogRules(t *testing.T) {
 	rejected(t, err, "spec.log.type", "log.type is immutable: a store cannot change its log type")
 	err = update(t, ns, "log-postgres", func(k *kvv1.KeyValueStore) { k.Spec.Log = kvv1.LogSpec{Type: kvv1.LogRaft} })
 	rejected(t, err, "spec.log.type", "log.type is immutable")
-	if err := update(t, ns, "log-postgres", func(k *kvv1.KeyValueStore) { k.Spec.Log.Postgres.Host = "pg2.db.svc" }); err != nil {
-		t.Errorf("moving to another PostgreSQL host: %v", err)
+	err = update(t, ns, "log-postgres", func(k *kvv1.KeyValueStore) { k.Spec.Log.Postgres.Host = "pg2.db.svc" })
+	rejected(t, err, "spec.log.postgres.host", "log.postgres.host is immutable")
+	err = update(t, ns, "log-postgres", func(k *kvv1.KeyValueStore) { k.Spec.Log.Postgres.Database = "other" })
+	rejected(t, err, "spec.log.postgres.database", "log.postgres.database is immutable")
+	if err := update(t, ns, "log-postgres", func(k *kvv1.KeyValueStore) { k.Spec.Log.Postgres.SecretRef.Name = "rotated" }); err != nil {
+		t.Errorf("new credentials: %v", err)
 	}
 }
 
@@ -325,6 +329,45 @@ func TestPostgresStoreAutoscalesTheDeployment(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Turning autoscaling on for a store that runs keeps its pods: the count
+// the operator applied is handed over, not reset to the default of 1.
+func TestTurningAutoscalingOnKeepsThePods(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	kvs := testutil.NewKVS("pg", testutil.InNamespace(ns), testutil.WithReplicas(3), postgresLog(false))
+	if err := k8s.Create(ctx, kvs); err != nil {
+		t.Fatal(err)
+	}
+	d := &appsv1.Deployment{}
+	testutil.Eventually(t, 20*time.Second, "the Deployment at 3", func() error {
+		if err := get(t, ns, "pg", d); err != nil {
+			return err
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
+			return fmt.Errorf("replicas %v", d.Spec.Replicas)
+		}
+		return nil
+	})
+	if err := get(t, ns, "pg", kvs); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WithAutoscaling(3, 6)(kvs)
+	if err := k8s.Update(ctx, kvs); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the HPA", func() error { return get(t, ns, "pg", &autoscalingv2.HorizontalPodAutoscaler{}) })
+	// Long enough for a few reconciles.
+	for range 20 {
+		if err := get(t, ns, "pg", d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
+			t.Fatalf("autoscaling turned on: the Deployment's replicas went from 3 to %v", d.Spec.Replicas)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // A backup of a postgres store is refused for good, saying why, and no

@@ -55,6 +55,7 @@ type PostgresLogSpec struct {
 	// Host of the PostgreSQL server: a DNS name or an IP address.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="log.postgres.host is immutable: pods on the old and the new database would serve side by side during the rollout; to move the log, delete the store and create it again on the new database (its pods keep nothing)"
 	Host string `json:"host"`
 
 	// Port of the PostgreSQL server.
@@ -62,11 +63,13 @@ type PostgresLogSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="log.postgres.port is immutable: pods on the old and the new database would serve side by side during the rollout; to move the log, delete the store and create it again on the new database (its pods keep nothing)"
 	Port int32 `json:"port,omitempty"`
 
 	// Database that holds the log table.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="log.postgres.database is immutable: pods on the old and the new database would serve side by side during the rollout; to move the log, delete the store and create it again on the new database (its pods keep nothing)"
 	Database string `json:"database"`
 
 	// SecretRef names a Secret in the store's namespace with the keys

@@ -10,6 +10,7 @@ package deployment
 
 import (
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -20,6 +21,13 @@ import (
 // Build returns the desired Deployment. replicas is spec.replicas; nil
 // leaves the field to the autoscaler.
 func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.Deployment {
+	template := statefulset.PodTemplate(kvs)
+	for i := range template.Spec.Containers {
+		// A pod that cannot reach PostgreSQL or is refused by it exits
+		// with the reason as its last log line: the status shows it
+		// (podTrouble). Only here, so that Raft pods do not roll.
+		template.Spec.Containers[i].TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+	}
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: kvv1.ChildMeta(kvs, kvv1.DeploymentName(kvs)),
@@ -27,7 +35,7 @@ func Build(kvs *kvv1.KeyValueStore, replicas *int32) *appsv1.Deployment {
 			Replicas: replicas,
 			Selector: &metav1.LabelSelector{MatchLabels: kvv1.SelectorLabels(kvs)},
 			Strategy: strategy(kvs),
-			Template: statefulset.PodTemplate(kvs),
+			Template: template,
 		},
 	}
 }

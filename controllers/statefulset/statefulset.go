@@ -288,7 +288,7 @@ func PodTemplate(kvs *kvv1.KeyValueStore) corev1.PodTemplateSpec {
 	// before a name was added to that rule keeps it (CEL ratcheting): such
 	// a variable is dropped rather than let win (the last of two equal
 	// names wins in the container) over what the spec says, e.g. gRPC off.
-	owned := map[string]bool{GRPCEnv: true, "KV_REST_API": true, "KV_CLIENT_RATE": true, "KV_CLIENT_BURST": true}
+	owned := map[string]bool{GRPCEnv: true, "KV_REST_API": true, "KV_CLIENT_RATE": true, "KV_CLIENT_BURST": true, "KV_LOG": true}
 	for _, e := range env {
 		owned[e.Name] = true
 	}
