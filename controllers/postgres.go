@@ -158,7 +158,21 @@ func (r *KeyValueStoreReconciler) syncDeployment(ctx context.Context, st *state)
 			return fail(err)
 		}
 	}
-	return fail(apply(ctx, r.Client, desired))
+	if err := apply(ctx, r.Client, desired); err != nil {
+		return fail(err)
+	}
+	// The status is of the Deployment as observed, before this apply: if
+	// the apply changed its spec, its controller has not seen the change,
+	// and the pods that are ready are the old template's. Read it again
+	// (around the cache, which may not have the apply yet).
+	fresh := &appsv1.Deployment{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), fresh); err != nil {
+		return fail(err)
+	}
+	if v := st.obs.deployment; v != nil {
+		v.current = v.current && fresh.Status.ObservedGeneration >= fresh.Generation
+	}
+	return done()
 }
 
 // setPostgresStatus is setStatus for a store whose log is in PostgreSQL:

@@ -300,6 +300,29 @@ func TestPostgresStoreTurnsReadyWithTheDeployment(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A new image: until the Deployment's controller has seen it, the
+	// ready pods are the old image's, and the store is not Ready at the
+	// new generation (tools wait on observedGeneration and Ready).
+	if err := update(t, ns, "pg", func(k *kvv1.KeyValueStore) { k.Spec.Image = "kvstore.dev/kvnode:next" }); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		k := &kvv1.KeyValueStore{}
+		mustGet(t, ns, "pg", k)
+		if k.Status.ObservedGeneration == k.Generation && meta.IsStatusConditionTrue(k.Status.Conditions, kvv1.ConditionReady) {
+			t.Fatalf("Ready at generation %d before the Deployment saw the new image: %+v", k.Generation, k.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	setDeploymentStatus(t, ns, "pg", 3, 3)
+	waitStatus(t, ns, "pg", func(st kvv1.KeyValueStoreStatus) error {
+		if !meta.IsStatusConditionTrue(st.Conditions, kvv1.ConditionReady) {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
 }
 
 // With autoscaling the HPA scales the Deployment, from spec.replicas up,
