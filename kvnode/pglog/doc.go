@@ -35,6 +35,13 @@
 // transaction below n: what a node reads from the log is always a prefix.
 // A node that finds a gap has fallen behind a pruning and reloads the state.
 //
+// The changes are a second statement after the one that takes the head
+// row's lock, so that their READ COMMITTED snapshot is taken after the
+// lock was granted and sees every write before them. In one statement the
+// snapshot would predate the lock wait, and a DELETE would miss a key the
+// transaction just ahead had inserted: kv_state would then disagree with
+// the log (TestTheStateTableFollowsTheLog).
+//
 // # Durability and acknowledgement
 //
 // A write is acknowledged once the implicit transaction holding its log

@@ -404,12 +404,20 @@ func (l *Log) commit(batch []*proposal) (uint64, error) {
 			delK = append(delK, keys[i])
 		}
 	}
-	// One statement, so that every change hangs on the head row: without
-	// it (a damaged database) nothing at all is written. The
-	// data-modifying CTEs touch disjoint rows (a key is put or deleted,
-	// not both), so the order PostgreSQL runs them in does not matter.
+	// Two statements in one implicit transaction. The first takes the
+	// sequences, waiting for the head row's lock. The second makes the
+	// changes: under READ COMMITTED it takes its snapshot when it starts,
+	// after the lock was granted, so it sees every write committed before
+	// this one. (In one statement, the snapshot would be older than the
+	// lock wait: a DELETE of a key that the transaction just ahead had
+	// inserted would miss it, and kv_state would keep a key the log
+	// deleted.) Every change hangs on the head row: without it (a damaged
+	// database) nothing is written. The data-modifying CTEs touch disjoint
+	// rows (a key is put or deleted, not both), so their order does not
+	// matter.
 	b := &pgx.Batch{}
-	b.Queue(`WITH h AS (UPDATE kv_head SET sequence = sequence + $1 RETURNING sequence),
+	b.Queue(`UPDATE kv_head SET sequence = sequence + $1 RETURNING sequence`, int64(n))
+	b.Queue(`WITH h AS (SELECT sequence FROM kv_head),
 		ins AS (INSERT INTO transactions (sequence, event_type, key, value)
 			SELECT h.sequence - $1 + e.n, e.t, e.k, e.v
 			FROM h, unnest($2::smallint[], $3::bytea[], $4::bytea[]) WITH ORDINALITY AS e(t, k, v, n)),
@@ -417,7 +425,7 @@ func (l *Log) commit(batch []*proposal) (uint64, error) {
 			SELECT u.k, u.v FROM h, unnest($5::bytea[], $6::bytea[]) AS u(k, v)
 			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value),
 		del AS (DELETE FROM kv_state WHERE key = ANY($7::bytea[]) AND EXISTS (SELECT FROM h))
-		SELECT sequence FROM h`, int64(n), types, keys, values, putK, putV, delK)
+		SELECT FROM h`, int64(n), types, keys, values, putK, putV, delK)
 	b.Queue(`SELECT pg_notify($1, '')`, Channel)
 	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
